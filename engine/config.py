@@ -1,0 +1,187 @@
+"""Model and training configurations, and the named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 65
+    d_model: int = 64
+    n_heads: int = 2
+    n_layers: int = 1
+    d_ff: int = 128
+    context: int = 32
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"{f.name} must be at least 1, got {getattr(self, f.name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Every parameter as (name, shape), in storage and file order.
+
+        Names follow GPT-2/nanoGPT; linear weights are (out, in) as in PyTorch.
+        The 2-D weights come first so that weight decay covers one leading slice
+        of the flat parameter buffer.
+        """
+        C, F, V, T = self.d_model, self.d_ff, self.vocab_size, self.context
+        weights: list[tuple[str, tuple[int, ...]]] = [("wte", (V, C)), ("wpe", (T, C))]
+        vectors: list[tuple[str, tuple[int, ...]]] = []
+        for i in range(self.n_layers):
+            p = f"h.{i}."
+            weights += [
+                (p + "attn.c_attn.weight", (3 * C, C)),
+                (p + "attn.c_proj.weight", (C, C)),
+                (p + "mlp.c_fc.weight", (F, C)),
+                (p + "mlp.c_proj.weight", (C, F)),
+            ]
+            vectors += [
+                (p + "ln_1.weight", (C,)),
+                (p + "ln_1.bias", (C,)),
+                (p + "attn.c_attn.bias", (3 * C,)),
+                (p + "attn.c_proj.bias", (C,)),
+                (p + "ln_2.weight", (C,)),
+                (p + "ln_2.bias", (C,)),
+                (p + "mlp.c_fc.bias", (F,)),
+                (p + "mlp.c_proj.bias", (C,)),
+            ]
+        weights.append(("lm_head.weight", (V, C)))
+        vectors += [("ln_f.weight", (C,)), ("ln_f.bias", (C,))]
+        return weights + vectors
+
+    @property
+    def n_params(self) -> int:
+        total = 0
+        for _, shape in self.param_shapes():
+            n = 1
+            for d in shape:
+                n *= d
+            total += n
+        return total
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6 per weight (forward + backward) plus attention."""
+        n_matmul = self.n_params - self.context * self.d_model  # wpe is a lookup, not a matmul
+        n_matmul -= self.vocab_size * self.d_model  # so is wte
+        attn = 12 * self.n_layers * self.context * self.d_model  # QK^T and AV, fwd + bwd
+        return 6 * n_matmul + attn
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    max_iters: int = 2000
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_iters: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99  # small batches of characters: a shorter second-moment memory helps
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 20
+    sample_interval: int = 500
+    checkpoint_interval: int = 0  # 0: no periodic checkpoints
+    seed: int = 1337
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_iters", "eval_iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.min_lr < 0 or self.warmup_iters < 0 or self.weight_decay < 0:
+            raise ValueError("min_lr, warmup_iters and weight_decay must not be negative")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    description: str
+
+    def model_for(self, vocab_size: int) -> ModelConfig:
+        return replace(self.model, vocab_size=vocab_size)
+
+    def summary(self, vocab_size: int = 65) -> str:
+        m = self.model_for(vocab_size)
+        return f"{self.name}: {m.n_layers} × {m.d_model}, {format_count(m.n_params)} params"
+
+
+def format_count(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.0f}K"
+    return str(n)
+
+
+# Training defaults were chosen by training each preset on tiny Shakespeare (1.1 MB):
+# warmup and peak lr shrink as the model grows, as they do for larger GPTs.
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "tiny",
+            ModelConfig(d_model=64, n_heads=2, n_layers=1, d_ff=128, context=32),
+            TrainConfig(batch_size=32, max_iters=2000, lr=3e-3, min_lr=3e-4, warmup_iters=100),
+            "1 layer × 64: learns in a minute, the place to start",
+        ),
+        Preset(
+            "small",
+            ModelConfig(d_model=128, n_heads=4, n_layers=2, d_ff=512, context=64),
+            TrainConfig(batch_size=16, max_iters=3000, lr=2e-3, min_lr=2e-4, warmup_iters=100),
+            "2 layers × 128: the seed system's model",
+        ),
+        Preset(
+            "v2",
+            ModelConfig(d_model=256, n_heads=4, n_layers=1, d_ff=1024, context=64),
+            TrainConfig(batch_size=16, max_iters=3000, lr=1e-3, min_lr=1e-4, warmup_iters=100),
+            "1 wide layer × 256",
+        ),
+        Preset(
+            "medium",
+            ModelConfig(d_model=256, n_heads=8, n_layers=4, d_ff=1024, context=128),
+            TrainConfig(batch_size=16, max_iters=4000, lr=1e-3, min_lr=1e-4, warmup_iters=200),
+            "4 layers × 256: real Shakespeare-like text, tens of minutes",
+        ),
+        Preset(
+            "large",
+            ModelConfig(d_model=512, n_heads=16, n_layers=6, d_ff=2048, context=128),
+            TrainConfig(batch_size=16, max_iters=5000, lr=6e-4, min_lr=6e-5, warmup_iters=200),
+            "6 layers × 512: hours on a laptop",
+        ),
+    )
+}
+
+
+class PresetError(ValueError):
+    pass
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        known = ", ".join(PRESETS)
+        raise PresetError(f"unknown preset {name!r}; choose one of: {known}") from None

@@ -1,0 +1,141 @@
+"""Text in, tokens out: the character tokenizer, the corpus and its batches."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+TOKEN_DTYPE = np.uint16
+MAX_VOCAB = int(np.iinfo(TOKEN_DTYPE).max) + 1
+VAL_FRACTION = 0.1
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be trained on; the message is one line meant for a person."""
+
+
+class UnknownCharactersError(CorpusError):
+    def __init__(self, chars: Iterable[str]) -> None:
+        self.chars = sorted(set(chars))
+        shown = " ".join(repr(c) for c in self.chars[:10])
+        more = f" and {len(self.chars) - 10} more" if len(self.chars) > 10 else ""
+        super().__init__(
+            f"characters not in the model's vocabulary: {shown}{more}; use only characters of its corpus"
+        )
+
+
+class CharTokenizer:
+    """One token per distinct character, numbered in sorted order."""
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        self.chars: list[str] = sorted(set(chars))
+        if len(self.chars) > MAX_VOCAB:
+            raise CorpusError(
+                f"the text has {len(self.chars):,} distinct characters, more than the "
+                f"{MAX_VOCAB:,} a token can hold; use a text with fewer distinct characters"
+            )
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls(set(text))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> NDArray[np.uint16]:
+        try:
+            return np.fromiter((self.stoi[c] for c in text), dtype=TOKEN_DTYPE, count=len(text))
+        except KeyError:
+            raise UnknownCharactersError(c for c in set(text) if c not in self.stoi) from None
+
+    def decode(self, tokens: Iterable[int]) -> str:
+        return "".join(self.chars[int(t)] for t in tokens)
+
+
+class Corpus:
+    """A text, its tokens and a 90/10 train/validation split."""
+
+    def __init__(self, text: str, name: str = "text", tokenizer: CharTokenizer | None = None) -> None:
+        if not text:
+            raise CorpusError(f"{name} is empty; choose a text file with some writing in it")
+        self.name = name
+        self.text = text
+        self.tokenizer = tokenizer or CharTokenizer.from_text(text)
+        self.tokens = self.tokenizer.encode(text)
+        self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        n_val = int(len(self.tokens) * VAL_FRACTION)
+        self.train = self.tokens[: len(self.tokens) - n_val]
+        self.val = self.tokens[len(self.tokens) - n_val :]
+
+    @classmethod
+    def from_file(cls, path: str | Path, tokenizer: CharTokenizer | None = None) -> Corpus:
+        return cls(read_text(path), Path(path).name, tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def check_context(self, context: int) -> None:
+        """Raise CorpusError unless the text holds at least one training window."""
+        if len(self.tokens) < context + 1:
+            raise CorpusError(
+                f"{self.name} has {len(self.tokens)} characters, fewer than the context "
+                f"{context} + 1 that one training example needs; use a longer text or a smaller context"
+            )
+
+    def split(self, name: str, context: int) -> NDArray[np.uint16]:
+        """The train or val tokens. A validation part too short for one window
+        (a very short text) falls back to the whole text."""
+        part = self.train if name == "train" else self.val
+        return part if len(part) >= context + 1 else self.tokens
+
+    def batch(
+        self, rng: np.random.Generator, split: str, batch_size: int, context: int
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """(B, T) inputs and (B, T) next-character targets from random offsets."""
+        data = self.split(split, context)
+        starts = rng.integers(0, len(data) - context, size=batch_size)
+        rows = starts[:, None] + np.arange(context + 1)  # (B, T + 1)
+        window = data[rows].astype(np.intp)
+        return window[:, :-1], window[:, 1:]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "characters": len(self.tokens),
+            "vocab_size": self.vocab_size,
+            "sha256": self.sha256,
+        }
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents, or CorpusError with a line saying what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise CorpusError(f"corpus file not found: {p}; check the path")
+    if p.is_dir():
+        raise CorpusError(f"{p} is a folder, not a text file; choose a .txt file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise CorpusError(f"cannot read {p}: {e.strerror or e}") from None
+    if not raw:
+        raise CorpusError(f"{p.name} is empty; choose a text file with some writing in it")
+    if b"\x00" in raw[:65536]:
+        raise CorpusError(f"{p.name} looks binary, not text; choose a UTF-8 text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(
+            f"{p.name} is not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8 and try again"
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte-order mark is an encoding detail, not a character to learn
+    return text.replace("\r\n", "\n")

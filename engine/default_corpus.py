@@ -1,0 +1,105 @@
+"""The built-in corpus: the documentation of the Python standard library on this machine.
+
+Nothing is shipped or downloaded: the text is gathered once from the docstrings
+of the installed standard library's source files (read with ``ast``, never
+imported) and cached in the user's data folder. It is real English prose about
+programming, about 1.5 MB, in printable ASCII.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import sysconfig
+import tempfile
+import warnings
+from pathlib import Path
+
+from engine.data import Corpus, CorpusError
+
+NAME = "Python standard library docs (built in)"
+TARGET_BYTES = 1_500_000
+MIN_BYTES = 200_000
+_VERSION = 1  # bump when the way the text is gathered changes
+_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo"}
+
+
+def data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "chargpt-studio"
+
+
+def cache_path() -> Path:
+    return data_dir() / f"default-corpus-v{_VERSION}.txt"
+
+
+def load_default_corpus() -> Corpus:
+    """The built-in corpus, gathered on first use and read from the cache after."""
+    path = cache_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if len(text) < MIN_BYTES:
+        text = build_text()
+        _write_cache(path, text)
+    return Corpus(text, NAME)
+
+
+def build_text(stdlib: Path | None = None, target: int = TARGET_BYTES) -> str:
+    """Docstrings of the standard library's modules, classes and functions, in file order."""
+    root = stdlib or Path(sysconfig.get_paths()["stdlib"])
+    parts: list[str] = []
+    size = 0
+    for path in sorted(root.rglob("*.py")):
+        if _SKIP_DIRS.intersection(path.relative_to(root).parts):
+            continue
+        for doc in _docstrings(path):
+            parts.append(doc)
+            size += len(doc) + 2
+        if size >= target:
+            break
+    if size < MIN_BYTES:
+        raise CorpusError(
+            f"the Python standard library at {root} holds too little documentation for the "
+            "built-in corpus; open a text file of your own instead"
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def _docstrings(path: Path) -> list[str]:
+    try:
+        source = path.read_text(encoding="utf-8")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # old escape sequences in some modules
+            tree = ast.parse(source)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return []
+    docs = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                text = _printable(inspect.cleandoc(doc))
+                if len(text) >= 40:  # one-liners like "Return x." teach little
+                    docs.append(text)
+    return docs
+
+
+def _printable(text: str) -> str:
+    """Keep printable ASCII and newlines, so the vocabulary stays under a hundred characters."""
+    text = text.replace("\t", "    ")
+    return "".join(c for c in text if c == "\n" or " " <= c <= "~")
+
+
+def _write_cache(path: Path, text: str) -> None:
+    """Write atomically; a read-only home only costs rebuilding next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".corpus-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -1,0 +1,123 @@
+"""The GPT: parameters in one flat buffer, forward and backward by hand."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine import layers as L
+from engine.arena import Arena
+from engine.config import ModelConfig
+
+Array = NDArray[Any]
+
+
+class GPT:
+    """Parameters and gradients live in two flat buffers; ``params`` and ``grads``
+    map GPT-2 names to views of them, in ``ModelConfig.param_shapes`` order."""
+
+    def __init__(self, cfg: ModelConfig, dtype: Any = np.float32) -> None:
+        self.cfg = cfg
+        self.dtype = np.dtype(dtype)
+        shapes = cfg.param_shapes()
+        self.n_params = cfg.n_params
+        self.flat = np.zeros(self.n_params, dtype=self.dtype)
+        self.grad_flat = np.zeros(self.n_params, dtype=self.dtype)
+        self.params: dict[str, Array] = {}
+        self.grads: dict[str, Array] = {}
+        offset = 0
+        self.n_decay = 0  # the 2-D weights come first: flat[:n_decay] gets weight decay
+        for name, shape in shapes:
+            size = math.prod(shape)
+            self.params[name] = self.flat[offset : offset + size].reshape(shape)
+            self.grads[name] = self.grad_flat[offset : offset + size].reshape(shape)
+            offset += size
+            if len(shape) == 2:
+                self.n_decay = offset
+
+    def init_weights(self, rng: np.random.Generator) -> None:
+        """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 L)."""
+        proj_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        for name, p in self.params.items():
+            if p.ndim == 2:
+                std = proj_std if name.endswith("c_proj.weight") else 0.02
+                p[...] = rng.normal(0.0, std, size=p.shape)
+            elif name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight":
+                p.fill(1.0)
+            else:
+                p.fill(0.0)
+
+    # -- forward ---------------------------------------------------------------
+    def forward(
+        self, idx: NDArray[np.integer], targets: NDArray[np.integer] | None, arena: Arena
+    ) -> tuple[float, Any]:
+        """(B, T) ids and targets -> (mean loss, cache for backward).
+
+        Without targets, returns (nan, logits of the last position (B, V)).
+        """
+        p = self.params
+        B, T = idx.shape
+        if T > self.cfg.context:
+            raise ValueError(f"sequence of {T} tokens is longer than the context {self.cfg.context}")
+        x, emb_cache = L.embedding_forward(idx, p["wte"], p["wpe"], arena)  # (N, C)
+        caches = []
+        for i in range(self.cfg.n_layers):
+            x, c = self._block_forward(i, x, B, T, arena)
+            caches.append(c)
+        if targets is None:
+            last = x.reshape(B, T, -1)[:, -1]  # (B, C)
+            h, _ = L.layernorm_forward(np.ascontiguousarray(last), p["ln_f.weight"], p["ln_f.bias"], arena)
+            logits, _ = L.linear_forward(h, p["lm_head.weight"], None, arena)  # (B, V)
+            return math.nan, logits
+        h, lnf_cache = L.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"], arena)
+        logits, head_cache = L.linear_forward(h, p["lm_head.weight"], None, arena)  # (N, V)
+        loss, ce_cache = L.cross_entropy_forward(logits, targets.reshape(-1), arena)
+        return loss, (emb_cache, caches, lnf_cache, head_cache, ce_cache)
+
+    def _block_forward(self, i: int, x: Array, B: int, T: int, arena: Arena) -> tuple[Array, Any]:
+        p, pre = self.params, f"h.{i}."
+        h, ln1 = L.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], arena)
+        qkv, fc_attn = L.linear_forward(h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"], arena)
+        y, attn = L.attention_forward(qkv, B, T, self.cfg.n_heads, arena)
+        a, proj_attn = L.linear_forward(y, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"], arena)
+        x += a  # x = x + attn(ln_1(x)); nothing cached holds x itself, so in place is safe
+        h2, ln2 = L.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], arena)
+        f, fc = L.linear_forward(h2, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"], arena)
+        g, gelu = L.gelu_forward(f, arena)
+        m, proj = L.linear_forward(g, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"], arena)
+        x += m  # x = x + mlp(ln_2(x))
+        return x, (ln1, fc_attn, attn, proj_attn, ln2, fc, gelu, proj)
+
+    # -- backward --------------------------------------------------------------
+    def backward(self, cache: Any, arena: Arena) -> None:
+        """Write d(loss)/d(param) for every parameter into ``grads``."""
+        g = self.grads
+        emb_cache, caches, lnf_cache, head_cache, ce_cache = cache
+        dlogits = L.cross_entropy_backward(ce_cache)
+        dh = L.linear_backward(dlogits, head_cache, g["lm_head.weight"], None, arena)
+        dx = L.layernorm_backward(dh, lnf_cache, g["ln_f.weight"], g["ln_f.bias"], arena)
+        for i in reversed(range(self.cfg.n_layers)):
+            dx = self._block_backward(i, dx, caches[i], arena)
+        L.embedding_backward(dx, emb_cache, g["wte"], g["wpe"])
+
+    def _block_backward(self, i: int, dx: Array, cache: Any, arena: Arena) -> Array:
+        g, pre = self.grads, f"h.{i}."
+        ln1, fc_attn, attn, proj_attn, ln2, fc, gelu, proj = cache
+        # x = x + mlp(ln_2(x)): dx flows through unchanged and through the MLP
+        dg = L.linear_backward(dx, proj, g[pre + "mlp.c_proj.weight"], g[pre + "mlp.c_proj.bias"], arena)
+        df = L.gelu_backward(dg, gelu, arena)
+        dh2 = L.linear_backward(df, fc, g[pre + "mlp.c_fc.weight"], g[pre + "mlp.c_fc.bias"], arena)
+        dx += L.layernorm_backward(dh2, ln2, g[pre + "ln_2.weight"], g[pre + "ln_2.bias"], arena)
+        # x = x + attn(ln_1(x))
+        dy = L.linear_backward(
+            dx, proj_attn, g[pre + "attn.c_proj.weight"], g[pre + "attn.c_proj.bias"], arena
+        )
+        dqkv = L.attention_backward(dy, attn, arena)
+        dh = L.linear_backward(
+            dqkv, fc_attn, g[pre + "attn.c_attn.weight"], g[pre + "attn.c_attn.bias"], arena
+        )
+        dx += L.layernorm_backward(dh, ln1, g[pre + "ln_1.weight"], g[pre + "ln_1.bias"], arena)
+        return dx

@@ -1,0 +1,88 @@
+"""AdamW over the model's flat buffers, the learning-rate schedule and clipping."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.config import TrainConfig
+
+
+def lr_at(it: int, cfg: TrainConfig) -> float:
+    """Learning rate for iteration ``it`` (0-based): linear warmup, then cosine to min_lr."""
+    if it < cfg.warmup_iters:
+        return cfg.lr * (it + 1) / cfg.warmup_iters
+    if it >= cfg.max_iters:
+        return cfg.min_lr
+    span = max(1, cfg.max_iters - cfg.warmup_iters)
+    progress = (it - cfg.warmup_iters) / span
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def clip_grad_norm(grad: NDArray[Any], max_norm: float) -> float:
+    """Scale ``grad`` in place so its global L2 norm is at most ``max_norm``; return the norm before."""
+    norm = math.sqrt(float(np.dot(grad, grad)))
+    if max_norm > 0 and norm > max_norm:
+        grad *= max_norm / (norm + 1e-6)
+    return norm
+
+
+class AdamW:
+    """Adam with bias correction and decoupled weight decay on ``params[:n_decay]``.
+
+    Every operation is a vectorised pass over the whole flat buffer, in place.
+    """
+
+    def __init__(
+        self,
+        params: NDArray[Any],
+        grads: NDArray[Any],
+        n_decay: int,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.1,
+    ) -> None:
+        self.params, self.grads, self.n_decay = params, grads, n_decay
+        self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
+        self.m = np.zeros_like(params)
+        self.v = np.zeros_like(params)
+        self.t = 0  # steps taken
+        self._tmp = np.empty_like(params)
+        self._tmp2 = np.empty_like(params)
+
+    def step(self, lr: float) -> None:
+        self.t += 1
+        g, m, v, tmp, tmp2 = self.grads, self.m, self.v, self._tmp, self._tmp2
+        b1, b2 = self.beta1, self.beta2
+        # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        # p -= lr * (wd p + m_hat / (sqrt(v_hat) + eps)), with the decay applied first
+        if self.weight_decay:
+            self.params[: self.n_decay] *= 1.0 - lr * self.weight_decay
+        bc1 = 1.0 - b1**self.t
+        bc2 = 1.0 - b2**self.t
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / math.sqrt(bc2)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp2)
+        tmp2 *= lr / bc1
+        self.params -= tmp2
+
+    def state(self) -> dict[str, Any]:
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load_state(self, m: NDArray[Any], v: NDArray[Any], t: int) -> None:
+        self.m[...] = m
+        self.v[...] = v
+        self.t = int(t)

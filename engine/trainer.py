@@ -1,0 +1,188 @@
+"""The training loop, one iteration at a time, and sampling from the model."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.arena import Arena, ArenaStats
+from engine.config import ModelConfig, TrainConfig
+from engine.data import Corpus
+from engine.model import GPT
+from engine.optim import AdamW, clip_grad_norm, lr_at
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    iteration: int  # 1-based: the number of optimizer steps taken
+    loss: float
+    lr: float
+    grad_norm: float
+    step_s: float
+    tokens_s: float
+    arena_in_use: int  # bytes in use when the iteration's work was done, before reset
+    arena_peak: int
+    arena_reserved: int
+    arena_chunks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        corpus: Corpus,
+        *,
+        arena_debug: bool = False,
+    ) -> None:
+        if model_cfg.vocab_size != corpus.vocab_size:
+            raise ValueError(
+                f"model vocabulary ({model_cfg.vocab_size}) differs from the corpus's ({corpus.vocab_size})"
+            )
+        corpus.check_context(model_cfg.context)
+        self.model_cfg, self.train_cfg, self.corpus = model_cfg, train_cfg, corpus
+        self.model = GPT(model_cfg, dtype=np.dtype(train_cfg.dtype))
+        self.model.init_weights(np.random.default_rng([train_cfg.seed, 0]))
+        self.optimizer = AdamW(
+            self.model.flat,
+            self.model.grad_flat,
+            self.model.n_decay,
+            beta1=train_cfg.beta1,
+            beta2=train_cfg.beta2,
+            eps=train_cfg.eps,
+            weight_decay=train_cfg.weight_decay,
+        )
+        self.data_rng = np.random.default_rng([train_cfg.seed, 1])
+        self.arena = Arena(debug=arena_debug)
+        self.iteration = 0
+        self.best_val_loss = math.inf
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.train_cfg.batch_size * self.model_cfg.context
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.train_cfg.max_iters
+
+    def step(self) -> StepMetrics:
+        """One optimizer step on a fresh training batch."""
+        t0 = time.perf_counter()
+        cfg = self.train_cfg
+        x, y = self.corpus.batch(self.data_rng, "train", cfg.batch_size, self.model_cfg.context)
+        loss, cache = self.model.forward(x, y, self.arena)
+        self.model.backward(cache, self.arena)
+        grad_norm = clip_grad_norm(self.model.grad_flat, cfg.grad_clip)
+        lr = lr_at(self.iteration, cfg)
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.optimizer.step(lr)
+        # A non-finite loss leaves the weights as they were, so a paused run can still be saved.
+        stats = self.arena.stats()
+        self.arena.reset()
+        self.iteration += 1
+        dt = time.perf_counter() - t0
+        return StepMetrics(
+            iteration=self.iteration,
+            loss=loss,
+            lr=lr,
+            grad_norm=grad_norm,
+            step_s=dt,
+            tokens_s=self.tokens_per_step / dt if dt > 0 else 0.0,
+            arena_in_use=stats.in_use,
+            arena_peak=stats.peak,
+            arena_reserved=stats.reserved,
+            arena_chunks=stats.chunks,
+        )
+
+    def run(self) -> Iterator[StepMetrics]:
+        """Steps until max_iters, one metrics record each: the loop the CLI and the window share."""
+        while not self.finished:
+            yield self.step()
+
+    def evaluate(self, split: str = "val", iters: int | None = None) -> float:
+        """Mean loss over ``iters`` batches of ``split``. Uses its own generator seeded from
+        the iteration, so evaluating never changes the training batches that follow."""
+        cfg = self.train_cfg
+        rng = np.random.default_rng([cfg.seed, 2, self.iteration])
+        losses = []
+        for _ in range(iters or cfg.eval_iters):
+            x, y = self.corpus.batch(rng, split, cfg.batch_size, self.model_cfg.context)
+            loss, _ = self.model.forward(x, y, self.arena)
+            self.arena.reset()
+            losses.append(loss)
+        val = float(np.mean(losses))
+        if split == "val" and val < self.best_val_loss:
+            self.best_val_loss = val
+        return val
+
+    def arena_stats(self) -> ArenaStats:
+        return self.arena.stats()
+
+    def generate(
+        self,
+        prompt: str = "",
+        n_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> str:
+        return "".join(self.generate_iter(prompt, n_tokens, temperature, top_k, seed))
+
+    def generate_iter(
+        self,
+        prompt: str = "",
+        n_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Yield ``n_tokens`` generated characters one at a time, after ``prompt``."""
+        return generate_iter(
+            self.model, self.corpus.tokenizer, prompt, n_tokens, temperature, top_k, seed, self.arena
+        )
+
+
+def generate_iter(
+    model: GPT,
+    tokenizer: Any,
+    prompt: str,
+    n_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    arena: Arena | None = None,
+) -> Iterator[str]:
+    """Sample characters from ``model``: softmax(logits / temperature) over the top k."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if n_tokens < 0:
+        raise ValueError(f"number of tokens must not be negative, got {n_tokens}")
+    ids = list(tokenizer.encode(prompt))  # raises, naming characters outside the vocabulary
+    if not ids:
+        ids = [tokenizer.stoi.get("\n", 0)]
+    rng = np.random.default_rng(seed)
+    arena = arena or Arena()
+    context = model.cfg.context
+    vocab = model.cfg.vocab_size
+    for _ in range(n_tokens):
+        window = np.asarray(ids[-context:], dtype=np.intp)[None, :]
+        _, logits = model.forward(window, None, arena)
+        z = logits[0].astype(np.float64) / temperature
+        arena.reset()
+        if top_k is not None and 0 < top_k < vocab:
+            cutoff = np.partition(z, -top_k)[-top_k]
+            z[z < cutoff] = -np.inf
+        z -= z.max()
+        probs = np.exp(z)
+        probs /= probs.sum()
+        nxt = int(rng.choice(vocab, p=probs))
+        ids.append(nxt)
+        yield tokenizer.chars[nxt]

@@ -1,0 +1,125 @@
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import VERSE
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def chargpt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Path:
+    path = tmp_path / "verse.txt"
+    path.write_text(VERSE * 20, encoding="utf-8")
+    return path
+
+
+def test_train_tiny_for_50_iterations_prints_a_decreasing_loss(corpus_file):
+    r = chargpt("train", "--preset", "tiny", "--iters", "50", "--corpus", str(corpus_file), "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", r.stdout)]
+    assert len(losses) >= 5
+    assert losses[-1] < losses[0] - 0.5
+    assert "validation loss" in r.stdout and "sample:" in r.stdout
+
+
+def test_json_summary_is_the_last_line(corpus_file):
+    r = chargpt(
+        "train", "--iters", "5", "--batch", "4", "--corpus", str(corpus_file), "--json", "--threads", "1"
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("preset", "params", "iters", "train_loss", "val_loss", "ms_per_iter", "threads"):
+        assert key in summary
+    assert summary["iters"] == 5 and summary["threads"] == 1
+
+
+def test_every_setting_can_be_overridden(corpus_file):
+    r = chargpt(
+        "train",
+        "--corpus",
+        str(corpus_file),
+        "--json",
+        "--layers",
+        "2",
+        "--heads",
+        "4",
+        "--dims",
+        "32",
+        "--ff",
+        "64",
+        "--context",
+        "16",
+        "--batch",
+        "3",
+        "--iters",
+        "4",
+        "--lr",
+        "0.01",
+        "--min-lr",
+        "0.001",
+        "--warmup",
+        "2",
+        "--weight-decay",
+        "0.05",
+        "--clip",
+        "0.5",
+        "--seed",
+        "7",
+        "--threads",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["model"] | {"vocab_size": 0} == {
+        "vocab_size": 0,
+        "n_layers": 2,
+        "n_heads": 4,
+        "d_model": 32,
+        "d_ff": 64,
+        "context": 16,
+    }
+    assert s["train"]["batch_size"] == 3 and s["train"]["lr"] == 0.01 and s["train"]["grad_clip"] == 0.5
+    assert s["train"]["seed"] == 7 and s["train"]["weight_decay"] == 0.05 and s["train"]["warmup_iters"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--corpus", "/no/such/file.txt"], "corpus file not found"),
+        (["--heads", "3"], "divisible"),
+        (["--threads", "999"], "--threads must be between"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(args, message):
+    r = chargpt("train", *args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_info_lists_presets_with_parameter_counts_and_blas():
+    r = chargpt("info", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["presets"]["small"]["params_at_vocab_65"] == 421_632
+    assert info["blas"]["library"] and info["cores"] >= 1

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from engine.data import MAX_VOCAB, CharTokenizer, Corpus, CorpusError, UnknownCharactersError
+
+
+def test_tokenizer_round_trips_and_sorts_its_vocabulary():
+    tok = CharTokenizer.from_text("hello world")
+    assert tok.chars == sorted(set("hello world"))
+    assert tok.decode(tok.encode("low hole")) == "low hole"
+
+
+def test_unknown_characters_are_named():
+    tok = CharTokenizer.from_text("abc")
+    with pytest.raises(UnknownCharactersError, match=r"'x'.*'z'"):
+        tok.encode("axbz")
+
+
+def test_split_is_ninety_ten_and_batches_are_next_character_pairs():
+    corpus = Corpus("abcdefghij" * 100)
+    assert len(corpus.train) == 900 and len(corpus.val) == 100
+    x, y = corpus.batch(np.random.default_rng(0), "train", 4, 8)
+    assert x.shape == y.shape == (4, 8)
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not found"),
+        (b"", "empty"),
+        (b"\x00\x01\x02binary\x00", "binary"),
+        ("caf\u00e9".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_bad_files_give_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CorpusError, match=message) as info:
+        Corpus.from_file(path)
+    assert "\n" not in str(info.value)
+
+
+def test_text_shorter_than_the_context_is_refused():
+    corpus = Corpus("short text")
+    with pytest.raises(CorpusError, match="fewer than the context"):
+        corpus.check_context(32)
+
+
+def test_a_folder_is_not_a_corpus(tmp_path):
+    with pytest.raises(CorpusError, match="folder"):
+        Corpus.from_file(tmp_path)
+
+
+def test_vocabulary_too_large_for_the_token_type():
+    chars = [chr(c) for c in range(0x100, 0x100 + MAX_VOCAB + 4096) if not 0xD800 <= c < 0xE000]
+    with pytest.raises(CorpusError, match="distinct characters"):
+        Corpus("".join(chars))

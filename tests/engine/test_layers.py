@@ -1,0 +1,89 @@
+"""Gradients by finite differences, and each fast layer against its slow reference."""
+
+import math
+
+import numpy as np
+import pytest
+
+from engine import layers as L
+from engine import reference as R
+from engine.arena import Arena
+from engine.config import ModelConfig
+from engine.model import GPT
+
+
+def small_model(dtype=np.float64) -> GPT:
+    cfg = ModelConfig(vocab_size=11, d_model=8, n_heads=2, n_layers=2, d_ff=16, context=6)
+    model = GPT(cfg, dtype=dtype)
+    rng = np.random.default_rng(0)
+    model.init_weights(rng)
+    # Random, not GPT-2's zero/one initial values, so every path carries a gradient.
+    model.flat[...] = rng.normal(0.0, 0.3, size=model.flat.shape)
+    return model
+
+
+def test_gradients_match_finite_differences_for_every_parameter():
+    model = small_model()
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 11, size=(3, 6))
+    targets = rng.integers(0, 11, size=(3, 6))
+    arena = Arena()
+    _loss, cache = model.forward(idx, targets, arena)
+    model.backward(cache, arena)
+    arena.reset()
+    eps = 1e-5
+    for name, p in model.params.items():
+        grad = model.grads[name].ravel()
+        flat = p.reshape(-1)
+        picks = rng.choice(flat.size, size=min(8, flat.size), replace=False)
+        for i in picks:
+            old = flat[i]
+            flat[i] = old + eps
+            up, _ = model.forward(idx, targets, arena)
+            arena.reset()
+            flat[i] = old - eps
+            down, _ = model.forward(idx, targets, arena)
+            arena.reset()
+            flat[i] = old
+            numeric = (up - down) / (2 * eps)
+            err = abs(numeric - grad[i]) / max(abs(numeric) + abs(grad[i]), 1e-6)
+            assert err <= 1e-5, f"{name}[{i}]: analytic {grad[i]:.8g}, numeric {numeric:.8g}"
+
+
+def test_loss_at_init_is_close_to_uniform(verse_corpus):
+    cfg = ModelConfig(
+        vocab_size=verse_corpus.vocab_size, d_model=64, n_heads=2, n_layers=1, d_ff=128, context=32
+    )
+    model = GPT(cfg)
+    model.init_weights(np.random.default_rng(0))
+    x, y = verse_corpus.batch(np.random.default_rng(0), "train", 8, 32)
+    loss, _ = model.forward(x, y, Arena())
+    assert abs(loss - math.log(cfg.vocab_size)) < 0.15
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_layers_match_references(dtype):
+    rng = np.random.default_rng(2)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    B, T, H, C = 2, 7, 4, 16
+    arena = Arena()
+    x = rng.normal(size=(B * T, C)).astype(dtype)
+    w, b = rng.normal(size=C).astype(dtype), rng.normal(size=C).astype(dtype)
+    out, _ = L.layernorm_forward(x, w, b, arena)
+    np.testing.assert_allclose(out, R.layernorm(x, w, b), rtol=tol, atol=tol)
+    out, _ = L.gelu_forward(x, arena)
+    np.testing.assert_allclose(out, R.gelu(x), rtol=tol, atol=tol)
+    qkv = rng.normal(size=(B * T, 3 * C)).astype(dtype)
+    out, _ = L.attention_forward(qkv, B, T, H, arena)
+    np.testing.assert_allclose(out, R.attention(qkv, B, T, H), rtol=tol, atol=tol)
+    logits = rng.normal(size=(B * T, 13)).astype(dtype) * 5
+    targets = rng.integers(0, 13, size=B * T)
+    expected = R.cross_entropy(logits.astype(np.float64), targets)
+    loss, _ = L.cross_entropy_forward(logits.copy(), targets, arena)
+    assert loss == pytest.approx(expected, rel=tol)
+
+
+def test_cross_entropy_stays_finite_for_extreme_logits():
+    logits = np.array([[1000.0, -1000.0, 0.0]], dtype=np.float32)
+    loss, _ = L.cross_entropy_forward(logits, np.array([1]), Arena())
+    assert loss == pytest.approx(2000.0)

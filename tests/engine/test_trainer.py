@@ -1,0 +1,87 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from engine.optim import lr_at
+from engine.trainer import Trainer
+from tests.engine.conftest import tiny_configs
+
+
+def test_tiny_preset_learns_a_short_text(verse_corpus, one_thread):
+    assert len(verse_corpus.text) == 200
+    model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=200, warmup_iters=20)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    losses = [m.loss for m in trainer.run()]
+    assert losses[0] > 2.5
+    assert losses[-1] < 0.2
+
+
+def test_same_seed_and_one_thread_give_bit_identical_losses(verse_corpus, one_thread):
+    def run() -> list[float]:
+        model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=30, batch_size=8)
+        return [m.loss for m in Trainer(model_cfg, train_cfg, verse_corpus).run()]
+
+    first, second = run(), run()
+    assert first == second
+    assert len(set(first)) > 1
+
+
+def test_evaluation_does_not_change_the_training_batches(verse_corpus, one_thread):
+    model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=10, batch_size=4)
+    plain = Trainer(model_cfg, train_cfg, verse_corpus)
+    plain_losses = [plain.step().loss for _ in range(10)]
+    probed = Trainer(model_cfg, train_cfg, verse_corpus)
+    probed_losses = []
+    for _ in range(10):
+        probed_losses.append(probed.step().loss)
+        probed.evaluate(iters=2)
+    assert probed_losses == plain_losses
+
+
+def test_metrics_describe_the_step(verse_corpus, one_thread):
+    model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=5, batch_size=4, warmup_iters=2)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    m = trainer.step()
+    assert m.iteration == 1 and m.lr == pytest.approx(train_cfg.lr / 2)
+    assert m.step_s > 0 and m.tokens_s > 0 and m.grad_norm > 0
+    assert m.arena_in_use > 0 and m.arena_reserved >= m.arena_in_use
+
+
+def test_learning_rate_warms_up_then_decays_to_min(verse_corpus):
+    _, cfg = tiny_configs(verse_corpus, max_iters=1000, warmup_iters=100, lr=1e-3, min_lr=1e-4)
+    assert lr_at(0, cfg) == pytest.approx(1e-5)
+    assert lr_at(99, cfg) == pytest.approx(1e-3)
+    mid = lr_at(550, cfg)
+    assert mid == pytest.approx(0.55e-3, rel=1e-6)
+    assert lr_at(999, cfg) == pytest.approx(1e-4, rel=1e-3)
+    lrs = [lr_at(i, cfg) for i in range(100, 1000)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+
+
+def test_evaluate_and_generate(verse_corpus, one_thread):
+    model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=5, batch_size=4)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    val = trainer.evaluate()
+    assert math.isfinite(val) and trainer.best_val_loss == val
+    text = trainer.generate("To be", 40, temperature=0.8, top_k=5, seed=3)
+    assert len(text) == 40 and set(text) <= set(verse_corpus.tokenizer.chars)
+    assert text == trainer.generate("To be", 40, temperature=0.8, top_k=5, seed=3)
+    assert trainer.arena_stats().in_use == 0
+
+
+def test_adamw_moves_weights_against_the_gradient_and_decays_only_matrices(verse_corpus, one_thread):
+    model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=5, batch_size=4, weight_decay=0.5)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    model = trainer.model
+    before = model.flat.copy()
+    model.grad_flat.fill(0.0)  # a zero gradient: only decay moves anything
+    trainer.optimizer.step(lr=0.1)
+    n = model.n_decay
+    np.testing.assert_allclose(model.flat[:n], before[:n] * (1 - 0.1 * 0.5), rtol=1e-6)
+    np.testing.assert_array_equal(model.flat[n:], before[n:])
+    model.grad_flat.fill(1.0)
+    model.flat[...] = 0.0
+    trainer.optimizer.step(lr=0.1)
+    assert (model.flat < 0).all()
