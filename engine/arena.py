@@ -78,6 +78,14 @@ class Arena:
         return self._chunks[self._chunk]
 
     # -- lifetime ----------------------------------------------------------
+    def mark(self) -> tuple[int, int, int]:
+        """A point to ``release`` back to: scratch used inside a layer is given back at once."""
+        return (self._chunk, self._offset, self._live)
+
+    def release(self, mark: tuple[int, int, int]) -> None:
+        """Take back every view handed out since ``mark`` (last in, first out)."""
+        self._chunk, self._offset, self._live = mark
+
     def reset(self) -> None:
         """Take back every view handed out. Call at the very end of an iteration."""
         self._high_water = max(self._high_water, self._peak)

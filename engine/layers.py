@@ -6,8 +6,12 @@ F = MLP width, V = vocabulary, N = B * T rows.
 Each ``x_forward(...) -> (out, cache)`` caches exactly what ``x_backward`` needs;
 each ``x_backward(dout, cache, ...) -> dx`` writes parameter gradients straight
 into the persistent buffers it is given (every parameter is used once per pass,
-so they are assigned, never accumulated, and need no zeroing). Every output and
-temporary comes from the arena, and ufuncs write with ``out=`` to avoid copies.
+so they are assigned, never accumulated, and need no zeroing).
+
+Memory: every output comes from the arena, and backward writes its results over
+cached activations that are dead by then (a linear layer's dx over its input x,
+layer norm's dx over its xhat, ...), so the backward pass needs almost nothing
+beyond what the forward pass kept. A cache is therefore good for one backward.
 """
 
 from __future__ import annotations
@@ -37,23 +41,31 @@ def embedding_forward(idx: NDArray[np.integer], wte: Array, wpe: Array, arena: A
     return out.reshape(B * T, C), idx
 
 
-def embedding_backward(dout: Array, cache: Any, dwte: Array, dwpe: Array) -> None:
+def embedding_backward(dout: Array, cache: Any, dwte: Array, dwpe: Array, arena: Arena) -> None:
     """dout (N, C) -> gradients of wte (V, C) and wpe (context, C)."""
     idx = cache
     B, T = idx.shape
     # out[b, t] = wte[idx[b, t]] + wpe[t]
     dwpe[T:] = 0
     np.sum(dout.reshape(B, T, -1), axis=0, out=dwpe[:T])
+    # Scatter-add rows by token: sort the rows by token, then sum each token's run.
+    flat = idx.ravel()
+    order = np.argsort(flat, kind="stable")
+    tokens = flat[order]
+    starts = np.flatnonzero(np.r_[True, tokens[1:] != tokens[:-1]])
+    rows = arena.alloc(dout.shape, dout.dtype)
+    np.take(dout, order, axis=0, out=rows)
     dwte.fill(0)
-    np.add.at(dwte, idx.ravel(), dout)
+    dwte[tokens[starts]] = np.add.reduceat(rows, starts, axis=0)
 
 
 # -- layer norm --------------------------------------------------------------
 def layernorm_forward(x: Array, w: Array, b: Array, arena: Arena) -> tuple[Array, Any]:
     """(N, C), (C,), (C,) -> (N, C)."""
     N, C = x.shape
+    inv_c = _fill(arena, C, 1.0 / C, x.dtype)
     mean = arena.alloc((N, 1), x.dtype)
-    np.mean(x, axis=1, keepdims=True, out=mean)
+    np.matmul(x, inv_c, out=mean[:, 0])
     xhat = arena.alloc((N, C), x.dtype)
     np.subtract(x, mean, out=xhat)
     rstd = arena.alloc((N, 1), x.dtype)
@@ -70,22 +82,23 @@ def layernorm_forward(x: Array, w: Array, b: Array, arena: Arena) -> tuple[Array
 
 
 def layernorm_backward(dout: Array, cache: Any, dw: Array, db: Array, arena: Arena) -> Array:
-    """dout (N, C) -> dx (N, C); writes dw, db (C,)."""
+    """dout (N, C) -> dx (N, C), written over xhat; dout is used as scratch. Writes dw, db (C,)."""
     xhat, rstd, w = cache
     N, C = dout.shape
     # out = xhat * w + b
     np.einsum("nc,nc->c", dout, xhat, out=dw)
     np.sum(dout, axis=0, out=db)
-    dxhat = arena.alloc((N, C), dout.dtype)
-    np.multiply(dout, w, out=dxhat)
+    dxhat = dout
+    dxhat *= w
     # xhat = (x - mean) * rstd  =>  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    inv_c = _fill(arena, C, 1.0 / C, dout.dtype)
     m1 = arena.alloc((N, 1), dout.dtype)
-    np.mean(dxhat, axis=1, keepdims=True, out=m1)
+    np.matmul(dxhat, inv_c, out=m1[:, 0])
     m2 = arena.alloc((N, 1), dout.dtype)
     np.einsum("nc,nc->n", dxhat, xhat, out=m2[:, 0])
     m2 *= 1.0 / C
-    dx = arena.alloc((N, C), dout.dtype)
-    np.multiply(xhat, m2, out=dx)
+    dx = xhat
+    dx *= m2
     np.subtract(dxhat, dx, out=dx)
     dx -= m1
     dx *= rstd
@@ -103,51 +116,51 @@ def linear_forward(x: Array, w: Array, b: Array | None, arena: Arena) -> tuple[A
 
 
 def linear_backward(dout: Array, cache: Any, dw: Array, db: Array | None, arena: Arena) -> Array:
-    """dout (N, out) -> dx (N, in); writes dw (out, in) and db (out,)."""
+    """dout (N, out) -> dx (N, in), written over the input x; writes dw (out, in), db (out,)."""
     x, w = cache
     # out = x @ w.T + b
     np.matmul(dout.T, x, out=dw)
     if db is not None:
         np.sum(dout, axis=0, out=db)
-    dx = arena.alloc(x.shape, dout.dtype)
-    np.matmul(dout, w, out=dx)
-    return dx
+    np.matmul(dout, w, out=x)  # x is not needed again
+    return x
 
 
 # -- GELU (tanh approximation, as GPT-2) ---------------------------------------
+# 0.5 x (1 + tanh(u)) == x * sigmoid(2u): one exp per element instead of a tanh,
+# which is the slower of the two in NumPy.
 def gelu_forward(x: Array, arena: Arena) -> tuple[Array, Any]:
-    """(N, F) -> (N, F): 0.5 x (1 + tanh(k (x + c x^3)))."""
-    t = arena.alloc(x.shape, x.dtype)
-    np.multiply(x, x, out=t)
-    t *= GELU_C
-    t += 1.0
-    t *= x
-    t *= GELU_K
-    np.tanh(t, out=t)
+    """(N, F) -> (N, F): x * sigmoid(2k (x + c x^3))."""
+    s = arena.alloc(x.shape, x.dtype)
+    np.multiply(x, x, out=s)
+    s *= -2.0 * GELU_K * GELU_C
+    s -= 2.0 * GELU_K
+    s *= x  # s = -2u
+    np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)  # s = sigmoid(2u)
     out = arena.alloc(x.shape, x.dtype)
-    np.add(t, 1.0, out=out)
-    out *= x
-    out *= 0.5
-    return out, (x, t)
+    np.multiply(x, s, out=out)
+    return out, (x, s)
 
 
 def gelu_backward(dout: Array, cache: Any, arena: Arena) -> Array:
-    """dout (N, F) -> dx (N, F)."""
-    x, t = cache
-    # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)
-    dx = arena.alloc(x.shape, x.dtype)
+    """dout (N, F) -> dx (N, F), written over the input x."""
+    x, s = cache
+    # out = x s(2u)  =>  d/dx = s + x s (1 - s) 2u',  u' = k (1 + 3 c x^2)
+    mark = arena.mark()
     tmp = arena.alloc(x.shape, x.dtype)
     np.multiply(x, x, out=tmp)
-    tmp *= 3.0 * GELU_C * GELU_K
-    tmp += GELU_K
-    tmp *= x
-    np.multiply(t, t, out=dx)
-    np.subtract(1.0, dx, out=dx)
+    tmp *= 6.0 * GELU_K * GELU_C
+    tmp += 2.0 * GELU_K
+    dx = x
+    dx *= tmp  # 2 u' x
+    np.subtract(1.0, s, out=tmp)
+    tmp *= s
     dx *= tmp
-    dx += 1.0
-    dx += t
-    dx *= 0.5
+    dx += s
     dx *= dout
+    arena.release(mark)
     return dx
 
 
@@ -164,37 +177,36 @@ def attention_forward(qkv: Array, B: int, T: int, H: int, arena: Arena) -> tuple
     np.matmul(q, k.transpose(0, 1, 3, 2), out=att)  # (B, H, T, T)
     att *= 1.0 / math.sqrt(D)
     att += causal_mask(T, qkv.dtype)
-    _softmax_lastdim(att, arena)
+    softmax_lastdim(att, arena)
     y = arena.alloc((B, T, H, D), qkv.dtype)
     np.matmul(att, v, out=y.transpose(0, 2, 1, 3))  # (B, H, T, D) written as (B, T, H, D)
-    return y.reshape(B * T, C), (q, k, v, att)
+    return y.reshape(B * T, C), (qkv, q, k, v, att)
 
 
 def attention_backward(dy: Array, cache: Any, arena: Arena) -> Array:
-    """dy (N, C) -> dqkv (N, 3C)."""
-    q, k, v, att = cache
+    """dy (N, C) -> dqkv (N, 3C), written over qkv; att is used as scratch."""
+    qkv, q, k, v, att = cache
     B, H, T, D = q.shape
     dy4 = dy.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
-    dqkv = arena.alloc((B, T, 3, H, D), dy.dtype)
-    dq = dqkv[:, :, 0].transpose(0, 2, 1, 3)
-    dk = dqkv[:, :, 1].transpose(0, 2, 1, 3)
-    dv = dqkv[:, :, 2].transpose(0, 2, 1, 3)
-    # y = att @ v
-    np.matmul(att.transpose(0, 1, 3, 2), dy4, out=dv)
+    mark = arena.mark()
     datt = arena.alloc((B, H, T, T), dy.dtype)
+    # y = att @ v
     np.matmul(dy4, v.transpose(0, 1, 3, 2), out=datt)
-    # att = softmax(s)  =>  ds = att * (datt - sum(att * datt))
+    np.matmul(att.transpose(0, 1, 3, 2), dy4, out=v)  # dv, over v
+    # att = softmax(s)  =>  ds = att * datt - att * sum(att * datt)
     datt *= att
     rowsum = arena.alloc((B, H, T, 1), dy.dtype)
-    np.sum(datt, axis=-1, keepdims=True, out=rowsum)
-    tmp = arena.alloc((B, H, T, T), dy.dtype)
-    np.multiply(att, rowsum, out=tmp)
-    datt -= tmp
+    np.matmul(datt, _fill(arena, T, 1.0, dy.dtype), out=rowsum[..., 0])
+    att *= rowsum
+    datt -= att
     datt *= 1.0 / math.sqrt(D)
-    # s = q @ k^T / sqrt(D)
-    np.matmul(datt, k, out=dq)
+    # s = q @ k^T / sqrt(D): dk needs q and dq needs k, so dk waits in scratch
+    dk = att[..., :D] if T >= D else arena.alloc((B, H, T, D), dy.dtype)
     np.matmul(datt.transpose(0, 1, 3, 2), q, out=dk)
-    return dqkv.reshape(B * T, 3 * H * D)
+    np.matmul(datt, k, out=q)  # dq, over q
+    k[...] = dk
+    arena.release(mark)
+    return qkv
 
 
 _MASKS: dict[tuple[int, str], Array] = {}
@@ -211,29 +223,38 @@ def causal_mask(T: int, dtype: Any) -> Array:
     return mask
 
 
-def _softmax_lastdim(x: Array, arena: Arena) -> None:
+def softmax_lastdim(x: Array, arena: Arena) -> None:
     """Numerically stable softmax over the last axis, in place."""
-    shape = (*x.shape[:-1], 1)
-    m = arena.alloc(shape, x.dtype)
+    mark = arena.mark()
+    m = arena.alloc((*x.shape[:-1], 1), x.dtype)
     np.max(x, axis=-1, keepdims=True, out=m)
     x -= m
     np.exp(x, out=x)
-    np.sum(x, axis=-1, keepdims=True, out=m)
+    np.matmul(x, _fill(arena, x.shape[-1], 1.0, x.dtype), out=m[..., 0])  # row sums
     np.reciprocal(m, out=m)
     x *= m
+    arena.release(mark)
+
+
+def _fill(arena: Arena, n: int, value: float, dtype: Any) -> Array:
+    """An (n,) vector of ``value``: row sums and means as BLAS matrix-vector products,
+    which beat NumPy's reductions over short rows."""
+    v = arena.alloc(n, dtype)
+    v.fill(value)
+    return v
 
 
 # -- softmax cross-entropy ---------------------------------------------------
 def cross_entropy_forward(logits: Array, targets: NDArray[np.integer], arena: Arena) -> tuple[float, Any]:
     """(N, V) logits, (N,) targets -> mean negative log-likelihood. Overwrites logits."""
-    N = logits.shape[0]
+    N, V = logits.shape
     rows = np.arange(N)
     m = arena.alloc((N, 1), logits.dtype)
     np.max(logits, axis=1, keepdims=True, out=m)
     logits -= m
     shifted_target = logits[rows, targets].astype(np.float64)  # logit[y] - max
     np.exp(logits, out=logits)
-    np.sum(logits, axis=1, keepdims=True, out=m)
+    np.matmul(logits, _fill(arena, V, 1.0, logits.dtype), out=m[:, 0])
     # loss_n = log(sum(exp(logits - max))) - (logit[y] - max), in float64 for the mean
     loss = float(np.mean(np.log(m[:, 0].astype(np.float64)) - shifted_target))
     np.reciprocal(m, out=m)

@@ -67,6 +67,7 @@ class GPT:
         for i in range(self.cfg.n_layers):
             x, c = self._block_forward(i, x, B, T, arena)
             caches.append(c)
+        # From here on x is only read: layer norm caches its own normalised copy.
         if targets is None:
             last = x.reshape(B, T, -1)[:, -1]  # (B, C)
             h, _ = L.layernorm_forward(np.ascontiguousarray(last), p["ln_f.weight"], p["ln_f.bias"], arena)
@@ -82,13 +83,17 @@ class GPT:
         h, ln1 = L.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], arena)
         qkv, fc_attn = L.linear_forward(h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"], arena)
         y, attn = L.attention_forward(qkv, B, T, self.cfg.n_heads, arena)
+        mark = arena.mark()
         a, proj_attn = L.linear_forward(y, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"], arena)
         x += a  # x = x + attn(ln_1(x)); nothing cached holds x itself, so in place is safe
+        arena.release(mark)  # a is spent; the cache holds only y and the weight
         h2, ln2 = L.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], arena)
         f, fc = L.linear_forward(h2, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"], arena)
         g, gelu = L.gelu_forward(f, arena)
+        mark = arena.mark()
         m, proj = L.linear_forward(g, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"], arena)
         x += m  # x = x + mlp(ln_2(x))
+        arena.release(mark)
         return x, (ln1, fc_attn, attn, proj_attn, ln2, fc, gelu, proj)
 
     # -- backward --------------------------------------------------------------
@@ -101,7 +106,18 @@ class GPT:
         dx = L.layernorm_backward(dh, lnf_cache, g["ln_f.weight"], g["ln_f.bias"], arena)
         for i in reversed(range(self.cfg.n_layers)):
             dx = self._block_backward(i, dx, caches[i], arena)
-        L.embedding_backward(dx, emb_cache, g["wte"], g["wpe"])
+        L.embedding_backward(dx, emb_cache, g["wte"], g["wpe"], arena)
+
+    def activation_bytes(self, batch_size: int, T: int | None = None) -> int:
+        """What the forward pass must keep for backward, counted from the shapes alone:
+        the floor any implementation of these layers needs, to compare the arena against."""
+        c = self.cfg
+        T = T or c.context
+        N, C, F, V, H = batch_size * T, c.d_model, c.d_ff, c.vocab_size, c.n_heads
+        per_layer = 8 * N * C + 3 * N * F + batch_size * H * T * T + 2 * N
+        # xhat, ln out, qkv (3), y, xhat, ln out: 8 NC; gelu in, sigmoid, out: 3 NF; att; 2 rstd
+        final = 3 * N * C + N * V + N  # residual stream, ln_f xhat and out, logits, rstd
+        return (c.n_layers * per_layer + final) * self.dtype.itemsize
 
     def _block_backward(self, i: int, dx: Array, cache: Any, arena: Arena) -> Array:
         g, pre = self.grads, f"h.{i}."
