@@ -62,11 +62,19 @@ class CharTokenizer:
 class Corpus:
     """A text, its tokens and a 90/10 train/validation split."""
 
-    def __init__(self, text: str, name: str = "text", tokenizer: CharTokenizer | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        name: str = "text",
+        tokenizer: CharTokenizer | None = None,
+        *,
+        path: Path | None = None,  # the file it was read from, if any: checkpoints record it
+    ) -> None:
         if not text:
             raise CorpusError(f"{name} is empty; choose a text file with some writing in it")
         self.name = name
         self.text = text
+        self.path = path
         self.tokenizer = tokenizer or CharTokenizer.from_text(text)
         self.tokens = self.tokenizer.encode(text)
         self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -76,7 +84,7 @@ class Corpus:
 
     @classmethod
     def from_file(cls, path: str | Path, tokenizer: CharTokenizer | None = None) -> Corpus:
-        return cls(read_text(path), Path(path).name, tokenizer)
+        return cls(read_text(path), Path(path).name, tokenizer, path=Path(path).resolve())
 
     @property
     def vocab_size(self) -> int:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from engine.arena import Arena, ArenaStats
 from engine.config import ModelConfig, TrainConfig
@@ -32,6 +33,16 @@ class StepMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """What a checkpoint holds besides the tensors, to resume bit for bit."""
+
+    iteration: int
+    optimizer_step: int  # AdamW's t, for its bias correction
+    data_rng: dict[str, Any]  # the training batches' generator state: the data position
+    best_val_loss: float  # inf until the first evaluation
 
 
 class Trainer:
@@ -126,6 +137,36 @@ class Trainer:
     def arena_stats(self) -> ArenaStats:
         return self.arena.stats()
 
+    # -- checkpoint state ----------------------------------------------------
+    def state_tensors(self) -> dict[str, NDArray[Any]]:
+        """Parameters by GPT-2 name, then AdamW's moments as ``optim.m.<name>`` and
+        ``optim.v.<name>``: views of the live buffers, not copies."""
+        opt = self.optimizer.state()
+        tensors = dict(self.model.params)
+        for kind in ("m", "v"):
+            for name, view in named_views(opt[kind], self.model_cfg).items():
+                tensors[f"optim.{kind}.{name}"] = view
+        return tensors
+
+    def state(self) -> TrainerState:
+        return TrainerState(
+            iteration=self.iteration,
+            optimizer_step=int(self.optimizer.state()["t"]),
+            data_rng=dict(self.data_rng.bit_generator.state),
+            best_val_loss=self.best_val_loss,
+        )
+
+    def load_state(self, tensors: Mapping[str, NDArray[Any]], state: TrainerState) -> None:
+        """Put back what ``state_tensors`` and ``state`` gave (shapes already checked)."""
+        names = [name for name, _ in self.model_cfg.param_shapes()]
+        for name in names:
+            self.model.params[name][...] = tensors[name]
+        m, v = (np.concatenate([tensors[f"optim.{k}.{n}"].ravel() for n in names]) for k in "mv")
+        self.optimizer.load_state(m, v, state.optimizer_step)
+        self.data_rng.bit_generator.state = state.data_rng
+        self.iteration = state.iteration
+        self.best_val_loss = state.best_val_loss
+
     def generate(
         self,
         prompt: str = "",
@@ -148,6 +189,16 @@ class Trainer:
         return generate_iter(
             self.model, self.corpus.tokenizer, prompt, n_tokens, temperature, top_k, seed, self.arena
         )
+
+
+def named_views(flat: NDArray[Any], cfg: ModelConfig) -> dict[str, NDArray[Any]]:
+    """Views of a flat buffer laid out like the parameters, by name (``param_shapes`` order)."""
+    views, offset = {}, 0
+    for name, shape in cfg.param_shapes():
+        size = math.prod(shape)
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return views
 
 
 def generate_iter(

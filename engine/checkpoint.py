@@ -1,0 +1,437 @@
+"""Checkpoints: one safetensors file per save, written atomically, validated on load.
+
+A checkpoint holds every parameter under its GPT-2 name (``wte``, ``h.0.attn.c_attn.weight``,
+…), AdamW's moments as ``optim.m.<name>`` and ``optim.v.<name>``, and one JSON string of
+metadata under the ``chargpt`` key (safetensors metadata maps str to str): format and version,
+both configs, the vocabulary, the iteration, the optimizer step, the data generator's state,
+the best validation loss, the corpus (name, where it came from, sha256), the app version and
+the creation time. safetensors holds no pickle, so opening a file someone sent cannot run code.
+
+Resume is bit-exact: the evaluation and sampling generators are derived from the seed and
+the iteration, so the data generator's state is the only random state to carry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+from numpy.typing import NDArray
+
+import engine
+from engine.config import ModelConfig, TrainConfig
+from engine.data import CharTokenizer, Corpus, CorpusError
+from engine.model import GPT
+from engine.trainer import Trainer, TrainerState
+
+FORMAT = "chargpt-checkpoint"
+WEIGHTS_FORMAT = "chargpt-weights"
+VERSION = 1
+META_KEY = "chargpt"
+BUILTIN = "builtin"  # the corpus "path" recorded for the built-in corpus
+# Fields of TrainConfig a resumed run may change: none of them alters the steps' arithmetic
+# except max_iters, which sets the cosine schedule (so resume with the run's own total).
+RESUMABLE = ("max_iters", "eval_interval", "eval_iters", "sample_interval", "checkpoint_interval")
+
+Array = NDArray[Any]
+_UMASK = os.umask(0o022)  # read it (the only way is to set it), then put it back
+os.umask(_UMASK)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be written or read; the message is one line for a person."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    vocabulary: list[str]
+    iteration: int
+    metadata: dict[str, Any]  # the whole JSON metadata
+    tensors: dict[str, Array]  # parameters and moments, by file name
+
+    @property
+    def params(self) -> dict[str, Array]:
+        return {name: self.tensors[name] for name, _ in self.model_cfg.param_shapes()}
+
+    def tokenizer(self) -> CharTokenizer:
+        return CharTokenizer(self.vocabulary)
+
+    def model(self) -> GPT:
+        """The GPT with this checkpoint's parameters, ready to sample from."""
+        gpt = GPT(self.model_cfg, dtype=np.dtype(self.train_cfg.dtype))
+        for name, value in self.params.items():
+            gpt.params[name][...] = value
+        return gpt
+
+    def trainer_state(self) -> TrainerState:
+        m = self.metadata
+        best = m["best_val_loss"]
+        return TrainerState(
+            iteration=int(m["iteration"]),
+            optimizer_step=int(m["optimizer_step"]),
+            data_rng=m["rng"]["data"],
+            best_val_loss=math.inf if best is None else float(best),
+        )
+
+
+# -- save -----------------------------------------------------------------------
+def save(trainer: Trainer, path: str | Path) -> Path:
+    """Write ``trainer``'s whole state to ``path`` atomically; return the path."""
+    path = Path(path)
+    state = trainer.state()
+    corpus = trainer.corpus
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": trainer.model_cfg.to_dict(),
+        "train": trainer.train_cfg.to_dict(),
+        "vocabulary": corpus.tokenizer.chars,
+        "iteration": state.iteration,
+        "optimizer_step": state.optimizer_step,
+        "rng": {"data": state.data_rng},
+        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+        "corpus": corpus_record(corpus),
+        "app_version": engine.__version__,
+        "created": _now(),
+    }
+    data = safetensors.numpy.save(trainer.state_tensors(), metadata={META_KEY: json.dumps(meta)})
+    write_atomic(path, data, "checkpoint")
+    return path
+
+
+def corpus_record(corpus: Corpus) -> dict[str, Any]:
+    """Where a corpus came from: 'builtin', an absolute file path, or None (built from a string)."""
+    from engine.default_corpus import NAME as BUILTIN_NAME
+
+    if corpus.path is not None:
+        source: str | None = str(corpus.path)
+    else:
+        source = BUILTIN if corpus.name == BUILTIN_NAME else None
+    return {"name": corpus.name, "path": source, "sha256": corpus.sha256, "characters": len(corpus.text)}
+
+
+def write_atomic(path: Path, data: bytes, what: str = "checkpoint") -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename over ``path``.
+
+    Any failure raises CheckpointError and leaves an earlier file at ``path`` as it was
+    and no temp file behind.
+    """
+    folder = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise CheckpointError(_write_failure(what, path, e)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes it private; be an ordinary file
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if not isinstance(e, Exception):
+            raise  # KeyboardInterrupt, SystemExit: cleaned up, passed on
+        raise CheckpointError(_write_failure(what, path, e)) from None
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (best effort: not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_failure(what: str, path: Path, e: BaseException) -> str:
+    code = e.errno if isinstance(e, OSError) else None
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        reason = "the disk is full; free some space or save somewhere else"
+    elif code in (errno.EACCES, errno.EPERM):
+        reason = "no permission to write in that folder; choose a folder you can write to"
+    elif code == errno.EROFS:
+        reason = "the disk is read-only; choose another folder"
+    elif code == errno.ENOENT and not path.parent.is_dir():
+        reason = f"the folder {path.parent} does not exist; create it or choose another"
+    elif code == errno.EISDIR or path.is_dir():
+        reason = "a folder has that name; choose a file name"
+    else:
+        detail = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
+        reason = f"{detail}; try again or save somewhere else"
+    return f"cannot save the {what} to {path}: {reason}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+# -- load -----------------------------------------------------------------------
+def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
+    """Read and validate a checkpoint. With ``model_cfg``, it must also be of that model."""
+    path = Path(path)
+    header, meta = _read_header(path)
+    version = meta.get("version")
+    if meta.get("format") == WEIGHTS_FORMAT:
+        raise CheckpointError(
+            f"{path.name} holds exported weights only, without the training state; "
+            "use the checkpoint it was exported from"
+        )
+    if meta.get("format") != FORMAT or not isinstance(version, int):
+        raise CheckpointError(
+            f"{path.name} is not a CharGPT checkpoint (unknown format); choose another file"
+        )
+    if version != VERSION:
+        advice = "update CharGPT Studio to open it" if version > VERSION else "it is from an older app"
+        raise CheckpointError(
+            f"{path.name} is checkpoint format version {version}, this app reads version {VERSION}; {advice}"
+        )
+    try:
+        cfg = ModelConfig(**meta["model"])
+        train_cfg = TrainConfig(**meta["train"])
+        vocabulary = [str(c) for c in meta["vocabulary"]]
+        iteration = int(meta["iteration"])
+        int(meta["optimizer_step"])
+        dict(meta["rng"]["data"])
+        meta.setdefault("best_val_loss", None)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path.name} has damaged metadata ({e}); use another checkpoint") from None
+    if len(vocabulary) != cfg.vocab_size or sorted(set(vocabulary)) != vocabulary:
+        raise CheckpointError(
+            f"{path.name}: its vocabulary of {len(vocabulary)} characters does not fit its model "
+            f"(vocab_size {cfg.vocab_size}); use another checkpoint"
+        )
+    if model_cfg is not None and model_cfg != cfg:
+        raise CheckpointError(
+            f"{path.name} is a {_describe(cfg)} model, not the expected {_describe(model_cfg)}; "
+            "choose a checkpoint of this model or change the settings"
+        )
+    expected = expected_tensors(cfg)
+    _check_header_shapes(path, header, expected, train_cfg.dtype)
+    try:
+        tensors = safetensors.numpy.load_file(path)
+    except Exception as e:  # the Rust reader's own error types
+        raise CheckpointError(f"{path.name} cannot be read as a checkpoint ({e}); use another file") from None
+    for name, array in tensors.items():
+        if not np.isfinite(array).all():
+            raise CheckpointError(
+                f"{path.name}: tensor {name} holds NaN or infinite values (training had diverged); "
+                "use an earlier checkpoint"
+            )
+    return Checkpoint(cfg, train_cfg, vocabulary, iteration, meta, tensors)
+
+
+def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor a checkpoint of ``cfg`` holds, with its shape."""
+    shapes = dict(cfg.param_shapes())
+    out = dict(shapes)
+    for kind in ("m", "v"):
+        out.update({f"optim.{kind}.{name}": shape for name, shape in shapes.items()})
+    return out
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The safetensors header and our metadata, checking the file is whole."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}; check the path")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint; choose a .safetensors file")
+    not_ckpt = f"{path.name} is not a checkpoint (not a safetensors file); choose a .safetensors checkpoint"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(not_ckpt)
+            (n,) = struct.unpack("<Q", head)
+            if n > size:  # a header longer than the file: cut short, or not ours at all
+                start = f.read(1)
+                raise CheckpointError(_truncated(path) if start == b"{" else not_ckpt)
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(raw) < n:
+        raise CheckpointError(_truncated(path) if raw[:1] == b"{" else not_ckpt)
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("not an object")
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError(not_ckpt) from None
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(entry["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise CheckpointError(not_ckpt) from None
+    if 8 + n + end > size:
+        raise CheckpointError(_truncated(path))
+    try:
+        meta = json.loads(header.get("__metadata__", {})[META_KEY])
+        if not isinstance(meta, dict):
+            raise ValueError("not an object")
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"{path.name} is a safetensors file but not a CharGPT checkpoint; choose a checkpoint"
+        ) from None
+    return header, meta
+
+
+def _truncated(path: Path) -> str:
+    return f"{path.name} is truncated (the file is shorter than its header says); use an earlier checkpoint"
+
+
+_DTYPE_CODES = {"float32": "F32", "float64": "F64"}
+
+
+def _check_header_shapes(
+    path: Path, header: dict[str, Any], expected: dict[str, tuple[int, ...]], dtype: str
+) -> None:
+    missing = [name for name in expected if name not in header]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise CheckpointError(f"{path.name} lacks tensor {missing[0]}{more}; use another checkpoint")
+    for name, shape in expected.items():
+        entry = header[name]
+        if tuple(entry.get("shape", ())) != shape:
+            raise CheckpointError(
+                f"{path.name}: tensor {name} has shape {tuple(entry.get('shape', ()))}, but its config "
+                f"needs {shape}; the file is damaged or from another model"
+            )
+        if entry.get("dtype") != _DTYPE_CODES[dtype]:
+            raise CheckpointError(
+                f"{path.name}: tensor {name} is {entry.get('dtype')}, its config says {dtype}; "
+                "the file is damaged"
+            )
+
+
+def _describe(cfg: ModelConfig) -> str:
+    return (
+        f"{cfg.n_layers}-layer × {cfg.d_model} (heads {cfg.n_heads}, ff {cfg.d_ff}, "
+        f"context {cfg.context}, vocab {cfg.vocab_size})"
+    )
+
+
+# -- resume ---------------------------------------------------------------------
+def restore(
+    path: str | Path,
+    corpus: Corpus | None = None,
+    *,
+    train_overrides: Mapping[str, Any] | None = None,
+) -> tuple[Trainer, list[str]]:
+    """A Trainer that continues exactly where the checkpoint left off, and warnings to show.
+
+    Without ``corpus`` the recorded one is reopened. A corpus whose text differs is allowed
+    (with a warning); it is always read with the checkpoint's vocabulary. ``train_overrides``
+    may change only the fields in RESUMABLE (``max_iters`` is the new total).
+    """
+    ckpt = load(path)
+    warnings: list[str] = []
+    record = ckpt.metadata.get("corpus") or {}
+    if corpus is None:
+        corpus = _reopen_corpus(Path(path), record)
+    if record.get("sha256") and corpus.sha256 != record["sha256"]:
+        warnings.append(
+            f"the corpus differs from the one this checkpoint was trained on ({corpus.name} is not "
+            f"the recorded {record.get('name', '?')}, sha256 {record['sha256'][:12]}…); resuming anyway"
+        )
+    if corpus.tokenizer.chars != ckpt.vocabulary:
+        try:
+            corpus = Corpus(corpus.text, corpus.name, ckpt.tokenizer(), path=corpus.path)
+        except CorpusError as e:
+            raise CheckpointError(f"cannot resume on {corpus.name}: {e}") from None
+    overrides = dict(train_overrides or {})
+    fixed = sorted(set(overrides) - set(RESUMABLE))
+    if fixed:
+        raise CheckpointError(
+            f"{', '.join(fixed)} cannot change when resuming (the checkpoint fixes them); "
+            "start a new run to change them"
+        )
+    train_cfg = ckpt.train_cfg
+    if overrides:
+        try:
+            train_cfg = TrainConfig(**{**train_cfg.to_dict(), **overrides})
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(str(e)) from None
+    try:
+        trainer = Trainer(ckpt.model_cfg, train_cfg, corpus)
+    except ValueError as e:
+        raise CheckpointError(f"cannot resume on {corpus.name}: {e}") from None
+    trainer.load_state(ckpt.tensors, ckpt.trainer_state())
+    return trainer, warnings
+
+
+def _reopen_corpus(path: Path, record: Mapping[str, Any]) -> Corpus:
+    source = record.get("path")
+    if source == BUILTIN:
+        from engine.default_corpus import load_default_corpus
+
+        return load_default_corpus()
+    if not source:
+        raise CheckpointError(
+            f"{path.name} was trained on text that was not read from a file "
+            f"({record.get('name', '?')}); open the corpus file to resume"
+        )
+    if not Path(source).is_file():
+        raise CheckpointError(
+            f"the corpus this checkpoint was trained on is gone ({source}); open the corpus file to resume"
+        )
+    return Corpus.from_file(source)
+
+
+# -- export ---------------------------------------------------------------------
+def torch_name(name: str) -> str:
+    """Our parameter name as in a nanoGPT / PyTorch state_dict."""
+    if name == "lm_head.weight":
+        return name
+    if name in ("wte", "wpe"):
+        return f"transformer.{name}.weight"
+    return f"transformer.{name}"
+
+
+def export_weights(checkpoint_path: str | Path, out_path: str | Path) -> Path:
+    """Write the parameters alone, with nanoGPT/PyTorch names, atomically; return the path.
+
+    Linear weights are (out, in), as ``torch.nn.Linear`` keeps them, so
+    ``model.load_state_dict(safetensors.torch.load_file(out_path), strict=False)`` fits a
+    nanoGPT model of the same shape with untied ``lm_head`` (nanoGPT's causal-mask buffers
+    are not parameters and are not in the file).
+    """
+    ckpt = load(checkpoint_path)
+    out_path = Path(out_path)
+    meta = {
+        "format": WEIGHTS_FORMAT,
+        "version": VERSION,
+        "model": ckpt.model_cfg.to_dict(),
+        "train": ckpt.train_cfg.to_dict(),
+        "vocabulary": ckpt.vocabulary,
+        "iteration": ckpt.iteration,
+        "app_version": engine.__version__,
+        "created": _now(),
+    }
+    tensors = {torch_name(name): value for name, value in ckpt.params.items()}
+    data = safetensors.numpy.save(tensors, metadata={"format": "pt", META_KEY: json.dumps(meta)})
+    write_atomic(out_path, data, "weights")
+    return out_path
