@@ -1,0 +1,189 @@
+"""A run directory: what a training run leaves behind, and how to read or follow it.
+
+    runs/2024-05-01_13-45-12/
+        config.json                 configs, corpus, app version, checkpoint settings
+        metrics.jsonl               one JSON object per iteration, appended as training goes
+        samples.txt                 the periodic samples, each under a "--- iter N ---" line
+        checkpoints/
+            iter_000200.safetensors periodic, the last K kept
+            best.safetensors        lowest validation loss so far
+            final.safetensors       where the run ended (finished or interrupted)
+
+The window and the command line both write it; the window can open a finished run or follow
+one that another process is still writing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SAMPLES = "samples.txt"
+CHECKPOINTS = "checkpoints"
+BEST = "best.safetensors"
+FINAL = "final.safetensors"
+_PERIODIC = re.compile(r"iter_(\d+)\.safetensors")
+
+
+class RunLogError(ValueError):
+    """A run directory that cannot be written or read; one line for a person."""
+
+
+def new_run_dir(base: Path = Path("runs")) -> Path:
+    """Create and return a fresh folder under ``base`` named by the local time."""
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for n in range(1, 1000):
+        run_dir = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            run_dir.mkdir(parents=True)
+        except FileExistsError:
+            continue  # two runs started in the same second
+        except OSError as e:
+            raise RunLogError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
+        return run_dir
+    raise RunLogError(f"cannot find a free run folder name under {base}")
+
+
+def periodic_name(iteration: int) -> str:
+    return f"iter_{iteration:06d}.safetensors"
+
+
+def periodic_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's periodic checkpoints, oldest iteration first."""
+    folder = Path(run_dir) / CHECKPOINTS
+    found = [(int(m.group(1)), p) for p in folder.glob("iter_*") if (m := _PERIODIC.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+class RunLog:
+    """Writes a run directory. Metrics lines are flushed as they are written, so a
+    follower sees each iteration as soon as it is logged."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.checkpoints = self.run_dir / CHECKPOINTS
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            self._metrics: IO[str] = (self.run_dir / METRICS).open("a", encoding="utf-8")
+        except OSError as e:
+            raise RunLogError(f"cannot write the run folder {self.run_dir}: {e.strerror or e}") from None
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoints / BEST
+
+    @property
+    def final_path(self) -> Path:
+        return self.checkpoints / FINAL
+
+    def periodic_path(self, iteration: int) -> Path:
+        return self.checkpoints / periodic_name(iteration)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        (self.run_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        """One metrics record, as one line, written whole and flushed."""
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+
+    def add_sample(self, iteration: int, text: str) -> None:
+        with (self.run_dir / SAMPLES).open("a", encoding="utf-8") as f:
+            f.write(f"--- iter {iteration} ---\n{text}\n\n")
+
+    def rotate(self, keep: int) -> list[Path]:
+        """Delete all but the newest ``keep`` periodic checkpoints (0 keeps all); return the deleted."""
+        if keep <= 0:
+            return []
+        old = periodic_checkpoints(self.run_dir)[:-keep]
+        for p in old:
+            p.unlink(missing_ok=True)
+        return old
+
+    def close(self) -> None:
+        self._metrics.close()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# -- reading ----------------------------------------------------------------------
+@dataclass
+class RunData:
+    run_dir: Path
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    samples: str
+    checkpoints: list[Path] = field(default_factory=list)  # every .safetensors in checkpoints/
+
+
+def read_run(run_dir: str | Path) -> RunData:
+    """A run directory as it is now (a half-written last metrics line is left out)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunLogError(f"run folder not found: {run_dir}; check the path")
+    config_path = run_dir / CONFIG
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunLogError(
+            f"{run_dir} is not a run folder (no {CONFIG}); choose a folder under runs/"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise RunLogError(f"cannot read {config_path}: {e}") from None
+    follower = RunFollower(run_dir)
+    records = follower.poll()
+    samples_path = run_dir / SAMPLES
+    samples = samples_path.read_text(encoding="utf-8") if samples_path.exists() else ""
+    checkpoints = sorted((run_dir / CHECKPOINTS).glob("*.safetensors"))
+    return RunData(run_dir, config, records, samples, checkpoints)
+
+
+class RunFollower:
+    """Reads ``metrics.jsonl`` as another process appends to it.
+
+    ``poll()`` returns the records completed since the last call. A last line without its
+    newline yet is kept back and returned once it is complete; a line that is not JSON
+    (a crash mid-write, then a restart) is skipped.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / METRICS
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                if size < self._offset:  # the file was replaced or cut: start over
+                    self._offset, self._partial = 0, b""
+                f.seek(self._offset)
+                chunk = f.read(size - self._offset)
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()  # b"" when the chunk ended with a newline
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records

@@ -1,0 +1,155 @@
+"""The training session: one iteration and everything due at its boundary.
+
+``TrainingSession.step()`` is the loop body that both ``chargpt train`` and the window's
+worker drive: a trainer step, then evaluation, sampling, checkpoints and the run-log line,
+all between iterations. Evaluation and sampling draw from generators derived from the seed
+and the iteration, never from the training batches' generator, so they cannot change what
+the model is trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+import engine
+from engine import checkpoint
+from engine.runlog import RunLog
+from engine.trainer import Trainer
+
+SAMPLE_TEMPERATURE = 0.8
+
+
+@dataclass(frozen=True)
+class IterationReport:
+    record: dict[str, Any]  # the metrics.jsonl object for this iteration
+    val_loss: float | None  # set on iterations where evaluation ran
+    sample: str | None  # set on iterations where a periodic sample was generated
+    checkpoint: Path | None  # set when a periodic or best checkpoint was written
+
+
+class TrainingSession:
+    """Drives ``trainer`` one iteration at a time, writing ``run_dir`` if given.
+
+    Evaluates every ``eval_interval`` iterations and at the last one, samples every
+    ``sample_interval``, saves ``iter_NNNNNN.safetensors`` every ``checkpoint_every``
+    (keeping the last ``keep``; 0 keeps all) and ``best.safetensors`` when the validation
+    loss improves. ``finish()`` writes ``final.safetensors``.
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        run_dir: str | Path | None = None,
+        *,
+        checkpoint_every: int = 0,
+        keep: int = 3,
+        sample_tokens: int = 200,
+        extra_config: Mapping[str, Any] | None = None,  # more for config.json (preset, resumed from)
+    ) -> None:
+        self.trainer = trainer
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint_every, self.keep, self.sample_tokens = checkpoint_every, keep, sample_tokens
+        self.last_val_loss: float | None = None
+        self._evaluated_at = -1  # the iteration of the last evaluation
+        self._final: Path | None = None
+        self._closed = False
+        self._process = psutil.Process()
+        self._log = RunLog(self.run_dir) if self.run_dir is not None else None
+        if self._log is not None:
+            self._log.write_config(self._config(extra_config or {}))
+
+    @property
+    def finished(self) -> bool:
+        """No more steps are planned: max_iters reached, or ``finish()`` called."""
+        return self._closed or self.trainer.finished
+
+    def step(self) -> IterationReport:
+        if self._closed:
+            raise RuntimeError("the session is finished; start a new one to train further")
+        tr = self.trainer
+        cfg = tr.train_cfg
+        m = tr.step()
+        it = m.iteration
+        record: dict[str, Any] = {"iter": it, "loss": m.loss}
+        val_loss = None
+        saved: Path | None = None
+        if (cfg.eval_interval > 0 and it % cfg.eval_interval == 0) or it == cfg.max_iters:
+            val_loss, improved = self._evaluate()
+            record["val_loss"] = val_loss
+            if improved and self._log is not None:
+                saved = checkpoint.save(tr, self._log.best_path)
+        record |= {
+            "lr": m.lr,
+            "grad_norm": m.grad_norm,
+            "step_s": m.step_s,
+            "tokens_s": m.tokens_s,
+            "arena_in_use": m.arena_in_use,
+            "arena_reserved": m.arena_reserved,
+            "rss": self._process.memory_info().rss,
+        }
+        sample = None
+        if cfg.sample_interval > 0 and it % cfg.sample_interval == 0:
+            sample = self.sample()
+            if self._log is not None:
+                self._log.add_sample(it, sample)
+        if self._log is not None:
+            if self.checkpoint_every > 0 and it % self.checkpoint_every == 0:
+                saved = checkpoint.save(tr, self._log.periodic_path(it))
+                self._log.rotate(self.keep)
+            self._log.append(record)
+        return IterationReport(record, val_loss, sample, saved)
+
+    def sample(self, prompt: str = "", n_tokens: int | None = None) -> str:
+        """A sample seeded from the seed and the iteration: the same at the same point of a run."""
+        tr = self.trainer
+        seed = int(np.random.SeedSequence([tr.train_cfg.seed, 3, tr.iteration]).generate_state(1)[0])
+        n = self.sample_tokens if n_tokens is None else n_tokens
+        return tr.generate(prompt, n, temperature=SAMPLE_TEMPERATURE, seed=seed)
+
+    def export(self, path: str | Path) -> Path:
+        """Checkpoint the trainer now (between iterations) to any path; training is untouched."""
+        return checkpoint.save(self.trainer, path)
+
+    def finish(self, *, evaluate: bool = True) -> Path | None:
+        """Evaluate (unless just done or ``evaluate`` is False) and write ``final.safetensors``
+        into the run directory; return its path (None without a run directory). Idempotent."""
+        if self._closed:
+            return self._final
+        tr = self.trainer
+        if evaluate and self._evaluated_at != tr.iteration:
+            _, improved = self._evaluate()
+            if improved and self._log is not None:
+                checkpoint.save(tr, self._log.best_path)
+        if self._log is not None:
+            self._final = checkpoint.save(tr, self._log.final_path)
+            self._log.close()
+        self._closed = True
+        return self._final
+
+    def _evaluate(self) -> tuple[float, bool]:
+        best = self.trainer.best_val_loss
+        val = self.trainer.evaluate("val")
+        self.last_val_loss, self._evaluated_at = val, self.trainer.iteration
+        return val, self.trainer.best_val_loss < best
+
+    def _config(self, extra: Mapping[str, Any]) -> dict[str, Any]:
+        tr = self.trainer
+        return {
+            "model": tr.model_cfg.to_dict(),
+            "train": tr.train_cfg.to_dict(),
+            "params": tr.model_cfg.n_params,
+            "corpus": checkpoint.corpus_record(tr.corpus),
+            "start_iteration": tr.iteration,
+            "checkpoint_every": self.checkpoint_every,
+            "keep": self.keep,
+            "app_version": engine.__version__,
+            "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
+            **extra,
+        }

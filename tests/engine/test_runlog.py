@@ -1,0 +1,114 @@
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.runlog import RunFollower, RunLog, RunLogError, new_run_dir, read_run
+
+
+def test_new_run_dirs_are_fresh_timestamped_folders(tmp_path):
+    first, second = new_run_dir(tmp_path / "runs"), new_run_dir(tmp_path / "runs")
+    assert first != second and first.is_dir() and second.is_dir()
+    assert first.parent == tmp_path / "runs" and first.name[:4].isdigit()
+
+
+def test_a_written_run_reads_back(tmp_path):
+    with RunLog(tmp_path / "run") as log:
+        log.write_config({"model": {"d_model": 64}})
+        for i in range(1, 4):
+            log.append({"iter": i, "loss": 3.0 / i} | ({"val_loss": 2.5} if i == 2 else {}))
+        log.add_sample(2, "To be")
+    run = read_run(tmp_path / "run")
+    assert run.config == {"model": {"d_model": 64}}
+    assert [r["iter"] for r in run.records] == [1, 2, 3] and run.records[1]["val_loss"] == 2.5
+    assert "--- iter 2 ---\nTo be" in run.samples and run.checkpoints == []
+
+
+def test_reading_a_folder_that_is_not_a_run_says_so(tmp_path):
+    with pytest.raises(RunLogError, match="not a run folder"):
+        read_run(tmp_path)
+    with pytest.raises(RunLogError, match="run folder not found"):
+        read_run(tmp_path / "nope")
+
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    run = Path(sys.argv[1])
+    with (run / "metrics.jsonl").open("a") as f:
+        for i in range(1, 6):
+            f.write(json.dumps({"iter": i, "loss": 1.0 / i}) + "\\n")
+            f.flush()
+            time.sleep(0.02)
+        line = json.dumps({"iter": 6, "loss": 0.125})
+        f.write(line[:9])  # half a line, flushed, as a writer caught mid-write looks
+        f.flush()
+        (run / "half").touch()
+        while not (run / "go").exists():
+            time.sleep(0.01)
+        f.write(line[9:] + "\\n")
+    """
+)
+
+
+def test_the_follower_reads_while_another_process_appends(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)])
+    follower = RunFollower(tmp_path)
+    seen: list[dict] = []
+    polls = 0
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "half").exists():
+            assert time.monotonic() < deadline
+            seen += follower.poll()
+            polls += 1
+            time.sleep(0.005)
+        seen += follower.poll()
+        assert [r["iter"] for r in seen] == [1, 2, 3, 4, 5]  # the half line is held back
+        assert follower.poll() == []
+        assert read_run_records(tmp_path) == seen
+        (tmp_path / "go").touch()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    assert follower.poll() == [{"iter": 6, "loss": 0.125}]
+    assert follower.poll() == [] and polls > 1
+
+
+def read_run_records(run_dir: Path) -> list[dict]:
+    (run_dir / "config.json").write_text("{}")
+    return read_run(run_dir).records
+
+
+def test_the_follower_starts_before_the_file_exists_and_skips_garbage(tmp_path):
+    follower = RunFollower(tmp_path)
+    assert follower.poll() == []
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iter": 1}\nnot json\n{"iter": 2}\n{"it')
+    assert follower.poll() == [{"iter": 1}, {"iter": 2}]
+    with path.open("a") as f:
+        f.write('er": 3}\n')
+    assert follower.poll() == [{"iter": 3}]
+    path.write_text(json.dumps({"iter": 1}) + "\n")  # replaced by a new, shorter file
+    assert follower.poll() == [{"iter": 1}]
+
+
+def test_rotation_keeps_the_newest_periodic_checkpoints(tmp_path):
+    log = RunLog(tmp_path)
+    for it in (200, 400, 600, 800, 1000):
+        log.periodic_path(it).write_bytes(b"x")
+    log.best_path.write_bytes(b"x")
+    removed = log.rotate(2)
+    assert [p.name for p in removed] == [f"iter_000{i}.safetensors" for i in (200, 400, 600)]
+    assert sorted(p.name for p in log.checkpoints.iterdir()) == [
+        "best.safetensors",
+        "iter_000800.safetensors",
+        "iter_001000.safetensors",
+    ]
+    assert log.rotate(0) == []
+    log.close()

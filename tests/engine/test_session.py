@@ -1,0 +1,77 @@
+import pytest
+
+from engine import checkpoint
+from engine.checkpoint import CheckpointError
+from engine.runlog import read_run
+from engine.session import TrainingSession
+from engine.trainer import Trainer
+from tests.engine.conftest import tiny_configs
+
+RECORD_KEYS = {"iter", "loss", "lr", "grad_norm", "step_s", "tokens_s", "arena_in_use", "arena_reserved"}
+RECORD_KEYS |= {"rss"}
+
+
+def make_trainer(corpus, **overrides) -> Trainer:
+    settings = {"max_iters": 12, "batch_size": 4, "eval_interval": 3, "eval_iters": 2, "sample_interval": 4}
+    model_cfg, train_cfg = tiny_configs(corpus, **(settings | overrides))
+    return Trainer(model_cfg, train_cfg, corpus)
+
+
+def plain_losses(corpus, n: int) -> list[float]:
+    trainer = make_trainer(corpus)
+    return [trainer.step().loss for _ in range(n)]
+
+
+def test_a_session_logs_evaluates_samples_and_checkpoints_at_iteration_boundaries(
+    tmp_path, verse_corpus, one_thread
+):
+    session = TrainingSession(make_trainer(verse_corpus), tmp_path / "run", checkpoint_every=2, keep=2)
+    reports = []
+    while not session.finished:
+        reports.append(session.step())
+    assert [r.record["iter"] for r in reports] == list(range(1, 13))
+    assert all(RECORD_KEYS <= set(r.record) for r in reports)
+    assert [r.record["iter"] for r in reports if r.val_loss is not None] == [3, 6, 9, 12]
+    assert all(("val_loss" in r.record) == (r.val_loss is not None) for r in reports)
+    assert [r.record["iter"] for r in reports if r.sample is not None] == [4, 8, 12]
+    assert all(len(r.sample) == 200 for r in reports if r.sample)
+    assert all(r.checkpoint is not None for r in reports if r.record["iter"] % 2 == 0)
+    assert reports[0].record["rss"] > 0 and reports[0].record["arena_reserved"] > 0
+
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["best.safetensors", "iter_000010.safetensors", "iter_000012.safetensors"]
+    final = session.finish()
+    assert final == tmp_path / "run" / "checkpoints" / "final.safetensors" and session.finish() == final
+    assert checkpoint.load(final).iteration == 12
+    best = checkpoint.load(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert best.metadata["best_val_loss"] == min(r.val_loss for r in reports if r.val_loss is not None)
+
+    run = read_run(tmp_path / "run")
+    assert [r["iter"] for r in run.records] == list(range(1, 13))
+    assert run.config["train"]["max_iters"] == 12 and run.config["start_iteration"] == 0
+    assert run.samples.count("--- iter ") == 3
+    with pytest.raises(RuntimeError, match="finished"):
+        session.step()
+
+
+def test_evaluating_sampling_and_exporting_do_not_change_the_training(tmp_path, verse_corpus, one_thread):
+    session = TrainingSession(make_trainer(verse_corpus, eval_interval=1, sample_interval=1))
+    losses = []
+    for i in range(8):
+        losses.append(session.step().record["loss"])
+        if i == 4:
+            session.export(tmp_path / "mid.safetensors")
+            with pytest.raises(CheckpointError, match="does not exist"):
+                session.export(tmp_path / "gone" / "mid.safetensors")
+    assert losses == plain_losses(verse_corpus, 8)
+    assert checkpoint.load(tmp_path / "mid.safetensors").iteration == 5
+    assert session.finish() is None  # no run folder, no final file
+
+
+def test_periodic_samples_are_the_same_at_the_same_point_of_a_run(verse_corpus, one_thread):
+    def samples() -> list[str]:
+        session = TrainingSession(make_trainer(verse_corpus, sample_interval=2))
+        return [s for _ in range(6) if (s := session.step().sample) is not None]
+
+    first = samples()
+    assert first == samples() and len(first) == 3 and len(set(first)) == 3
