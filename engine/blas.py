@@ -65,3 +65,50 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+class ThreadTuner:
+    """Chooses the BLAS thread count by timing real training iterations.
+
+    The first step is a warm-up (it sizes the arena) and is not timed; then each
+    candidate count runs ``trials`` steps, and the one with the lowest median
+    step time is kept. Small models often run slower on two threads than on one,
+    so this beats always using every core. Drive it around each step:
+    ``before_step()``, run the step, ``after_step(seconds)``.
+    """
+
+    def __init__(self, candidates: list[int] | None = None, trials: int = 3) -> None:
+        self.candidates = candidates or list(range(1, cpu_count() + 1))
+        if not self.candidates or min(self.candidates) < 1:
+            raise ValueError("thread candidates must be positive counts")
+        self.trials = trials
+        self.times: dict[int, list[float]] = {n: [] for n in self.candidates}
+        self.chosen: int | None = None if len(self.candidates) > 1 else self.candidates[0]
+        self._warmed_up = False
+        if self.chosen is not None:
+            set_blas_threads(self.chosen)
+
+    @property
+    def done(self) -> bool:
+        return self.chosen is not None
+
+    def _current(self) -> int:
+        return next(n for n in self.candidates if len(self.times[n]) < self.trials)
+
+    def before_step(self) -> None:
+        if not self.done and self._warmed_up:
+            set_blas_threads(self._current())
+
+    def after_step(self, seconds: float) -> int | None:
+        """Record a step's time; return the count chosen once the last trial is in."""
+        if self.done:
+            return None
+        if not self._warmed_up:
+            self._warmed_up = True
+            return None
+        self.times[self._current()].append(seconds)
+        if all(len(t) >= self.trials for t in self.times.values()):
+            self.chosen = min(self.candidates, key=lambda n: sorted(self.times[n])[len(self.times[n]) // 2])
+            set_blas_threads(self.chosen)
+            return self.chosen
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -60,20 +61,20 @@ class ModelConfig:
 
     @property
     def n_params(self) -> int:
-        total = 0
-        for _, shape in self.param_shapes():
-            n = 1
-            for d in shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(shape) for _, shape in self.param_shapes())
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token: 6 per weight (forward + backward) plus attention."""
-        n_matmul = self.n_params - self.context * self.d_model  # wpe is a lookup, not a matmul
-        n_matmul -= self.vocab_size * self.d_model  # so is wte
-        attn = 12 * self.n_layers * self.context * self.d_model  # QK^T and AV, fwd + bwd
-        return 6 * n_matmul + attn
+        """Training FLOPs per token: 6 per matrix weight (forward + backward) plus attention.
+
+        The embeddings are lookups, not products; attention's two batched products
+        cost 2 T C each way per token and layer, over the full T x T as computed.
+        """
+        matrix = sum(
+            math.prod(shape)
+            for name, shape in self.param_shapes()
+            if len(shape) == 2 and name not in ("wte", "wpe")
+        )
+        return 6 * matrix + 12 * self.n_layers * self.context * self.d_model
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -1,0 +1,278 @@
+"""``chargpt bench``: milliseconds per iteration, GFLOP/s and MFU, arena and process memory.
+
+Each row trains one preset at one batch size and thread count on random tokens
+(the data does not change the arithmetic) and times whole iterations: forward,
+backward, clipping, AdamW and arena reset. MFU compares the achieved GFLOP/s
+with a float32 matrix product measured in the same run on the same threads, so
+the figures are ratios that hold on a noisy, shared machine. With ``--torch``,
+the same model is timed in PyTorch eager in the same process for a side-by-side
+ratio (PyTorch is never a dependency: install it yourself to use this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import numpy as np
+
+import engine
+from engine.arena import Arena
+from engine.blas import blas_info, cpu_count, set_blas_threads
+from engine.config import PRESETS, ModelConfig, get_preset
+from engine.model import GPT
+from engine.optim import AdamW, clip_grad_norm
+
+VOCAB = 65  # tiny Shakespeare's: parameter counts and FLOPs then match the usual figures
+
+
+@dataclass
+class Row:
+    preset: str
+    batch: int
+    threads: int
+    params: int
+    ms_median: float
+    ms_p10: float
+    ms_p90: float
+    tokens_s: float
+    gflops: float
+    mfu: float
+    arena_high_water_mb: float
+    activation_mb: float
+    arena_ratio: float
+    rss_mb: float
+    torch_ms: float | None = None
+
+
+def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 7) -> float:
+    """Best float32 GFLOP/s of an n x n x n product on ``threads`` BLAS threads."""
+    set_blas_threads(threads)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def default_iters(cfg: ModelConfig, batch: int) -> int:
+    """Enough iterations for a stable median in a few seconds per row."""
+    flops = cfg.flops_per_token() * batch * cfg.context
+    return int(np.clip(3e10 / max(flops, 1), 5, 200))
+
+
+def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: float, warmup: int = 3) -> Row:
+    cfg = get_preset(name).model_for(VOCAB)
+    set_blas_threads(threads)
+    model = GPT(cfg)
+    model.init_weights(np.random.default_rng(0))
+    opt = AdamW(model.flat, model.grad_flat, model.n_decay)
+    arena = Arena()
+    rng = np.random.default_rng(1)
+    T = cfg.context
+    x = rng.integers(0, VOCAB, size=(batch, T))
+    y = rng.integers(0, VOCAB, size=(batch, T))
+
+    def iteration() -> None:
+        _, cache = model.forward(x, y, arena)
+        model.backward(cache, arena)
+        clip_grad_norm(model.grad_flat, 1.0)
+        opt.step(1e-4)
+        arena.reset()
+
+    for _ in range(warmup):
+        iteration()
+    n = iters or default_iters(cfg, batch)
+    times = np.array([_timed(iteration) for _ in range(n)])
+    median = float(np.median(times))
+    tokens = batch * T
+    gflops = cfg.flops_per_token() * tokens / median / 1e9
+    activation = model.activation_bytes(batch)
+    high_water = arena.stats().high_water
+    return Row(
+        preset=name,
+        batch=batch,
+        threads=threads,
+        params=cfg.n_params,
+        ms_median=1e3 * median,
+        ms_p10=1e3 * float(np.percentile(times, 10)),
+        ms_p90=1e3 * float(np.percentile(times, 90)),
+        tokens_s=tokens / median,
+        gflops=gflops,
+        mfu=gflops / peak,
+        arena_high_water_mb=high_water / 1e6,
+        activation_mb=activation / 1e6,
+        arena_ratio=high_water / activation,
+        rss_mb=_rss() / 1e6,
+    )
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def torch_ms(name: str, batch: int, threads: int, iters: int) -> float:
+    """Median ms per iteration of the same GPT in PyTorch eager on the CPU."""
+    import torch  # optional, only for this comparison
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = get_preset(name).model_for(VOCAB)
+    model = _torch_gpt(torch, cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+    x = torch.randint(0, VOCAB, (batch, cfg.context))
+    y = torch.randint(0, VOCAB, (batch, cfg.context))
+
+    def iteration() -> None:
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, VOCAB), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    for _ in range(3):
+        iteration()
+    return 1e3 * float(np.median([_timed(iteration) for _ in range(iters)]))
+
+
+def _torch_gpt(torch: Any, cfg: ModelConfig) -> Any:
+    nn = torch.nn
+
+    class Block(nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            C = cfg.d_model
+            self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
+            self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+            self.fc, self.proj = nn.Linear(C, cfg.d_ff), nn.Linear(cfg.d_ff, C)
+
+        def forward(self, x: Any) -> Any:
+            B, T, C = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+            q, k, v = (t.view(B, T, cfg.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+            y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+            return x + self.proj(nn.functional.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
+
+    class TorchGPT(nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+            self.wpe = nn.Embedding(cfg.context, cfg.d_model)
+            self.h = nn.ModuleList(Block() for _ in range(cfg.n_layers))
+            self.ln_f = nn.LayerNorm(cfg.d_model)
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+
+        def forward(self, idx: Any) -> Any:
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            for block in self.h:
+                x = block(x)
+            return self.lm_head(self.ln_f(x))
+
+    return TorchGPT()
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="ms/iter, GFLOP/s, MFU and memory for each preset")
+    p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
+    p.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default: 1,16)")
+    p.add_argument("--threads", default=None, help="comma-separated BLAS threads (default: 1..cores)")
+    p.add_argument("--iters", type=int, default=0, help="timed iterations per row (default: by size)")
+    p.add_argument("--torch", action="store_true", help="also time PyTorch eager (if installed)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    from engine.cli import UsageError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated whole numbers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{flag} takes positive whole numbers, not {text!r}")
+    return values
+
+
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.cli import UsageError
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for name in presets:
+        get_preset(name)  # unknown names fail before anything runs
+    batches = _ints(args.batch, "--batch")
+    threads = _ints(args.threads, "--threads") if args.threads else list(range(1, cpu_count() + 1))
+    if max(threads) > cpu_count():
+        raise UsageError(f"--threads must be at most {cpu_count()} (the cores here)")
+    if args.torch:
+        try:
+            import torch
+        except ImportError:
+            raise UsageError("--torch needs PyTorch in this environment: pip install torch") from None
+    info = {
+        "chargpt": engine.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": blas_info().describe(),
+        "cores": cpu_count(),
+        "torch": torch.__version__ if args.torch else None,
+    }
+    peaks = {n: matmul_peak_gflops(n) for n in threads}
+    if not args.json:
+        out.write(
+            f"chargpt {info['chargpt']}, Python {info['python']}, NumPy {info['numpy']}, "
+            f"BLAS {info['blas']}, {info['cores']} cores"
+            + (f", PyTorch {info['torch']}" if args.torch else "")
+            + "\nfloat32 matmul peak: "
+            + ", ".join(f"{peaks[n]:.0f} GFLOP/s on {n} thread{'s' * (n > 1)}" for n in threads)
+            + "\n\n"
+        )
+        header = (
+            f"{'preset':<7}{'batch':>6}{'thr':>4}{'ms med':>9}{'p10':>8}{'p90':>8}{'tok/s':>9}"
+            f"{'GF/s':>7}{'MFU':>6}{'arena MB':>10}{'act MB':>8}{'ratio':>6}{'RSS MB':>8}"
+            + (f"{'torch ms':>10}{'x':>6}" if args.torch else "")
+        )
+        out.write(header + "\n")
+        out.flush()
+    rows = []
+    for name in presets:
+        for batch in batches:
+            for n in threads:
+                row = bench_row(name, batch, n, args.iters or None, peaks[n])
+                if args.torch:
+                    row.torch_ms = torch_ms(
+                        name, batch, n, args.iters or default_iters(get_preset(name).model_for(VOCAB), batch)
+                    )
+                rows.append(row)
+                if not args.json:
+                    out.write(_format(row) + "\n")
+                    out.flush()
+    if args.json:
+        out.write(json.dumps({**info, "peak_gflops": peaks, "rows": [asdict(r) for r in rows]}) + "\n")
+    return 0
+
+
+def _format(r: Row) -> str:
+    line = (
+        f"{r.preset:<7}{r.batch:>6}{r.threads:>4}{r.ms_median:>9.2f}{r.ms_p10:>8.2f}{r.ms_p90:>8.2f}"
+        f"{r.tokens_s:>9.0f}{r.gflops:>7.1f}{r.mfu:>6.0%}{r.arena_high_water_mb:>10.1f}"
+        f"{r.activation_mb:>8.1f}{r.arena_ratio:>6.2f}{r.rss_mb:>8.0f}"
+    )
+    if r.torch_ms is not None:
+        line += f"{r.torch_ms:>10.2f}{r.torch_ms / r.ms_median:>6.2f}"
+    return line
