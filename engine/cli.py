@@ -1,4 +1,4 @@
-"""The ``chargpt`` command line: train, info (and the commands that build on them).
+"""The ``chargpt`` command line: train, sample, export, info (and the commands that build on them).
 
 Exit codes: 0 done, 1 training failed (loss not finite), 2 bad input, 130 interrupted.
 """
@@ -10,18 +10,27 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, TextIO
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 import engine
 from engine.blas import blas_info, cpu_count, set_blas_threads
+from engine.checkpoint import CheckpointError
 from engine.config import PRESETS, ModelConfig, PresetError, TrainConfig, format_count, get_preset
 from engine.data import Corpus, CorpusError
+from engine.runlog import RunLogError
+
+if TYPE_CHECKING:
+    from engine.trainer import Trainer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -50,11 +59,12 @@ TRAIN_OVERRIDES = {  # flag -> TrainConfig field
     "eval_every": "eval_interval",
     "eval_iters": "eval_iters",
     "sample_every": "sample_interval",
+    "checkpoint_every": "checkpoint_interval",
 }
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", help=f"one of {', '.join(PRESETS)} (default: tiny)")
+    p.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default: tiny)")
     p.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
     m = p.add_argument_group("model (overrides the preset)")
     for flag in MODEL_OVERRIDES:
@@ -75,7 +85,7 @@ def load_corpus(path: str | None) -> Corpus:
 
 
 def build_configs(args: argparse.Namespace, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset or "tiny")
     model_kw = {f: getattr(args, a) for a, f in MODEL_OVERRIDES.items() if getattr(args, a) is not None}
     train_kw = {f: getattr(args, a) for a, f in TRAIN_OVERRIDES.items() if getattr(args, a) is not None}
     try:
@@ -101,56 +111,145 @@ def apply_threads(spec: str) -> int:
 
 # -- chargpt train -------------------------------------------------------------
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
-    from engine.trainer import Trainer
+    from engine.runlog import new_run_dir
+    from engine.session import TrainingSession
 
-    corpus = load_corpus(args.corpus)
-    model_cfg, train_cfg = build_configs(args, corpus.vocab_size)
-    threads = apply_threads(args.threads)
-    trainer = Trainer(model_cfg, train_cfg, corpus)
-    log_every = args.log_every or max(1, train_cfg.max_iters // 20)
     say = _printer(out, args.json)
+    if args.keep < 0:
+        raise UsageError(f"--keep takes a number of checkpoints, 0 or more, not {args.keep}")
+    if args.resume:
+        trainer, warnings = resume_trainer(args)
+        for warning in warnings:
+            say(f"warning: {warning}")
+    else:
+        from engine.trainer import Trainer
+
+        corpus = load_corpus(args.corpus)
+        model_cfg, train_cfg = build_configs(args, corpus.vocab_size)
+        trainer = Trainer(model_cfg, train_cfg, corpus)
+    threads = apply_threads(args.threads)
+    model_cfg, train_cfg, corpus = trainer.model_cfg, trainer.train_cfg, trainer.corpus
+    preset = args.preset or "tiny"
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir()
+    session = TrainingSession(
+        trainer,
+        run_dir,
+        checkpoint_every=train_cfg.checkpoint_interval,
+        keep=args.keep,
+        sample_tokens=args.sample_chars,
+        extra_config={"preset": preset, "resumed_from": args.resume, "threads": threads},
+    )
+    log_every = args.log_every or max(1, train_cfg.max_iters // 20)
+    what = f"resuming at iteration {trainer.iteration}" if args.resume else f"training {preset}"
     say(
-        f"training {args.preset}: {model_cfg.n_layers} layers × {model_cfg.d_model}, "
+        f"{what}: {model_cfg.n_layers} layers × {model_cfg.d_model}, "
         f"{format_count(model_cfg.n_params)} params, on {corpus.name} "
         f"({len(corpus.tokens):,} chars, vocab {corpus.vocab_size}), {threads} BLAS threads"
     )
+    say(f"run folder: {run_dir}")
     step_times: list[float] = []
     t_start = time.perf_counter()
     last_loss = math.nan
-    for m in trainer.run():
-        step_times.append(m.step_s)
-        last_loss = m.loss
-        if not math.isfinite(m.loss):
-            say(f"iter {m.iteration}: loss is {m.loss}; lower the learning rate (--lr) and try again")
-            return EXIT_FAILED
-        if m.iteration % log_every == 0 or m.iteration == train_cfg.max_iters:
-            ms = 1e3 * float(np.median(step_times[-log_every:]))
-            eta = ms / 1e3 * (train_cfg.max_iters - m.iteration)
+    with _deferred_sigint() as interrupted:
+        while not session.finished and not interrupted():
+            report = session.step()
+            loss, it = report.record["loss"], report.record["iter"]
+            step_times.append(report.record["step_s"])
+            last_loss = loss
+            if not math.isfinite(loss):
+                session.finish(evaluate=False)
+                say(f"iter {it}: loss is {loss}; lower the learning rate (--lr) and try again")
+                return EXIT_FAILED
+            if report.val_loss is not None and it != train_cfg.max_iters:
+                say(f"iter {it:>6}  validation loss {report.val_loss:.4f}")
+            if it % log_every == 0 or it == train_cfg.max_iters:
+                ms = 1e3 * float(np.median(step_times[-log_every:]))
+                eta = ms / 1e3 * (train_cfg.max_iters - it)
+                say(
+                    f"iter {it:>6}/{train_cfg.max_iters}  loss {loss:.4f}  "
+                    f"{ms:7.2f} ms/iter  ETA {format_duration(eta)}"
+                )
+        if interrupted():
+            final = session.finish(evaluate=False)
             say(
-                f"iter {m.iteration:>6}/{train_cfg.max_iters}  loss {m.loss:.4f}  "
-                f"{ms:7.2f} ms/iter  ETA {format_duration(eta)}"
+                f"interrupted at iteration {trainer.iteration}; saved {final}\n"
+                f"continue with: chargpt train --resume {final} --iters {train_cfg.max_iters}"
             )
-    val_loss = trainer.evaluate("val")
+            return EXIT_INTERRUPTED
+        final = session.finish()
+    val_loss = session.last_val_loss
     wall = time.perf_counter() - t_start
     say(f"validation loss {val_loss:.4f} after {trainer.iteration} iterations ({format_duration(wall)})")
+    say(f"saved {final}")
     sample = trainer.generate("", args.sample_chars, temperature=0.8, top_k=None, seed=train_cfg.seed)
     say("sample:\n" + sample)
     if args.json:
         summary = {
-            "preset": args.preset,
+            "preset": preset,
             "params": model_cfg.n_params,
             "iters": trainer.iteration,
             "train_loss": last_loss,
             "val_loss": val_loss,
-            "ms_per_iter": 1e3 * float(np.median(step_times)),
+            "ms_per_iter": 1e3 * float(np.median(step_times)) if step_times else None,
             "threads": threads,
             "wall_s": wall,
             "corpus": corpus.name,
+            "run_dir": str(run_dir),
+            "checkpoint": str(final),
             "model": model_cfg.to_dict(),
             "train": train_cfg.to_dict(),
         }
         out.write(json.dumps(summary) + "\n")
     return EXIT_OK
+
+
+def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
+    """The trainer of ``--resume CKPT``; only settings that keep the run's arithmetic may change."""
+    from engine.checkpoint import RESUMABLE, restore
+
+    fixed = [f"--{flag.replace('_', '-')}" for flag in MODEL_OVERRIDES if getattr(args, flag) is not None]
+    fixed += [
+        f"--{flag.replace('_', '-')}"
+        for flag, name in TRAIN_OVERRIDES.items()
+        if getattr(args, flag) is not None and name not in RESUMABLE
+    ]
+    if args.preset is not None:
+        fixed.insert(0, "--preset")
+    if fixed:
+        raise UsageError(
+            f"{', '.join(fixed)} cannot change when resuming (the checkpoint fixes them); "
+            "drop them, or start a new run"
+        )
+    overrides = {
+        name: getattr(args, flag)
+        for flag, name in TRAIN_OVERRIDES.items()
+        if getattr(args, flag) is not None and name in RESUMABLE
+    }
+    corpus = Corpus.from_file(args.corpus) if args.corpus else None
+    return restore(args.resume, corpus, train_overrides=overrides)
+
+
+@contextmanager
+def _deferred_sigint() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C sets a flag that the loop reads at the next iteration boundary (so the
+    checkpoint written then is whole); a second Ctrl-C interrupts at once."""
+    hit = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal hit
+        if hit:
+            raise KeyboardInterrupt
+        hit = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C alone
+        yield lambda: False
+        return
+    try:
+        yield lambda: hit
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _printer(out: TextIO, to_stderr: bool) -> Callable[[str], None]:
@@ -173,6 +272,46 @@ def format_duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+# -- chargpt sample ------------------------------------------------------------
+def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.checkpoint import load
+    from engine.trainer import generate_iter
+
+    if args.tokens < 0:
+        raise UsageError(f"--tokens must not be negative, got {args.tokens}")
+    if not args.temperature > 0:
+        raise UsageError(f"--temperature must be positive, got {args.temperature}")
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}")
+    ckpt = load(args.checkpoint)
+    tokenizer = ckpt.tokenizer()
+    tokenizer.encode(args.prompt)  # characters outside the vocabulary: one line, exit 2
+    model = ckpt.model()
+    apply_threads(args.threads)
+    for i in range(args.num_samples):
+        if i:
+            out.write("\n---\n")
+        seed = None if args.seed is None else args.seed + i
+        out.write(args.prompt)
+        out.flush()
+        chars = generate_iter(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, seed)
+        for ch in chars:
+            out.write(ch)
+            out.flush()
+        out.write("\n")
+    out.flush()
+    return EXIT_OK
+
+
+# -- chargpt export ------------------------------------------------------------
+def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.checkpoint import export_weights
+
+    path = export_weights(args.checkpoint, args.weights_only)
+    out.write(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, PyTorch/nanoGPT parameter names)\n")
+    return EXIT_OK
 
 
 # -- chargpt info --------------------------------------------------------------
@@ -239,7 +378,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=0, help="progress line every N iterations")
     p.add_argument("--sample-chars", type=int, default=200, help="length of the sample at the end")
     p.add_argument("--json", action="store_true", help="end with one JSON line summing up the run")
+    r = p.add_argument_group("run folder and checkpoints")
+    r.add_argument("--run-dir", help="where to write the run (default: a new folder under runs/)")
+    r.add_argument("--keep", type=int, default=3, help="periodic checkpoints to keep, 0 for all (default: 3)")
+    r.add_argument(
+        "--resume", metavar="CKPT", help="continue from a checkpoint; --iters is then the new total"
+    )
     COMMANDS["train"] = cmd_train
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint, streaming it")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--prompt", default="", help="text to continue (default: none)")
+    p.add_argument("--tokens", type=int, default=200, help="characters to generate (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="default: 0.8")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest only")
+    p.add_argument("--seed", type=int, default=None, help="for a reproducible sample (default: random)")
+    p.add_argument("--num-samples", type=int, default=1, help="default: 1")
+    p.add_argument("--threads", default="auto", help="BLAS threads: a number, or auto (default)")
+    COMMANDS["sample"] = cmd_sample
+
+    p = sub.add_parser("export", help="write a checkpoint's weights for PyTorch")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--weights-only", metavar="OUT", required=True, help="safetensors file of parameters only")
+    COMMANDS["export"] = cmd_export
 
     p = sub.add_parser("info", help="versions, BLAS library and threads, presets")
     p.add_argument("--json", action="store_true")
@@ -253,7 +414,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args, out)
-    except (UsageError, PresetError, CorpusError) as e:
+    except (UsageError, PresetError, CorpusError, CheckpointError, RunLogError) as e:
         sys.stderr.write(f"chargpt: error: {e}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

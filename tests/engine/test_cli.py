@@ -20,9 +20,14 @@ def chargpt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         text=True,
         timeout=timeout,
         env=env,
-        cwd=ROOT,
+        cwd=Path.cwd(),  # a test's own folder (see run_in_tmp_path): runs/ lands there
         check=False,
     )
+
+
+@pytest.fixture(autouse=True)
+def run_in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

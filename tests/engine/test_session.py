@@ -7,8 +7,10 @@ from engine.session import TrainingSession
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
 
-RECORD_KEYS = {"iter", "loss", "lr", "grad_norm", "step_s", "tokens_s", "arena_in_use", "arena_reserved"}
-RECORD_KEYS |= {"rss"}
+RECORD_KEYS = {
+    *("iter", "loss", "lr", "grad_norm", "step_s", "tokens_s"),
+    *("arena_in_use", "arena_reserved", "rss"),
+}
 
 
 def make_trainer(corpus, **overrides) -> Trainer:

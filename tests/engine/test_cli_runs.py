@@ -1,0 +1,167 @@
+"""The command line's run folders, resume, Ctrl-C, sample and export."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from engine import checkpoint
+from engine.runlog import read_run
+from tests.engine.conftest import VERSE
+from tests.engine.test_cli import ROOT, chargpt
+
+FAST = ("--batch", "4", "--threads", "1", "--eval-iters", "2")
+
+
+@pytest.fixture(autouse=True)
+def run_in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Path:
+    path = tmp_path / "verse.txt"
+    path.write_text(VERSE * 20, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path, corpus_file) -> Path:
+    """A run folder of 16 iterations with checkpoints every 4 (a module's worth of setup)."""
+    r = chargpt(
+        "train", "--iters", "16", "--checkpoint-every", "4", "--keep", "2", "--eval-every", "4",
+        "--sample-every", "8", "--corpus", str(corpus_file), "--run-dir", "straight", *FAST,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return tmp_path / "straight"
+
+
+def test_train_writes_a_run_folder(trained):
+    run = read_run(trained)
+    assert [r["iter"] for r in run.records] == list(range(1, 17))
+    assert [r["iter"] for r in run.records if "val_loss" in r] == [4, 8, 12, 16]
+    assert run.samples.count("--- iter ") == 2
+    assert run.config["preset"] == "tiny" and run.config["checkpoint_every"] == 4
+    assert sorted(p.name for p in run.checkpoints) == [
+        "best.safetensors",
+        "final.safetensors",
+        "iter_000012.safetensors",
+        "iter_000016.safetensors",
+    ]
+
+
+def test_the_default_run_folder_is_new_under_runs(tmp_path, corpus_file):
+    r = chargpt("train", "--iters", "2", "--corpus", str(corpus_file), "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.parent == Path("runs") and (tmp_path / run_dir / "config.json").exists()
+    assert checkpoint.load(tmp_path / summary["checkpoint"]).iteration == 2
+
+
+def test_resume_reproduces_the_uninterrupted_run(trained, tmp_path):
+    # iter_000008 was rotated away by --keep 2; take the one at 12 (the run of 16 is what matters)
+    r = chargpt(
+        "train", "--resume", str(trained / "checkpoints" / "iter_000012.safetensors"), "--iters", "16",
+        "--run-dir", "resumed", "--eval-iters", "2", "--threads", "1",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "resuming at iteration 12" in r.stdout
+    straight, resumed = read_run(trained), read_run(tmp_path / "resumed")
+    assert resumed.config["resumed_from"].endswith("iter_000012.safetensors")
+    assert [(x["iter"], x["loss"], x.get("val_loss")) for x in resumed.records] == [
+        (x["iter"], x["loss"], x.get("val_loss")) for x in straight.records[12:]
+    ]
+    a = safetensors.numpy.load_file(trained / "checkpoints" / "final.safetensors")
+    b = safetensors.numpy.load_file(tmp_path / "resumed" / "checkpoints" / "final.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_resume_refuses_settings_the_checkpoint_fixes(trained):
+    r = chargpt("train", "--resume", str(trained / "checkpoints" / "final.safetensors"), "--lr", "0.1")
+    assert r.returncode == 2
+    assert "--lr cannot change when resuming" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_saves_at_the_iteration_boundary_and_exits_130(tmp_path, corpus_file):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "train", "--iters", "100000", "--log-every", "1",
+         "--corpus", str(corpus_file), "--run-dir", "run", *FAST],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if line.startswith("iter"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at iteration" in out
+    ckpt = checkpoint.load(tmp_path / "run" / "checkpoints" / "final.safetensors")
+    assert 1 <= ckpt.iteration < 100000
+    assert read_run(tmp_path / "run").records[-1]["iter"] == ckpt.iteration
+
+
+def test_sample_streams_a_reproducible_continuation(trained):
+    ckpt = str(trained / "checkpoints" / "final.safetensors")
+    args = ("sample", ckpt, "--prompt", "To be", "--tokens", "30", "--temperature", "0.9", "--top-k", "8")
+    first = chargpt(*args, "--seed", "5", "--num-samples", "2")
+    assert first.returncode == 0, first.stderr
+    samples = first.stdout.split("\n---\n")
+    assert len(samples) == 2 and all(s.startswith("To be") and len(s.rstrip("\n")) == 35 for s in samples)
+    assert chargpt(*args, "--seed", "5", "--num-samples", "2").stdout == first.stdout
+    assert chargpt(*args, "--seed", "6").stdout != samples[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prompt", "Zounds!"], "not in the model's vocabulary: '!' 'Z'"),
+        (["--temperature", "0"], "--temperature must be positive"),
+    ],
+)
+def test_bad_sample_input_is_one_line_and_exit_2(trained, args, message):
+    r = chargpt("sample", str(trained / "checkpoints" / "final.safetensors"), *args)
+    assert r.returncode == 2 and message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", None])
+def test_a_bad_or_missing_checkpoint_is_one_line_and_exit_2(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    if content is not None:
+        path.write_bytes(content)
+    for args in (
+        ["sample", str(path)],
+        ["train", "--resume", str(path)],
+        ["export", str(path), "--weights-only", "w"],
+    ):
+        r = chargpt(*args)
+        assert r.returncode == 2, args
+        assert "bad.safetensors" in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_export_writes_pytorch_named_weights(trained, tmp_path):
+    r = chargpt(
+        "export", str(trained / "checkpoints" / "final.safetensors"), "--weights-only", "w.safetensors"
+    )
+    assert r.returncode == 0, r.stderr
+    weights = safetensors.numpy.load_file(tmp_path / "w.safetensors")
+    cfg = checkpoint.load(trained / "checkpoints" / "final.safetensors").model_cfg
+    expected = {checkpoint.torch_name(name): shape for name, shape in cfg.param_shapes()}
+    assert {k: v.shape for k, v in weights.items()} == expected
+    assert "transformer.h.0.attn.c_attn.weight" in weights and "lm_head.weight" in weights
