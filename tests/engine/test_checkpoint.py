@@ -328,3 +328,14 @@ def test_files_are_written_like_ordinary_files(saved):
     assert saved.stat().st_mode & 0o777 == 0o666 & ~checkpoint._UMASK
     shutil.copy(saved, saved.with_name("copy.safetensors"))
     assert checkpoint.load(saved.with_name("copy.safetensors")).iteration == 3
+
+
+def test_the_builtin_corpus_is_recorded_as_builtin_and_reopened(tmp_path, monkeypatch, one_thread):
+    from engine import default_corpus
+
+    builtin = Corpus(VERSE, default_corpus.NAME)
+    monkeypatch.setattr(default_corpus, "load_default_corpus", lambda: builtin)
+    path = checkpoint.save(tiny_trainer(builtin), tmp_path / "b.safetensors")
+    assert checkpoint.load(path).metadata["corpus"]["path"] == "builtin"
+    trainer, warnings = checkpoint.restore(path)
+    assert trainer.corpus is builtin and not warnings
