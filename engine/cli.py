@@ -30,6 +30,7 @@ from engine.data import Corpus, CorpusError
 from engine.runlog import RunLogError
 
 if TYPE_CHECKING:
+    from engine.session import TrainingSession
     from engine.trainer import Trainer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -129,7 +130,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         trainer = Trainer(model_cfg, train_cfg, corpus)
     threads = apply_threads(args.threads)
     model_cfg, train_cfg, corpus = trainer.model_cfg, trainer.train_cfg, trainer.corpus
-    preset = args.preset or "tiny"
+    preset = None if args.resume else args.preset or "tiny"  # a checkpoint records configs, not names
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir()
     session = TrainingSession(
         trainer,
@@ -149,34 +150,16 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     say(f"run folder: {run_dir}")
     step_times: list[float] = []
     t_start = time.perf_counter()
-    last_loss = math.nan
     with _deferred_sigint() as interrupted:
-        while not session.finished and not interrupted():
-            report = session.step()
-            loss, it = report.record["loss"], report.record["iter"]
-            step_times.append(report.record["step_s"])
-            last_loss = loss
-            if not math.isfinite(loss):
-                session.finish(evaluate=False)
-                say(f"iter {it}: loss is {loss}; lower the learning rate (--lr) and try again")
-                return EXIT_FAILED
-            if report.val_loss is not None and it != train_cfg.max_iters:
-                say(f"iter {it:>6}  validation loss {report.val_loss:.4f}")
-            if it % log_every == 0 or it == train_cfg.max_iters:
-                ms = 1e3 * float(np.median(step_times[-log_every:]))
-                eta = ms / 1e3 * (train_cfg.max_iters - it)
-                say(
-                    f"iter {it:>6}/{train_cfg.max_iters}  loss {loss:.4f}  "
-                    f"{ms:7.2f} ms/iter  ETA {format_duration(eta)}"
-                )
-        if interrupted():
-            final = session.finish(evaluate=False)
-            say(
-                f"interrupted at iteration {trainer.iteration}; saved {final}\n"
-                f"continue with: chargpt train --resume {final} --iters {train_cfg.max_iters}"
-            )
-            return EXIT_INTERRUPTED
-        final = session.finish()
+        status, last_loss = run_session(session, say, log_every, step_times, interrupted)
+        final = session.finish(evaluate=status == EXIT_OK)
+    if status == EXIT_INTERRUPTED:
+        say(
+            f"interrupted at iteration {trainer.iteration}; saved {final}\n"
+            f"continue with: chargpt train --resume {final} --iters {train_cfg.max_iters}"
+        )
+    if status != EXIT_OK:
+        return status
     val_loss = session.last_val_loss
     wall = time.perf_counter() - t_start
     say(f"validation loss {val_loss:.4f} after {trainer.iteration} iterations ({format_duration(wall)})")
@@ -201,6 +184,35 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         }
         out.write(json.dumps(summary) + "\n")
     return EXIT_OK
+
+
+def run_session(
+    session: TrainingSession,
+    say: Callable[[str], None],
+    log_every: int,
+    step_times: list[float],
+    interrupted: Callable[[], bool],
+) -> tuple[int, float]:
+    """Step until the run is done or Ctrl-C, printing progress; return the exit status and
+    the last training loss. Ctrl-C is only looked at between iterations."""
+    max_iters = session.trainer.train_cfg.max_iters
+    loss = math.nan
+    while not session.finished:
+        if interrupted():
+            return EXIT_INTERRUPTED, loss
+        report = session.step()
+        loss, it = report.record["loss"], report.record["iter"]
+        step_times.append(report.record["step_s"])
+        if not math.isfinite(loss):
+            say(f"iter {it}: loss is {loss}; lower the learning rate (--lr) and try again")
+            return EXIT_FAILED, loss
+        if report.val_loss is not None and it != max_iters:
+            say(f"iter {it:>6}  validation loss {report.val_loss:.4f}")
+        if it % log_every == 0 or it == max_iters:
+            ms = 1e3 * float(np.median(step_times[-log_every:]))
+            eta = ms / 1e3 * (max_iters - it)
+            say(f"iter {it:>6}/{max_iters}  loss {loss:.4f}  {ms:7.2f} ms/iter  ETA {format_duration(eta)}")
+    return EXIT_OK, loss
 
 
 def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
