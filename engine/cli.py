@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 import engine
-from engine.blas import blas_info, cpu_count, set_blas_threads
+from engine import bench
+from engine.blas import ThreadTuner, blas_info, cpu_count, get_blas_threads, set_blas_threads
 from engine.checkpoint import CheckpointError
 from engine.config import PRESETS, ModelConfig, PresetError, TrainConfig, format_count, get_preset
 from engine.data import Corpus, CorpusError
@@ -97,10 +98,11 @@ def build_configs(args: argparse.Namespace, vocab_size: int) -> tuple[ModelConfi
     return model_cfg, train_cfg
 
 
-def apply_threads(spec: str) -> int:
-    """Set BLAS threads from '--threads' ('auto' leaves the library's choice); return the count."""
+def apply_threads(spec: str) -> int | None:
+    """Set BLAS threads from '--threads' and return the count; None for 'auto', where the
+    training loop times the first iterations at each count (ThreadTuner) and keeps the fastest."""
     if spec == "auto":
-        return blas_info().num_threads
+        return None
     try:
         n = int(spec)
     except ValueError:
@@ -138,20 +140,23 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         checkpoint_every=train_cfg.checkpoint_interval,
         keep=args.keep,
         sample_tokens=args.sample_chars,
-        extra_config={"preset": preset, "resumed_from": args.resume, "threads": threads},
+        extra_config={"preset": preset, "resumed_from": args.resume, "threads": threads or "auto"},
     )
     log_every = args.log_every or max(1, train_cfg.max_iters // 20)
     what = f"resuming at iteration {trainer.iteration}" if args.resume else f"training {preset}"
     say(
         f"{what}: {model_cfg.n_layers} layers × {model_cfg.d_model}, "
         f"{format_count(model_cfg.n_params)} params, on {corpus.name} "
-        f"({len(corpus.tokens):,} chars, vocab {corpus.vocab_size}), {threads} BLAS threads"
+        f"({len(corpus.tokens):,} chars, vocab {corpus.vocab_size}), "
+        + (f"{threads} BLAS threads" if threads else "BLAS threads chosen by timing the first iterations")
     )
     say(f"run folder: {run_dir}")
     step_times: list[float] = []
     t_start = time.perf_counter()
     with _deferred_sigint() as interrupted:
-        status, last_loss = run_session(session, say, log_every, step_times, interrupted)
+        tuner = None if threads else ThreadTuner()
+        status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
+        threads = threads or get_blas_threads()
         final = session.finish(evaluate=status == EXIT_OK)
     if status == EXIT_INTERRUPTED:
         say(
@@ -192,6 +197,7 @@ def run_session(
     log_every: int,
     step_times: list[float],
     interrupted: Callable[[], bool],
+    tuner: ThreadTuner | None = None,
 ) -> tuple[int, float]:
     """Step until the run is done or Ctrl-C, printing progress; return the exit status and
     the last training loss. Ctrl-C is only looked at between iterations."""
@@ -200,9 +206,16 @@ def run_session(
     while not session.finished:
         if interrupted():
             return EXIT_INTERRUPTED, loss
+        if tuner is not None:
+            tuner.before_step()
         report = session.step()
         loss, it = report.record["loss"], report.record["iter"]
         step_times.append(report.record["step_s"])
+        if tuner is not None and tuner.after_step(report.record["step_s"]):
+            timings = ", ".join(f"{n}: {1e3 * sorted(t)[len(t) // 2]:.1f} ms" for n, t in tuner.times.items())
+            say(f"BLAS threads: {tuner.chosen} is fastest here ({timings} per iteration)")
+        if report.checkpoint_error:
+            say(f"warning: {report.checkpoint_error}; training goes on")
         if not math.isfinite(loss):
             say(f"iter {it}: loss is {loss}; lower the learning rate (--lr) and try again")
             return EXIT_FAILED, loss
@@ -414,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-only", metavar="OUT", required=True, help="safetensors file of parameters only")
     COMMANDS["export"] = cmd_export
 
+    bench.add_parser(sub)
+    COMMANDS["bench"] = bench.cmd_bench
+
     p = sub.add_parser("info", help="versions, BLAS library and threads, presets")
     p.add_argument("--json", action="store_true")
     COMMANDS["info"] = cmd_info
@@ -438,10 +454,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_OK
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def entry() -> None:
     """The console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

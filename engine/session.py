@@ -32,6 +32,7 @@ class IterationReport:
     val_loss: float | None  # set on iterations where evaluation ran
     sample: str | None  # set on iterations where a periodic sample was generated
     checkpoint: Path | None  # set when a periodic or best checkpoint was written
+    checkpoint_error: str | None = None  # a periodic or best checkpoint that could not be written
 
 
 class TrainingSession:
@@ -80,11 +81,12 @@ class TrainingSession:
         record: dict[str, Any] = {"iter": it, "loss": m.loss}
         val_loss = None
         saved: Path | None = None
+        error: str | None = None
         if (cfg.eval_interval > 0 and it % cfg.eval_interval == 0) or it == cfg.max_iters:
             val_loss, improved = self._evaluate()
             record["val_loss"] = val_loss
             if improved and self._log is not None:
-                saved = checkpoint.save(tr, self._log.best_path)
+                saved, error = self._save(self._log.best_path)
         record |= {
             "lr": m.lr,
             "grad_norm": m.grad_norm,
@@ -101,10 +103,19 @@ class TrainingSession:
                 self._log.add_sample(it, sample)
         if self._log is not None:
             if self.checkpoint_every > 0 and it % self.checkpoint_every == 0:
-                saved = checkpoint.save(tr, self._log.periodic_path(it))
-                self._log.rotate(self.keep)
+                saved, error = self._save(self._log.periodic_path(it))
+                if saved is not None:
+                    self._log.rotate(self.keep)
             self._log.append(record)
-        return IterationReport(record, val_loss, sample, saved)
+        return IterationReport(record, val_loss, sample, saved, error)
+
+    def _save(self, path: Path) -> tuple[Path | None, str | None]:
+        """A periodic or best checkpoint. A failure (disk full, say) must not end the run:
+        the earlier file stays intact, and the error is reported for the caller to show."""
+        try:
+            return checkpoint.save(self.trainer, path), None
+        except checkpoint.CheckpointError as e:
+            return None, str(e)
 
     def sample(self, prompt: str = "", n_tokens: int | None = None) -> str:
         """A sample seeded from the seed and the iteration: the same at the same point of a run."""

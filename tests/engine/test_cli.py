@@ -128,3 +128,20 @@ def test_info_lists_presets_with_parameter_counts_and_blas():
     info = json.loads(r.stdout)
     assert info["presets"]["small"]["params_at_vocab_65"] == 421_632
     assert info["blas"]["library"] and info["cores"] >= 1
+
+
+def test_auto_threads_reports_the_count_it_chose(corpus_file):
+    r = chargpt("train", "--iters", "30", "--batch", "4", "--corpus", str(corpus_file), "--json")
+    assert r.returncode == 0, r.stderr
+    assert "is fastest here" in r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 1 <= summary["threads"] <= (os.cpu_count() or 1)
+
+
+def test_bench_runs_from_the_command_line():
+    r = chargpt("bench", "--presets", "tiny", "--batch", "1", "--threads", "1", "--iters", "2")
+    assert r.returncode == 0, r.stderr
+    assert "GFLOP/s" in r.stdout
+    r = chargpt("bench", "--presets", "nope")
+    assert r.returncode == 2
+    assert "unknown preset" in r.stderr

@@ -77,3 +77,24 @@ def test_periodic_samples_are_the_same_at_the_same_point_of_a_run(verse_corpus, 
 
     first = samples()
     assert first == samples() and len(first) == 3 and len(set(first)) == 3
+
+
+def test_a_checkpoint_that_cannot_be_written_is_reported_and_training_goes_on(
+    tmp_path, verse_corpus, one_thread, monkeypatch
+):
+    trainer = make_trainer(verse_corpus, eval_interval=0)
+    session = TrainingSession(trainer, tmp_path / "run", checkpoint_every=2)
+    session.step()
+    session.step()  # iteration 2: a good periodic checkpoint
+    good = (tmp_path / "run" / "checkpoints" / "iter_000002.safetensors").read_bytes()
+
+    def disk_full(trainer, path):
+        raise CheckpointError(f"cannot write {path}: no space left on device")
+
+    monkeypatch.setattr(checkpoint, "save", disk_full)
+    session.step()
+    report = session.step()  # iteration 4: its checkpoint fails
+    assert report.checkpoint is None
+    assert "no space left" in report.checkpoint_error
+    assert session.step().record["iter"] == 5  # the run goes on
+    assert (tmp_path / "run" / "checkpoints" / "iter_000002.safetensors").read_bytes() == good
