@@ -9,6 +9,7 @@ second iteration on nothing is allocated from the system at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
@@ -43,7 +44,7 @@ class Arena:
             self._chunks.append(_aligned_bytes(initial_bytes))
 
     # -- allocation -------------------------------------------------------
-    def alloc(self, shape: int | tuple[int, ...], dtype: DTypeLike = np.float32) -> NDArray:
+    def alloc(self, shape: int | tuple[int, ...], dtype: DTypeLike = np.float32) -> NDArray[Any]:
         """An uninitialized array of ``shape`` that lives until the next ``reset``."""
         dt = np.dtype(dtype)
         shape_t = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -61,7 +62,7 @@ class Arena:
         self._peak = max(self._peak, self._live)
         return buf[start : start + nbytes].view(dt).reshape(shape_t)
 
-    def zeros(self, shape: int | tuple[int, ...], dtype: DTypeLike = np.float32) -> NDArray:
+    def zeros(self, shape: int | tuple[int, ...], dtype: DTypeLike = np.float32) -> NDArray[Any]:
         out = self.alloc(shape, dtype)
         out.fill(0)
         return out

@@ -127,7 +127,7 @@ def _rss() -> int:
 
 def torch_ms(name: str, batch: int, threads: int, iters: int) -> float:
     """Median ms per iteration of the same GPT in PyTorch eager on the CPU."""
-    import torch  # optional, only for this comparison
+    import torch  # type: ignore[import-not-found]  # optional, only for this comparison
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -153,7 +153,7 @@ def torch_ms(name: str, batch: int, threads: int, iters: int) -> float:
 def _torch_gpt(torch: Any, cfg: ModelConfig) -> Any:
     nn = torch.nn
 
-    class Block(nn.Module):  # type: ignore[misc]
+    class Block(nn.Module):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
             super().__init__()
             C = cfg.d_model
@@ -169,7 +169,7 @@ def _torch_gpt(torch: Any, cfg: ModelConfig) -> Any:
             x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, C))
             return x + self.proj(nn.functional.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
 
-    class TorchGPT(nn.Module):  # type: ignore[misc]
+    class TorchGPT(nn.Module):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)

@@ -83,6 +83,7 @@ def layernorm_forward(x: Array, w: Array, b: Array, arena: Arena) -> tuple[Array
 
 def layernorm_backward(dout: Array, cache: Any, dw: Array, db: Array, arena: Arena) -> Array:
     """dout (N, C) -> dx (N, C), written over xhat; dout is used as scratch. Writes dw, db (C,)."""
+    xhat: Array
     xhat, rstd, w = cache
     N, C = dout.shape
     # out = xhat * w + b
@@ -117,6 +118,7 @@ def linear_forward(x: Array, w: Array, b: Array | None, arena: Arena) -> tuple[A
 
 def linear_backward(dout: Array, cache: Any, dw: Array, db: Array | None, arena: Arena) -> Array:
     """dout (N, out) -> dx (N, in), written over the input x; writes dw (out, in), db (out,)."""
+    x: Array
     x, w = cache
     # out = x @ w.T + b
     np.matmul(dout.T, x, out=dw)
@@ -146,6 +148,7 @@ def gelu_forward(x: Array, arena: Arena) -> tuple[Array, Any]:
 
 def gelu_backward(dout: Array, cache: Any, arena: Arena) -> Array:
     """dout (N, F) -> dx (N, F), written over the input x."""
+    x: Array
     x, s = cache
     # out = x s(2u)  =>  d/dx = s + x s (1 - s) 2u',  u' = k (1 + 3 c x^2)
     mark = arena.mark()
@@ -185,6 +188,7 @@ def attention_forward(qkv: Array, B: int, T: int, H: int, arena: Arena) -> tuple
 
 def attention_backward(dy: Array, cache: Any, arena: Arena) -> Array:
     """dy (N, C) -> dqkv (N, 3C), written over qkv; att is used as scratch."""
+    qkv: Array
     qkv, q, k, v, att = cache
     B, H, T, D = q.shape
     dy4 = dy.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
@@ -264,6 +268,7 @@ def cross_entropy_forward(logits: Array, targets: NDArray[np.integer], arena: Ar
 
 def cross_entropy_backward(cache: Any) -> Array:
     """-> dlogits (N, V) for the mean loss, written over the probabilities."""
+    probs: Array
     probs, targets = cache
     N = probs.shape[0]
     # loss = -mean(log softmax(logits)[targets])  =>  dlogits = (probs - onehot) / N

@@ -117,7 +117,7 @@ class GPT:
         per_layer = 8 * N * C + 3 * N * F + batch_size * H * T * T + 2 * N
         # xhat, ln out, qkv (3), y, xhat, ln out: 8 NC; gelu in, sigmoid, out: 3 NF; att; 2 rstd
         final = 3 * N * C + N * V + N  # residual stream, ln_f xhat and out, logits, rstd
-        return (c.n_layers * per_layer + final) * self.dtype.itemsize
+        return int((c.n_layers * per_layer + final) * self.dtype.itemsize)
 
     def _block_backward(self, i: int, dx: Array, cache: Any, arena: Arena) -> Array:
         g, pre = self.grads, f"h.{i}."

@@ -19,7 +19,8 @@ def layernorm(x: Array, w: Array, b: Array, eps: float = 1e-5) -> Array:
     """(N, C) -> (N, C)."""
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * w + b
+    out: Array = (x - mean) / np.sqrt(var + eps) * w + b
+    return out
 
 
 def gelu(x: Array) -> Array:
