@@ -1,0 +1,151 @@
+"""``chargpt-studio`` / ``python -m app``: open the window, or render it to a PNG, or measure it.
+
+chargpt-studio                                   # the window
+python -m app --screenshot shot.png --preset small --iters 300
+python -m app --measure-latency --preset large --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+# Every system library Qt's xcb platform plugin (and Qt GUI under it) loads from the system,
+# with the Debian/Ubuntu package that ships it. README.md lists the same packages in one
+# apt-get line beside the Quick start; keep the two in step.
+XCB_LIBRARIES = {
+    "libxcb.so.1": "libxcb1",
+    "libX11.so.6": "libx11-6",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-render.so.0": "libxcb-render0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-shm.so.0": "libxcb-shm0",
+    "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-util.so.1": "libxcb-util1",
+    "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libEGL.so.1": "libegl1",
+    "libGL.so.1": "libgl1",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libfreetype.so.6": "libfreetype6",
+    "libglib-2.0.so.0": "libglib2.0-0",
+    "libdbus-1.so.3": "libdbus-1-3",
+}
+README_HINT = "README.md, “Quick start”, the line “On a Linux desktop …”"
+
+
+def missing_xcb_libraries() -> list[str]:
+    """The sonames of XCB_LIBRARIES this system cannot load."""
+    missing = []
+    for soname in XCB_LIBRARIES:
+        try:
+            ctypes.CDLL(soname)
+        except OSError:
+            missing.append(soname)
+    return missing
+
+
+def qt_platform() -> str:
+    """The Qt platform plugin that QApplication will try first."""
+    chosen = os.environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0]
+    if chosen:
+        return chosen
+    if not sys.platform.startswith("linux"):
+        return "native"
+    wayland = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("XDG_SESSION_TYPE") == "wayland"
+    return "wayland" if wayland else "xcb"
+
+
+def check_display_libraries() -> str | None:
+    """A message naming what is missing when the xcb platform cannot load, else None."""
+    if qt_platform() != "xcb":
+        return None
+    missing = missing_xcb_libraries()
+    if not missing:
+        return None
+    packages = " ".join(XCB_LIBRARIES[m] for m in missing)
+    return (
+        f"chargpt-studio: Qt's X11 (xcb) platform needs system libraries that are missing: "
+        f"{', '.join(missing)}.\n"
+        f"Install them with:  sudo apt-get install {packages}\n"
+        f"(the full list is in {README_HINT}).\n"
+        "Or run without a display: QT_QPA_PLATFORM=offscreen."
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chargpt-studio", description="Train a character-level GPT and watch it."
+    )
+    p.add_argument("--screenshot", metavar="PNG", help="train, render the window to PNG and exit")
+    p.add_argument(
+        "--measure-latency",
+        action="store_true",
+        help="train and report how late a 50 ms GUI timer fires (median and 99th percentile)",
+    )
+    p.add_argument("--preset", help="preset to select (screenshot and measure modes)")
+    p.add_argument("--iters", type=int, help="iterations to train (screenshot mode)")
+    p.add_argument("--corpus", help="a text file to train on (default: the built-in corpus)")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to measure (default 20)")
+    p.add_argument("--threads", type=int, help="BLAS threads (screenshot and measure modes)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    batch_mode = bool(args.screenshot or args.measure_latency)
+    if batch_mode and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
+    problem = check_display_libraries()
+    if problem:
+        sys.stderr.write(problem + "\n")
+        return 2
+
+    from PySide6.QtCore import QCoreApplication, QSettings
+    from PySide6.QtWidgets import QApplication
+
+    import engine
+    from app.main_window import MainWindow
+
+    QCoreApplication.setOrganizationName("chargpt-studio")
+    QCoreApplication.setApplicationName("chargpt-studio")
+    QCoreApplication.setApplicationVersion(engine.__version__)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    if batch_mode:  # never touch the person's remembered window state
+        tmp = tempfile.mkdtemp(prefix="chargpt-studio-")
+        settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(settings)
+        window.confirm_close = False
+    else:
+        window = MainWindow()
+    window.show()
+    if args.screenshot:
+        from app.batch import Screenshot
+
+        job = Screenshot(window, args)
+    elif args.measure_latency:
+        from app.batch import LatencyProbe
+
+        job = LatencyProbe(window, args)
+    else:
+        return int(app.exec())
+    job.start()
+    app.exec()
+    return job.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,652 @@
+"""The main window: composes the panel, plots and samples; menus, shortcuts and settings.
+
+It owns at most one TrainingWorker (through a WorkerThread) and turns the worker's queued
+signals into view updates. Engine work happens on the worker or a background task, never here.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+import PySide6
+from PySide6.QtCore import QByteArray, QEventLoop, QSettings, Qt, QTimer, Slot, qVersion
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QSplitter,
+)
+
+import engine
+from app.metrics_store import MetricsStore
+from app.plots import TrainingPlots
+from app.run_panel import RunPanel
+from app.samples_view import SamplesView
+from app.worker import (
+    FAILED,
+    FINISHED,
+    IDLE,
+    PAUSED,
+    STOPPED,
+    TRAINING,
+    RunInfo,
+    SessionFactory,
+    SessionSetup,
+    TrainingWorker,
+    WorkerThread,
+    run_in_background,
+    wait_for_background,
+)
+from engine.blas import blas_info, cpu_count
+from engine.data import Corpus
+from engine.default_corpus import data_dir
+
+APP_NAME = "CharGPT Studio"
+FOLLOW_MS = 500  # how often an opened run directory is read for new records
+
+
+def runs_dir() -> Path:
+    """Where the window writes its run directories: the user's data folder, like the corpus cache."""
+    return data_dir() / "runs"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings if settings is not None else QSettings()
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.corpus: Corpus | None = None
+        self.corpus_path: str = ""  # "" is the built-in corpus
+        self.handle: WorkerThread | None = None
+        self.run_info: RunInfo | None = None
+        self.state = IDLE
+        self.confirm_close = True  # ask to save when closing mid-run (batch jobs turn it off)
+        self._follower: Any = None
+        self._dialogs: list[QMessageBox] = []
+
+        self.store = MetricsStore()
+        self.panel = RunPanel()
+        self.plots = TrainingPlots(self.store)
+        self.samples = SamplesView()
+        self.panel.setMinimumWidth(280)
+        self.panel.setMaximumWidth(380)
+
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.plots)
+        right.addWidget(self.samples)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 1)
+        right.setSizes([640, 240])
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.panel)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setContentsMargins(6, 6, 6, 0)
+        self.setCentralWidget(self.splitter)
+
+        self._build_status_bar()
+        self._build_menus()
+        self._connect()
+        self._follow_timer = QTimer(self)
+        self._follow_timer.setInterval(FOLLOW_MS)
+        self._follow_timer.timeout.connect(self._poll_run)
+
+        info = blas_info()
+        self.panel.set_blas(f"{info.library} {info.version} ({info.threading_layer}), {cpu_count()} cores")
+        self._restore_settings()
+        self._set_state(IDLE)
+        self.load_corpus(self.corpus_path or None)
+
+    # -- building -------------------------------------------------------------------------------
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.state_label = QLabel()
+        self.iter_label = QLabel()
+        self.eta_label = QLabel()
+        self.speed_label = QLabel()
+        self.step_label = QLabel()
+        self.threads_label = QLabel()
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(160)
+        self.progress.setTextVisible(True)
+        for w in (
+            self.state_label,
+            self.iter_label,
+            self.eta_label,
+            self.speed_label,
+            self.step_label,
+            self.threads_label,
+        ):
+            w.setContentsMargins(6, 0, 6, 0)
+            bar.addPermanentWidget(w)
+        bar.addPermanentWidget(self.progress)
+
+    def _action(self, text: str, shortcut: QKeySequence | str | None, slot: Any) -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        return action
+
+    def _build_menus(self) -> None:
+        S = QKeySequence.StandardKey
+        self.open_corpus_action = self._action("Open &corpus…", S.Open, self.choose_corpus)
+        self.open_run_action = self._action("Open &run…", "Ctrl+Shift+O", self.choose_run)
+        self.load_action = self._action("&Load checkpoint…", "Ctrl+L", self.choose_checkpoint)
+        self.export_action = self._action("&Export checkpoint…", "Ctrl+E", self.choose_export)
+        quit_action = self._action("&Quit", S.Quit, self.close)
+        self.start_action = self._action("&Start", "F5", self.start)
+        self.pause_action = self._action("&Pause / Resume", "F6", self.toggle_pause)
+        self.stop_action = self._action("S&top", "Shift+F5", self.stop)
+        self.sample_action = self._action("&Generate sample", "Ctrl+G", self.samples.request)
+        follow_action = self._action("&Follow newest", "Ctrl+F", self.plots.follow)
+        about_action = self._action("&About CharGPT Studio", None, self.about)
+
+        menu = self.menuBar().addMenu("&File")
+        for a in (self.open_corpus_action, self.open_run_action, self.load_action, self.export_action):
+            menu.addAction(a)
+        menu.addSeparator()
+        menu.addAction(quit_action)
+        menu = self.menuBar().addMenu("&Run")
+        for a in (self.start_action, self.pause_action, self.stop_action, self.sample_action):
+            menu.addAction(a)
+        menu = self.menuBar().addMenu("&View")
+        menu.addAction(follow_action)
+        menu = self.menuBar().addMenu("&Help")
+        menu.addAction(about_action)
+        for button, action in (
+            (self.panel.start, self.start_action),
+            (self.panel.pause, self.pause_action),
+            (self.panel.stop, self.stop_action),
+            (self.panel.export, self.export_action),
+            (self.panel.load, self.load_action),
+        ):
+            button.setToolTip(f"{action.text().replace('&', '')} ({action.shortcut().toString()})")
+
+    def _connect(self) -> None:
+        p = self.panel
+        p.start_clicked.connect(self.start)
+        p.pause_toggled.connect(self._on_pause_toggled)
+        p.stop_clicked.connect(self.stop)
+        p.export_clicked.connect(self.choose_export)
+        p.load_clicked.connect(self.choose_checkpoint)
+        p.open_corpus_clicked.connect(self.choose_corpus)
+        p.threads_changed.connect(self._on_threads_spin)
+        self.samples.sample_requested.connect(self._on_sample_requested)
+
+    # -- settings -------------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        s = self.settings
+        geometry = s.value("geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1320, 860)
+        self.panel.set_preset(str(s.value("preset", "tiny")))
+        self.corpus_path = str(s.value("corpus", "") or "")
+        threads = _int(s.value("threads"), cpu_count())
+        self.panel.threads.setValue(max(1, min(threads, cpu_count())))
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("preset", self.panel.preset_name())
+        s.setValue("corpus", self.corpus_path)
+        s.setValue("threads", self.panel.threads.value())
+        s.sync()
+
+    # -- corpus ---------------------------------------------------------------------------------
+    @Slot()
+    def choose_corpus(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a text file to train on", "", "Text files (*.txt *.md);;All files (*)"
+        )
+        if path:
+            self.load_corpus(path)
+
+    def load_corpus(self, path: str | None) -> None:
+        """Read a corpus (None: the built-in one) off the GUI thread, then show it."""
+        self.panel.corpus_label.setText("loading the corpus…")
+
+        def read() -> Corpus:
+            if path:
+                return Corpus.from_file(path)
+            from engine.default_corpus import load_default_corpus
+
+            return load_default_corpus()
+
+        def done(corpus: Corpus) -> None:
+            self.corpus, self.corpus_path = corpus, path or ""
+            self._show_corpus()
+
+        def failed(message: str, _details: str) -> None:
+            self._show_corpus()
+            self._message(QMessageBox.Icon.Warning, "Cannot use this corpus", message)
+
+        run_in_background(read, done, failed)
+
+    def _show_corpus(self) -> None:
+        c = self.corpus
+        if c is None:
+            self.panel.set_corpus(None)
+        else:
+            self.panel.set_corpus(c.name, len(c.tokens), c.vocab_size)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        urls = event.mimeData().urls()
+        if len(urls) == 1 and urls[0].isLocalFile() and self.state not in (TRAINING, PAUSED):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        urls = event.mimeData().urls()
+        if len(urls) == 1 and urls[0].isLocalFile():
+            event.acceptProposedAction()
+            self.load_corpus(urls[0].toLocalFile())
+
+    # -- runs -----------------------------------------------------------------------------------
+    @Slot()
+    def start(self) -> None:
+        """Train a new model with the panel's settings on the current corpus."""
+        if self.corpus is None or self.state in (TRAINING, PAUSED):
+            return
+        corpus = self.corpus
+        model_cfg, train_cfg = self.panel.configs(corpus.vocab_size)
+        base = runs_dir()
+
+        extra = {"preset": self.panel.preset_name(), "threads": self.panel.threads.value(), "by": APP_NAME}
+
+        def factory() -> SessionSetup:
+            from engine.runlog import new_run_dir
+            from engine.session import TrainingSession
+            from engine.trainer import Trainer
+
+            trainer = Trainer(model_cfg, train_cfg, corpus)
+            session = TrainingSession(
+                trainer,
+                new_run_dir(base),
+                checkpoint_every=train_cfg.checkpoint_interval,
+                extra_config=extra,
+            )
+            return SessionSetup(session)
+
+        self._launch(factory, start_paused=False)
+
+    def _launch(self, factory: SessionFactory, *, start_paused: bool) -> None:
+        self._stop_following()
+        self._shutdown_worker()
+        self.store.clear()
+        self.plots.reset()
+        self.samples.clear()
+        self.run_info = None
+        worker = TrainingWorker(factory, threads=self.panel.threads.value(), start_paused=start_paused)
+        worker.ready.connect(self._on_ready)
+        worker.metrics.connect(self._on_metrics)
+        worker.sample.connect(self._on_sample)
+        worker.state_changed.connect(self._on_state)
+        worker.nonfinite.connect(self._on_nonfinite)
+        worker.threads_changed.connect(self._on_threads)
+        worker.exported.connect(self._on_exported)
+        worker.export_failed.connect(self._on_export_failed)
+        worker.sample_failed.connect(self._on_sample_failed)
+        worker.failed.connect(self._on_failed)
+        self.handle = WorkerThread(worker)
+        self._set_state("starting")
+        self.handle.start()
+
+    @Slot()
+    def toggle_pause(self) -> None:
+        if self.state in (TRAINING, PAUSED):
+            self.panel.pause.toggle()
+
+    @Slot(bool)
+    def _on_pause_toggled(self, paused: bool) -> None:
+        if self.handle is not None:
+            if paused:
+                self.handle.worker.pause()
+            else:
+                self.handle.worker.resume()
+
+    @Slot()
+    def stop(self) -> None:
+        if self.handle is not None and self.state in (TRAINING, PAUSED):
+            self.handle.worker.stop()
+
+    @Slot(int)
+    def _on_threads_spin(self, n: int) -> None:
+        if self.handle is not None and self.handle.is_running():
+            self.handle.worker.set_threads(n)  # applied by the worker, between iterations
+        self.threads_label.setText(f"{n} threads")
+
+    @Slot(str, int, float, object)
+    def _on_sample_requested(self, prompt: str, n: int, temperature: float, top_k: object) -> None:
+        if self.handle is not None and self.handle.is_running():
+            self.handle.worker.request_sample(
+                prompt, n, temperature, top_k if isinstance(top_k, int) else None
+            )
+            self.statusBar().showMessage("Generating a sample…", 3000)
+
+    # -- export / load --------------------------------------------------------------------------
+    @Slot()
+    def choose_export(self) -> None:
+        if self.handle is None or not self.handle.is_running():
+            return
+        it = self.store.last("iter")
+        name = f"chargpt-{self.panel.preset_name()}-iter{0 if math.isnan(it) else int(it)}.safetensors"
+        start = str(Path(self.settings.value("export_dir", str(Path.home())) or Path.home()) / name)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export checkpoint", start, "Checkpoints (*.safetensors);;All files (*)"
+        )
+        if path:
+            self.settings.setValue("export_dir", str(Path(path).parent))
+            self.handle.worker.export(path)  # at the next iteration boundary, on the worker
+            self.statusBar().showMessage(f"Exporting to {path}…")
+
+    @Slot()
+    def choose_checkpoint(self) -> None:
+        if self.state in (TRAINING, PAUSED):
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load checkpoint", "", "Checkpoints (*.safetensors);;All files (*)"
+        )
+        if path:
+            self.load_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restore a checkpoint on the worker thread, paused and ready to resume."""
+        corpus = self.corpus
+        base = runs_dir()
+
+        def factory() -> SessionSetup:
+            from engine.checkpoint import CheckpointError, restore
+            from engine.runlog import new_run_dir
+            from engine.session import TrainingSession
+
+            try:  # the corpus the checkpoint records, reopened
+                trainer, warnings = restore(path)
+            except CheckpointError:
+                if corpus is None:
+                    raise
+                trainer, warnings = restore(path, corpus)  # else the open one, with a warning
+            history = _history_beside(Path(path), trainer.iteration)
+            session = TrainingSession(
+                trainer,
+                new_run_dir(base),
+                checkpoint_every=trainer.train_cfg.checkpoint_interval,
+                extra_config={"resumed_from": str(path), "by": APP_NAME},
+            )
+            return SessionSetup(session, list(warnings), history)
+
+        self._launch(factory, start_paused=True)
+
+    # -- opening a run directory ----------------------------------------------------------------
+    @Slot()
+    def choose_run(self) -> None:
+        if self.state in (TRAINING, PAUSED):
+            self._message(
+                QMessageBox.Icon.Information, "Training", "Stop the current run before opening another."
+            )
+            return
+        path = QFileDialog.getExistingDirectory(self, "Open a run directory", str(runs_dir()))
+        if path:
+            self.open_run(path)
+
+    def open_run(self, path: str) -> None:
+        """Show a run directory's curves and samples, and keep reading it while it grows."""
+        from engine.runlog import RunFollower, read_run
+
+        def read() -> Any:
+            return read_run(path)
+
+        def done(run: Any) -> None:
+            self._shutdown_worker()
+            self.store.clear()
+            self.plots.reset()
+            self.samples.clear()
+            self.store.extend(run.records)
+            for it, text in _samples_of(run):
+                self.samples.add(it, text, "periodic")
+            self._follower = RunFollower(path)
+            self._follower_run = Path(path)
+            self._poll_run()
+            self._follow_timer.start()
+            total = _int((run.config.get("train") or {}).get("max_iters"), 0) if run.config else 0
+            self._total_iters = total
+            self._set_state(f"viewing {Path(path).name}")
+            self._update_status()
+
+        def failed(message: str, _details: str) -> None:
+            self._message(QMessageBox.Icon.Warning, "Cannot open this run", message)
+
+        run_in_background(read, done, failed)
+
+    @Slot()
+    def _poll_run(self) -> None:
+        if self._follower is None:
+            return
+        try:
+            records = self._follower.poll()
+        except Exception as e:  # the folder went away, a half-written line: stop following
+            self._stop_following()
+            self.statusBar().showMessage(f"Stopped following the run: {e}", 10000)
+            return
+        if records:
+            self.store.extend(records)
+            self._update_status()
+
+    def _stop_following(self) -> None:
+        self._follow_timer.stop()
+        self._follower = None
+
+    # -- worker signals -------------------------------------------------------------------------
+    @Slot(object)
+    def _on_ready(self, info: RunInfo) -> None:
+        self.run_info = info
+        if info.history:
+            self.store.extend(info.history)
+        self.panel.show_configs(info.model_cfg, info.train_cfg)
+        for w in info.warnings:
+            self._message(QMessageBox.Icon.Warning, "Checkpoint loaded with warnings", w)
+        where = f" — writing {info.run_dir}" if info.run_dir else ""
+        self.statusBar().showMessage(f"Run ready at iteration {info.iteration}{where}", 8000)
+        self._update_status()
+
+    @Slot(list)
+    def _on_metrics(self, records: list[dict[str, Any]]) -> None:
+        self.store.extend(records)
+        self._update_status()
+
+    @Slot(int, str, str)
+    def _on_sample(self, iteration: int, text: str, origin: str) -> None:
+        self.samples.add(iteration, text, origin)
+        if origin == "on demand":
+            self.statusBar().clearMessage()
+
+    @Slot(str)
+    def _on_state(self, state: str) -> None:
+        self._set_state(state)
+
+    @Slot(int, float)
+    def _on_nonfinite(self, iteration: int, loss: float) -> None:
+        self._message(
+            QMessageBox.Icon.Warning,
+            "Training paused",
+            f"The loss became {loss} at iteration {iteration}, so training paused itself. "
+            "Lower the learning rate and start again, or export the model as it was before.",
+        )
+
+    @Slot(int)
+    def _on_threads(self, n: int) -> None:
+        self.panel.set_threads(n)
+        self.threads_label.setText(f"{n} threads")
+
+    @Slot(str)
+    def _on_exported(self, path: str) -> None:
+        self.statusBar().showMessage(f"Checkpoint exported to {path}", 15000)
+
+    @Slot(str)
+    def _on_export_failed(self, message: str) -> None:
+        self.statusBar().clearMessage()
+        self._message(QMessageBox.Icon.Warning, "Export failed", f"The checkpoint was not saved: {message}")
+
+    @Slot(str)
+    def _on_sample_failed(self, message: str) -> None:
+        self._message(QMessageBox.Icon.Warning, "Cannot sample", message)
+
+    @Slot(str, str)
+    def _on_failed(self, message: str, details: str) -> None:
+        self._message(QMessageBox.Icon.Critical, "Training failed", message, details)
+
+    # -- status ---------------------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        has_model = self.run_info is not None and self.handle is not None and self.handle.is_running()
+        panel_state = state if state in (TRAINING, PAUSED, STOPPED, FINISHED, FAILED) else IDLE
+        if state == "starting":
+            panel_state = TRAINING
+        self.panel.set_state(panel_state, has_model=has_model)
+        self.samples.generate_button.setEnabled(has_model)
+        self.export_action.setEnabled(self.panel.export.isEnabled())
+        self.state_label.setText(f"<b>{state}</b>")
+        self._update_status()
+
+    def _update_status(self) -> None:
+        s = self.store
+        total = self.run_info.train_cfg.max_iters if self.run_info else getattr(self, "_total_iters", 0)
+        it = s.last("iter")
+        done = 0 if math.isnan(it) else int(it)
+        self.iter_label.setText(f"iter {done:,} / {total:,}" if total else f"iter {done:,}")
+        step = s.median_recent("step_s")
+        tokens = s.median_recent("tokens_s")
+        if self.state == TRAINING and total and math.isfinite(step):
+            self.eta_label.setText(f"ETA {_duration(step * max(total - done, 0))}")
+        else:
+            self.eta_label.setText("ETA –")
+        self.speed_label.setText(f"{tokens:,.0f} tok/s" if math.isfinite(tokens) else "– tok/s")
+        self.step_label.setText(f"{1e3 * step:.1f} ms/iter" if math.isfinite(step) else "– ms/iter")
+        self.threads_label.setText(f"{self.panel.threads.value()} threads")
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(done, max(total, 1)))
+
+    def _message(self, icon: QMessageBox.Icon, title: str, text: str, details: str = "") -> QMessageBox:
+        """A non-blocking message box (details collapsible); the window stays usable behind it."""
+        box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _r, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
+        self._dialogs.append(box)
+        box.open()
+        return box
+
+    def messages(self) -> list[QMessageBox]:
+        """The message boxes now open (tests and the screenshot command read them)."""
+        return [b for b in self._dialogs if b.isVisible()]
+
+    # -- help -----------------------------------------------------------------------------------
+    @Slot()
+    def about(self) -> None:
+        QMessageBox.about(self, f"About {APP_NAME}", about_text())
+
+    # -- closing --------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.confirm_close and self.state in (TRAINING, PAUSED) and self.handle is not None:
+            answer = QMessageBox.question(
+                self,
+                "Save before closing?",
+                "A model is training. Export a checkpoint before closing?",
+                QMessageBox.StandardButton.Save
+                | QMessageBox.StandardButton.Discard
+                | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Save,
+            )
+            if answer == QMessageBox.StandardButton.Cancel:
+                event.ignore()
+                return
+            if answer == QMessageBox.StandardButton.Save and not self._export_before_close():
+                event.ignore()
+                return
+        self._stop_following()
+        self._shutdown_worker()
+        wait_for_background()
+        self.save_settings()
+        event.accept()
+
+    def _export_before_close(self) -> bool:
+        """Export and wait for the result; False if the person gave up or it failed."""
+        assert self.handle is not None
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export checkpoint", str(Path.home() / "chargpt.safetensors"), "Checkpoints (*.safetensors)"
+        )
+        if not path:
+            return False
+        worker = self.handle.worker
+        loop = QEventLoop()
+        result: dict[str, str] = {}
+        worker.exported.connect(loop.quit)
+        worker.export_failed.connect(lambda m: (result.setdefault("error", m), loop.quit()))
+        worker.export(path)
+        loop.exec()
+        return "error" not in result
+
+    def _shutdown_worker(self) -> None:
+        """Stop the worker at its next iteration boundary and join its thread."""
+        if self.handle is not None:
+            self.handle.shutdown()
+            self.handle = None
+
+
+def about_text() -> str:
+    info = blas_info()
+    return (
+        f"<h3>{APP_NAME} {engine.__version__}</h3>"
+        "<p>Train small character-level GPTs on your own machine and watch them learn, live.</p>"
+        f"<p>Python {platform.python_version()}<br>NumPy {np.__version__}<br>"
+        f"Qt {qVersion()} (PySide6 {PySide6.__version__})<br>pyqtgraph {pg.__version__}<br>"
+        f"BLAS: {info.describe()}</p>"
+    )
+
+
+def _history_beside(checkpoint: Path, iteration: int) -> list[dict[str, Any]]:
+    """The metrics of the run directory a checkpoint sits in (or beside), up to its iteration."""
+    from engine.runlog import read_run
+
+    for run_dir in (checkpoint.parent, checkpoint.parent.parent):
+        if (run_dir / "metrics.jsonl").is_file():
+            try:
+                records = read_run(run_dir).records
+            except Exception:  # history is a nicety; the checkpoint loaded fine without it
+                return []
+            return [r for r in records if r.get("iter", math.inf) <= iteration]
+    return []
+
+
+def _samples_of(run: Any) -> list[tuple[int, str]]:
+    """(iteration, text) pairs from a run's samples.txt ("--- iter N ---" headers), oldest first."""
+    parts = re.split(r"^--- iter (\d+) ---\n", run.samples or "", flags=re.MULTILINE)[1:]
+    return [(int(it), text.strip("\n")) for it, text in zip(parts[0::2], parts[1::2], strict=True)]
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -1,0 +1,131 @@
+"""The run's history as growable NumPy columns; no Qt, so it is tested and reused headless.
+
+Each column is a float64 buffer that doubles when full, so appending is amortised O(1)
+and the plots can hand pyqtgraph a view of the first ``n`` entries without copying.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+
+# metrics.jsonl keys kept per iteration (val_loss is sparse and has columns of its own).
+COLUMNS = ("iter", "loss", "lr", "grad_norm", "step_s", "tokens_s", "arena_in_use", "arena_reserved", "rss")
+
+
+class Column:
+    """A float64 array that grows by doubling; ``view()`` is the filled part."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._buf = np.empty(capacity, dtype=np.float64)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, values: Iterable[float]) -> None:
+        new = np.fromiter(values, dtype=np.float64)
+        need = self._n + len(new)
+        if need > len(self._buf):
+            grown = np.empty(max(need, 2 * len(self._buf)), dtype=np.float64)
+            grown[: self._n] = self._buf[: self._n]
+            self._buf = grown
+        self._buf[self._n : need] = new
+        self._n = need
+
+    def view(self) -> Array:
+        return self._buf[: self._n]
+
+    def clear(self) -> None:
+        self._n = 0
+
+
+class MetricsStore:
+    """Per-iteration columns plus the sparse validation points of one run."""
+
+    def __init__(self) -> None:
+        self.columns = {name: Column() for name in COLUMNS}
+        self.val_iter = Column(64)
+        self.val_loss = Column(64)
+        self._loss_cumsum = Column()  # running sum of finite losses, for O(n) smoothing
+        self._last_finite = math.nan
+        self.version = 0  # bumped on every change, so a view can tell whether to redraw
+
+    def __len__(self) -> int:
+        return len(self.columns["iter"])
+
+    def __getitem__(self, name: str) -> Array:
+        return self.columns[name].view()
+
+    def clear(self) -> None:
+        for col in (*self.columns.values(), self.val_iter, self.val_loss, self._loss_cumsum):
+            col.clear()
+        self._last_finite = math.nan
+        self.version += 1
+
+    def extend(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append metrics.jsonl records (missing keys become NaN; later iterations only)."""
+        last = self["iter"][-1] if len(self) else -math.inf
+        rows = [r for r in records if "iter" in r and r["iter"] > last]
+        if not rows:
+            return
+        for name, col in self.columns.items():
+            col.extend(_number(r.get(name)) for r in rows)
+        vals = [r for r in rows if r.get("val_loss") is not None]
+        self.val_iter.extend(r["iter"] for r in vals)
+        self.val_loss.extend(_number(r["val_loss"]) for r in vals)
+        base = self._loss_cumsum.view()[-1] if len(self._loss_cumsum) else 0.0
+        filled = []
+        for r in rows:  # a non-finite loss counts as the last finite one, so smoothing survives it
+            loss = _number(r.get("loss"))
+            if math.isfinite(loss):
+                self._last_finite = loss
+            filled.append(self._last_finite if math.isfinite(self._last_finite) else 0.0)
+        self._loss_cumsum.extend(base + np.cumsum(filled))
+        self.version += 1
+
+    def smoothed_loss(self, window: int) -> Array:
+        """Trailing mean of the loss over ``window`` iterations (fewer at the start)."""
+        cs = self._loss_cumsum.view()
+        if window <= 1 or not len(cs):
+            return self["loss"]
+        out = cs.copy()
+        out[window:] -= cs[:-window]
+        counts = np.minimum(np.arange(1, len(cs) + 1), window)
+        out /= counts
+        return out
+
+    def index_at(self, iteration: float) -> int | None:
+        """Row of the iteration nearest to ``iteration``, or None when empty."""
+        iters = self["iter"]
+        if not len(iters):
+            return None
+        i = int(np.searchsorted(iters, iteration))
+        if i >= len(iters):
+            return len(iters) - 1
+        if i > 0 and iteration - iters[i - 1] < iters[i] - iteration:
+            return i - 1
+        return i
+
+    def last(self, name: str) -> float:
+        col = self[name]
+        return float(col[-1]) if len(col) else math.nan
+
+    def median_recent(self, name: str, n: int = 50) -> float:
+        col = self[name]
+        return float(np.median(col[-n:])) if len(col) else math.nan
+
+
+def _number(value: Any) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,239 @@
+"""Three live plots on one iteration axis: loss, seconds per iteration, memory.
+
+Curves are created once; a 50 ms QTimer redraws them with ``setData`` on views of the
+store's doubling buffers, and only when the store changed (at most 20 redraws a second,
+however fast metrics arrive). Downsampling (auto, peak) and clip-to-view keep 10^5+ points
+smooth; clip-to-view needs x auto-range off, so "following the newest point" sets the x range
+itself, and any zoom or pan by the person stops following until they press "Follow newest".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, QTimer, Slot
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+
+from app.metrics_store import MetricsStore
+
+REDRAW_MS = 50  # 20 Hz at most
+MB = 1e6
+
+BLUE, ORANGE, GREEN, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (110, 110, 110)
+
+
+def _pen(rgb: tuple[int, int, int], alpha: int = 255) -> pg.QtGui.QPen:
+    pen = pg.mkPen((*rgb, alpha), width=1)  # cosmetic 1 px: wider lines are slow without OpenGL
+    pen.setCosmetic(True)
+    return pen
+
+
+class TrainingPlots(QWidget):
+    """Loss (raw, smoothed, validation), s/iter and memory (arena in use, reserved, RSS)."""
+
+    def __init__(self, store: MetricsStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.following = True
+        self._drawn_version = -1
+
+        self.log_loss = QCheckBox("Log scale")
+        self.log_loss.setToolTip("Show the loss on a logarithmic axis")
+        self.smoothing = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing.setRange(1, 500)
+        self.smoothing.setValue(50)
+        self.smoothing.setMaximumWidth(180)
+        self.smoothing.setToolTip("Window of the smoothed loss, in iterations")
+        self.smoothing_label = QLabel()
+        self.follow_button = QPushButton("Follow newest")
+        self.follow_button.setToolTip("Return to following the newest iteration")
+        self.follow_button.setVisible(False)
+        self.hover_label = QLabel(" ")
+        self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Smoothing"))
+        bar.addWidget(self.smoothing)
+        bar.addWidget(self.smoothing_label)
+        bar.addSpacing(12)
+        bar.addWidget(self.log_loss)
+        bar.addStretch(1)
+        bar.addWidget(self.follow_button)
+
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.canvas.setBackground("w")
+        self.loss_plot = self._add_plot(0, "loss", None)
+        self.time_plot = self._add_plot(1, "step time", "s")
+        self.mem_plot = self._add_plot(2, "arena", "MB")
+        self.mem_plot.setLabel("bottom", "iteration")
+        self.plots = (self.loss_plot, self.time_plot, self.mem_plot)
+        self._right_views: list[pg.ViewBox] = []
+        for p in self.plots[1:]:
+            p.setXLink(self.loss_plot)
+
+        self.loss_raw = self.loss_plot.plot(pen=_pen(BLUE, 70), name="loss")
+        self.loss_smooth = self.loss_plot.plot(pen=_pen(BLUE), name="smoothed")
+        self.loss_val = self.loss_plot.plot(
+            pen=None, symbol="o", symbolSize=6, symbolBrush=ORANGE, symbolPen=None, name="validation"
+        )
+        self.step_time = self.time_plot.plot(pen=_pen(GREEN), name="s/iter")
+        self.mem_in_use = self.mem_plot.plot(pen=_pen(BLUE), name="arena in use")
+        self.mem_reserved = self.mem_plot.plot(pen=_pen(ORANGE), name="arena reserved")
+        self.mem_rss = self._add_right_curve(self.mem_plot, "process RSS", "MB", _pen(GREY))
+        self.cursors = [pg.InfiniteLine(angle=90, movable=False, pen=_pen(GREY, 120)) for _ in self.plots]
+        for plot, line in zip(self.plots, self.cursors, strict=True):
+            plot.addItem(line, ignoreBounds=True)
+            line.setVisible(False)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(bar)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.hover_label)
+
+        self._mouse = pg.SignalProxy(self.canvas.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
+        self.smoothing.valueChanged.connect(self._on_smoothing)
+        self.log_loss.toggled.connect(self._on_log)
+        self.follow_button.clicked.connect(self.follow)
+        self._on_smoothing(self.smoothing.value())
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(REDRAW_MS)
+        self.timer.timeout.connect(self.redraw)
+        self.timer.start()
+
+    def _add_plot(self, row: int, label: str, units: str | None) -> pg.PlotItem:
+        plot = self.canvas.addPlot(row=row, col=0)
+        plot.setLabel("left", label, units=units)
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        plot.setDownsampling(auto=True, mode="peak")  # without auto=True it stays off
+        plot.setClipToView(True)  # only works with x auto-range off: see follow()
+        plot.enableAutoRange(x=False, y=True)
+        plot.setAutoVisible(y=True)  # y fits what is visible, not the whole history
+        plot.hideButtons()
+        plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        plot.getAxis("left").setWidth(60)  # the three plots' axes line up
+        if units == "MB":
+            plot.getAxis("left").enableAutoSIPrefix(False)  # no "kMB"
+        plot.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
+        return plot
+
+    def _add_right_curve(self, plot: pg.PlotItem, name: str, units: str, pen: Any) -> pg.PlotDataItem:
+        """A curve on its own y axis at the right: RSS is ten times the arena, and would flatten it."""
+        view = pg.ViewBox()
+        plot.scene().addItem(view)
+        plot.showAxis("right")
+        plot.getAxis("right").linkToView(view)
+        plot.getAxis("right").setLabel(name, units=units)
+        plot.getAxis("right").enableAutoSIPrefix(False)
+        for p in self.plots[:-1]:  # an empty right axis on the others keeps the x axes aligned
+            p.showAxis("right")
+            p.getAxis("right").setStyle(showValues=False)
+        view.setXLink(plot)
+        view.enableAutoRange(y=True)
+        view.setAutoVisible(y=True)
+
+        def fit() -> None:
+            view.setGeometry(plot.getViewBox().sceneBoundingRect())
+
+        plot.getViewBox().sigResized.connect(fit)
+        curve = pg.PlotDataItem(pen=pen, name=f"{name} (right axis)")
+        curve.setDownsampling(auto=True, method="peak")
+        curve.setClipToView(True)
+        view.addItem(curve)
+        plot.legend.addItem(curve, curve.name())
+        self._right_views.append(view)
+        return curve
+
+    # -- redraw ---------------------------------------------------------------------------
+    @Slot()
+    def redraw(self) -> None:
+        """Push the store's columns into the curves, if anything changed since last time."""
+        if self.store.version == self._drawn_version:
+            return
+        self._drawn_version = self.store.version
+        s = self.store
+        it = s["iter"]
+        self.loss_raw.setData(it, s["loss"], connect="finite")
+        self.loss_smooth.setData(it, s.smoothed_loss(self.smoothing.value()), connect="finite")
+        self.loss_val.setData(s.val_iter.view(), s.val_loss.view())
+        self.step_time.setData(it, s["step_s"], connect="finite")
+        self.mem_in_use.setData(it, s["arena_in_use"] / MB, connect="finite")
+        self.mem_reserved.setData(it, s["arena_reserved"] / MB, connect="finite")
+        self.mem_rss.setData(it, s["rss"] / MB, connect="finite")
+        if self.following:
+            self._show_all()
+
+    def _show_all(self) -> None:
+        it = self.store["iter"]
+        lo, hi = (float(it[0]), float(it[-1])) if len(it) else (0.0, 1.0)
+        self.loss_plot.setXRange(lo, max(hi, lo + 1), padding=0.02)
+        for p in self.plots:
+            p.enableAutoRange(y=True)
+        for v in self._right_views:
+            v.enableAutoRange(y=True)
+
+    @Slot()
+    def follow(self) -> None:
+        """Follow the newest iteration again (after a zoom or pan)."""
+        self.following = True
+        self.follow_button.setVisible(False)
+        self._show_all()
+
+    @Slot(object)
+    def _on_manual_range(self, _mask: object) -> None:
+        self.following = False
+        self.follow_button.setVisible(True)
+
+    def reset(self) -> None:
+        """Forget the view state for a new run (the store is cleared by its owner)."""
+        self._drawn_version = -1
+        self.follow()
+        for line in self.cursors:
+            line.setVisible(False)
+        self.hover_label.setText(" ")
+
+    # -- controls ---------------------------------------------------------------------------
+    @Slot(int)
+    def _on_smoothing(self, window: int) -> None:
+        self.smoothing_label.setText(f"{window} it")
+        self._drawn_version = -1
+
+    @Slot(bool)
+    def _on_log(self, on: bool) -> None:
+        self.loss_plot.setLogMode(y=on)
+        self._drawn_version = -1
+
+    # -- hover ----------------------------------------------------------------------------
+    def _on_mouse(self, event: tuple[QPointF]) -> None:
+        pos = event[0]
+        for plot in self.plots:
+            if plot.sceneBoundingRect().contains(pos):
+                x = plot.getViewBox().mapSceneToView(pos).x()
+                self.show_values_at(x)
+                return
+
+    def show_values_at(self, x: float) -> None:
+        """Show the values of the iteration nearest to ``x`` under the plots."""
+        s = self.store
+        i = s.index_at(x)
+        if i is None:
+            return
+        it = float(s["iter"][i])
+        for line in self.cursors:
+            line.setPos(it)
+            line.setVisible(True)
+        parts = [f"iter {it:.0f}", f"loss {s['loss'][i]:.4f}"]
+        smooth = s.smoothed_loss(self.smoothing.value())
+        parts.append(f"smoothed {smooth[i]:.4f}")
+        vi = np.searchsorted(s.val_iter.view(), it)
+        if vi < len(s.val_iter) and s.val_iter.view()[vi] == it:
+            parts.append(f"val {s.val_loss.view()[vi]:.4f}")
+        parts.append(f"{1e3 * s['step_s'][i]:.1f} ms/iter")
+        mem = [(s["arena_in_use"][i], "arena in use"), (s["arena_reserved"][i], "reserved")]
+        mem.append((s["rss"][i], "RSS"))
+        parts += [f"{v / MB:.1f} MB {name}" for v, name in mem if math.isfinite(v)]
+        self.hover_label.setText("  ·  ".join(parts))

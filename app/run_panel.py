@@ -1,0 +1,255 @@
+"""The run controls: preset, corpus, settings, threads and the Start/Pause/Stop/Export/Load buttons."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtGui import QValidator
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.worker import IDLE, PAUSED, TRAINING
+from engine.blas import cpu_count
+from engine.config import PRESETS, ModelConfig, TrainConfig, format_count
+
+DEFAULT_VOCAB = 65  # parameter counts before a corpus is known
+
+
+class ScientificSpinBox(QDoubleSpinBox):
+    """A spin box that shows and reads numbers like 3e-3: learning rates span decades."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setDecimals(12)
+
+    def textFromValue(self, value: float) -> str:
+        return f"{value:g}"
+
+    def valueFromText(self, text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        try:
+            value = float(text)
+        except ValueError:
+            return QValidator.State.Intermediate, text, pos
+        ok = self.minimum() <= value <= self.maximum()
+        return (QValidator.State.Acceptable if ok else QValidator.State.Intermediate), text, pos
+
+    def stepBy(self, steps: int) -> None:
+        # One step multiplies or divides by 2: a linear step makes no sense across decades.
+        self.setValue(self.value() * 2.0**steps)
+
+
+class RunPanel(QWidget):
+    start_clicked = Signal()
+    pause_toggled = Signal(bool)  # True: pause, False: resume
+    stop_clicked = Signal()
+    export_clicked = Signal()
+    load_clicked = Signal()
+    open_corpus_clicked = Signal()
+    threads_changed = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._vocab = DEFAULT_VOCAB
+        self._corpus_ready = False
+        self._state = IDLE
+        self._has_model = False
+
+        self.preset = QComboBox()
+        for name in PRESETS:
+            self.preset.addItem(name, name)
+        self.preset.setToolTip("Model size; choosing one fills in its training settings")
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+
+        self.corpus_label = QLabel("loading the built-in corpus…")
+        self.corpus_label.setWordWrap(True)
+        self.open_corpus = QPushButton("Open…")
+        self.open_corpus.setToolTip("Train on a UTF-8 text file of your own (or drop one on the window)")
+
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 4096)
+        self.iters = QSpinBox()
+        self.iters.setRange(1, 10_000_000)
+        self.iters.setSingleStep(100)
+        self.lr = ScientificSpinBox()
+        self.lr.setRange(1e-7, 10.0)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.threads = QSpinBox()
+        self.threads.setRange(1, cpu_count())
+        self.threads.setToolTip("BLAS threads; a change applies from the next iteration")
+        self.blas_label = QLabel()
+        self.blas_label.setWordWrap(True)
+
+        self.start = QPushButton("Start")
+        self.pause = QPushButton("Pause")
+        self.pause.setCheckable(True)
+        self.stop = QPushButton("Stop")
+        self.export = QPushButton("Export checkpoint…")
+        self.load = QPushButton("Load checkpoint…")
+
+        model_box = QGroupBox("Model")
+        form = QFormLayout(model_box)
+        form.addRow("Preset", self.preset)
+        form.addRow(self.model_label)
+
+        corpus_box = QGroupBox("Corpus")
+        row = QHBoxLayout(corpus_box)
+        row.addWidget(self.corpus_label, 1)
+        row.addWidget(self.open_corpus)
+
+        train_box = QGroupBox("Training")
+        form = QFormLayout(train_box)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Iterations", self.iters)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Seed", self.seed)
+        form.addRow("BLAS threads", self.threads)
+        form.addRow(self.blas_label)
+
+        buttons = QGridLayout()
+        buttons.addWidget(self.start, 0, 0)
+        buttons.addWidget(self.pause, 0, 1)
+        buttons.addWidget(self.stop, 0, 2)
+        buttons.addWidget(self.export, 1, 0, 1, 3)
+        buttons.addWidget(self.load, 2, 0, 1, 3)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(model_box)
+        layout.addWidget(corpus_box)
+        layout.addWidget(train_box)
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+
+        self.preset.currentIndexChanged.connect(self._on_preset)
+        self.threads.valueChanged.connect(self.threads_changed)
+        self.start.clicked.connect(self.start_clicked)
+        self.pause.toggled.connect(self._on_pause)
+        self.stop.clicked.connect(self.stop_clicked)
+        self.export.clicked.connect(self.export_clicked)
+        self.load.clicked.connect(self.load_clicked)
+        self.open_corpus.clicked.connect(self.open_corpus_clicked)
+        self._on_preset()
+        self.set_state(IDLE, has_model=False)
+
+    # -- model -> view ------------------------------------------------------------------------
+    def preset_name(self) -> str:
+        return str(self.preset.currentData())
+
+    def set_preset(self, name: str) -> None:
+        i = self.preset.findData(name)
+        if i >= 0:
+            self.preset.setCurrentIndex(i)
+
+    def set_corpus(self, name: str | None, characters: int = 0, vocab: int = 0) -> None:
+        """Show the corpus (None: none usable yet) and recount every preset's parameters."""
+        self._corpus_ready = name is not None
+        if name is None:
+            self.corpus_label.setText("no corpus: open a text file")
+        else:
+            self._vocab = vocab
+            self.corpus_label.setText(f"<b>{name}</b><br>{characters:,} characters, vocabulary {vocab}")
+        for i in range(self.preset.count()):
+            self.preset.setItemText(i, PRESETS[self.preset.itemData(i)].summary(self._vocab))
+        self._show_model()
+        self._update_enabled()
+
+    def set_blas(self, text: str) -> None:
+        self.blas_label.setText(text)
+
+    def set_threads(self, n: int) -> None:
+        self.threads.blockSignals(True)  # model -> view: no echo back to the worker
+        self.threads.setValue(n)
+        self.threads.blockSignals(False)
+
+    def set_state(self, state: str, *, has_model: bool) -> None:
+        """Enable what makes sense in ``state``; ``has_model``: a model exists to export or sample."""
+        self._state, self._has_model = state, has_model
+        self.pause.blockSignals(True)
+        self.pause.setChecked(state == PAUSED)
+        self.pause.setText("Resume" if state == PAUSED else "Pause")
+        self.pause.blockSignals(False)
+        self._update_enabled()
+
+    def show_configs(self, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+        """Show a loaded run's settings (its preset when the model matches one)."""
+        for name, p in PRESETS.items():
+            if p.model_for(model_cfg.vocab_size) == model_cfg:
+                self.preset.blockSignals(True)
+                self.set_preset(name)
+                self.preset.blockSignals(False)
+                break
+        self.batch.setValue(train_cfg.batch_size)
+        self.iters.setValue(train_cfg.max_iters)
+        self.lr.setValue(train_cfg.lr)
+        self.seed.setValue(train_cfg.seed)
+        self.model_label.setText(_describe_model(model_cfg))
+
+    # -- view -> model ------------------------------------------------------------------------
+    def configs(self, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
+        """The model and training configuration the controls describe."""
+        p = PRESETS[self.preset_name()]
+        lr = self.lr.value()
+        train = replace(
+            p.train,
+            batch_size=self.batch.value(),
+            max_iters=self.iters.value(),
+            lr=lr,
+            min_lr=p.train.min_lr * lr / p.train.lr,  # keep the preset's decay ratio
+            seed=self.seed.value(),
+        )
+        return p.model_for(vocab_size), train
+
+    @Slot()
+    def _on_preset(self) -> None:
+        t = PRESETS[self.preset_name()].train
+        self.batch.setValue(t.batch_size)
+        self.iters.setValue(t.max_iters)
+        self.lr.setValue(t.lr)
+        self.seed.setValue(t.seed)
+        self._show_model()
+
+    def _show_model(self) -> None:
+        self.model_label.setText(_describe_model(PRESETS[self.preset_name()].model_for(self._vocab)))
+
+    @Slot(bool)
+    def _on_pause(self, paused: bool) -> None:
+        self.pause.setText("Resume" if paused else "Pause")
+        self.pause_toggled.emit(paused)
+
+    def _update_enabled(self) -> None:
+        running = self._state in (TRAINING, PAUSED)
+        for w in (self.preset, self.batch, self.iters, self.lr, self.seed, self.open_corpus):
+            w.setEnabled(not running)
+        self.start.setEnabled(not running and self._corpus_ready)
+        self.pause.setEnabled(running)
+        self.stop.setEnabled(running)
+        self.export.setEnabled(self._has_model and self._state != IDLE)
+        self.load.setEnabled(not running)
+
+
+def _describe_model(m: ModelConfig) -> str:
+    layers = "layer" if m.n_layers == 1 else "layers"
+    return (
+        f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>"
+        f"{m.n_layers} {layers} × {m.d_model}, {m.n_heads} heads, MLP {m.d_ff}, context {m.context}"
+    )

@@ -1,0 +1,92 @@
+"""Samples: the periodic ones from training and those asked for, newest first."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+MAX_SHOWN = 100  # older samples stay in the run directory's samples.txt
+
+
+class SamplesView(QWidget):
+    """The sample controls (prompt, temperature, top-k, length) and the list of samples."""
+
+    sample_requested = Signal(str, int, float, object)  # prompt, n_tokens, temperature, top_k | None
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._entries: list[tuple[int, str, str]] = []
+
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText("prompt (optional)")
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.05, 5.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(0.8)
+        self.top_k = QSpinBox()
+        self.top_k.setRange(0, 1000)
+        self.top_k.setSpecialValueText("off")
+        self.top_k.setToolTip("Sample only from the k likeliest characters (off: all)")
+        self.length = QSpinBox()
+        self.length.setRange(1, 5000)
+        self.length.setValue(200)
+        self.length.setSuffix(" chars")
+        self.generate_button = QPushButton("Generate sample")
+        self.generate_button.setToolTip("Sample from the model as it is now (Ctrl+G)")
+        self.generate_button.setEnabled(False)
+
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.text.setPlaceholderText("Samples appear here while the model trains, newest first.")
+
+        form = QFormLayout()
+        form.addRow("Prompt", self.prompt)
+        knobs = QHBoxLayout()
+        knobs.addWidget(self.temperature)
+        knobs.addWidget(self.top_k)
+        knobs.addWidget(self.length)
+        form.addRow("Temp · top-k · length", knobs)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addWidget(self.generate_button)
+        layout.addWidget(self.text, 1)
+
+        self.generate_button.clicked.connect(self.request)
+        self.prompt.returnPressed.connect(self.request)
+
+    @Slot()
+    def request(self) -> None:
+        if not self.generate_button.isEnabled():
+            return
+        k = self.top_k.value()
+        self.sample_requested.emit(
+            self.prompt.text(), self.length.value(), self.temperature.value(), k or None
+        )
+
+    def add(self, iteration: int, text: str, origin: str) -> None:
+        """Show a sample above the others."""
+        self._entries.insert(0, (iteration, origin, text))
+        del self._entries[MAX_SHOWN:]
+        self.text.setPlainText(
+            "\n\n".join(f"── iter {it} · {orig} ──\n{body.strip()}" for it, orig, body in self._entries)
+        )
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.text.clear()
+
+    def count(self) -> int:
+        return len(self._entries)

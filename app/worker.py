@@ -1,0 +1,382 @@
+"""The training worker and the background helpers: the only module that touches threads.
+
+The worker is a QObject moved to a QThread. Its ``run`` slot drives a TrainingSession one
+iteration at a time. Commands (pause, resume, stop, set_threads, export, sample, quit) go
+through a thread-safe queue read between iterations, because queued calls to the worker's
+slots would not be delivered while it sits in its loop. Pause and the idle state after a
+run block on the queue's condition; nothing polls. Metrics go back to the GUI in batches
+about every 50 ms as queued signals. The worker also owns the BLAS thread limit: threadpoolctl
+asks that the limit be set on the thread that makes the BLAS calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+
+from engine.blas import set_blas_threads
+
+if TYPE_CHECKING:
+    from engine.session import TrainingSession
+
+FLUSH_S = 0.05  # metrics batch period: smooth plots without a signal per iteration
+
+# Worker states, as shown in the status bar.
+IDLE, TRAINING, PAUSED, STOPPED = "idle", "training", "paused", "stopped"
+FINISHED, FAILED = "finished", "failed"
+
+
+# -- commands --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True)
+class Resume:
+    pass
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True)
+class SetThreads:
+    n: int
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt: str
+    n_tokens: int
+    temperature: float
+    top_k: int | None
+
+
+Command = Pause | Resume | Stop | Quit | SetThreads | Export | Sample
+
+
+class CommandQueue:
+    """A deque guarded by a condition: ``put`` from any thread, ``drain`` or ``wait`` on the worker."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: deque[Command] = deque()
+
+    def put(self, cmd: Command) -> None:
+        with self._cond:
+            self._items.append(cmd)
+            self._cond.notify()
+
+    def drain(self) -> list[Command]:
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    def wait(self) -> list[Command]:
+        """Block until at least one command arrives, then take them all."""
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+
+# -- the worker ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunInfo:
+    """What the window shows once the worker has built its session."""
+
+    model_cfg: Any
+    train_cfg: Any
+    iteration: int
+    corpus: dict[str, Any]
+    run_dir: Path | None
+    warnings: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # earlier records of a loaded run
+
+
+@dataclass
+class SessionSetup:
+    """What a factory builds on the worker thread: the session, warnings to show, and history."""
+
+    session: TrainingSession
+    warnings: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+SessionFactory = Callable[[], SessionSetup]
+
+
+class TrainingWorker(QObject):
+    """Runs a TrainingSession built by ``factory`` on its own thread (see the module doc)."""
+
+    ready = Signal(object)  # RunInfo
+    metrics = Signal(list)  # a batch of metrics.jsonl records
+    sample = Signal(int, str, str)  # iteration, text, "periodic" or "on demand"
+    state_changed = Signal(str)
+    nonfinite = Signal(int, float)  # iteration, loss: training paused itself
+    threads_changed = Signal(int)
+    exported = Signal(str)
+    export_failed = Signal(str)
+    sample_failed = Signal(str)
+    failed = Signal(str, str)  # one-line message, details (traceback)
+    done = Signal()
+
+    def __init__(self, factory: SessionFactory, *, threads: int, start_paused: bool = False) -> None:
+        super().__init__()
+        self._factory = factory
+        self._threads = threads
+        self._start_paused = start_paused
+        self._queue = CommandQueue()
+        self._buffer: list[dict[str, Any]] = []
+        self._last_flush = 0.0
+        self.state = IDLE  # written by the worker thread only; read for display
+
+    # Commands: callable from any thread, applied at the next iteration boundary.
+    def pause(self) -> None:
+        self._queue.put(Pause())
+
+    def resume(self) -> None:
+        self._queue.put(Resume())
+
+    def stop(self) -> None:
+        self._queue.put(Stop())
+
+    def quit(self) -> None:
+        self._queue.put(Quit())
+
+    def set_threads(self, n: int) -> None:
+        self._queue.put(SetThreads(n))
+
+    def export(self, path: str | Path) -> None:
+        self._queue.put(Export(Path(path)))
+
+    def request_sample(self, prompt: str, n_tokens: int, temperature: float, top_k: int | None) -> None:
+        self._queue.put(Sample(prompt, n_tokens, temperature, top_k))
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # a bug of ours must not leave the thread hanging
+            self._fail(e)
+        finally:
+            self.done.emit()
+
+    def _run(self) -> None:
+        self._apply_threads(self._threads)
+        try:
+            with np.errstate(all="ignore"):
+                setup = self._factory()
+        except Exception as e:  # a bad corpus or checkpoint: say so, and end the thread
+            self._fail(e)
+            return
+        session = setup.session
+        trainer = session.trainer
+        self.ready.emit(
+            RunInfo(
+                trainer.model_cfg,
+                trainer.train_cfg,
+                trainer.iteration,
+                trainer.corpus.describe(),
+                session.run_dir,
+                setup.warnings,
+                setup.history,
+            )
+        )
+        if session.finished:
+            self._set_state(FINISHED)
+        else:
+            self._set_state(PAUSED if self._start_paused else TRAINING)
+        self._last_flush = time.monotonic()
+        while True:
+            commands = self._queue.drain() if self.state == TRAINING else self._queue.wait()
+            for cmd in commands:
+                if isinstance(cmd, Quit):
+                    self._flush()
+                    if not session.finished and self.state != FAILED:
+                        session.finish(evaluate=False)  # final.safetensors, quickly: we are closing
+                    return
+                self._apply(cmd, session)
+            if self.state == TRAINING:
+                self._step(session)
+
+    def _apply(self, cmd: Command, session: TrainingSession) -> None:
+        if isinstance(cmd, Pause) and self.state == TRAINING:
+            self._flush()
+            self._set_state(PAUSED)
+        elif isinstance(cmd, Resume) and self.state == PAUSED:
+            self._set_state(TRAINING)
+        elif isinstance(cmd, Stop) and self.state in (TRAINING, PAUSED):
+            self._flush()
+            session.finish()
+            self._set_state(STOPPED)
+        elif isinstance(cmd, SetThreads):
+            self._apply_threads(cmd.n)
+        elif isinstance(cmd, Export):
+            try:
+                path = session.export(cmd.path)
+            except Exception as e:  # CheckpointError, and any OSError the engine let through
+                self.export_failed.emit(str(e) or type(e).__name__)
+            else:
+                self.exported.emit(str(path))
+        elif isinstance(cmd, Sample):
+            try:
+                with np.errstate(all="ignore"):
+                    text = session.trainer.generate(cmd.prompt, cmd.n_tokens, cmd.temperature, cmd.top_k)
+            except ValueError as e:  # unknown characters in the prompt, a bad temperature
+                self.sample_failed.emit(str(e))
+            else:
+                self.sample.emit(session.trainer.iteration, cmd.prompt + text, "on demand")
+
+    def _step(self, session: TrainingSession) -> None:
+        try:
+            with np.errstate(all="ignore"):  # a diverging run is reported by its loss, below
+                report = session.step()
+        except Exception as e:
+            self._flush()
+            self._fail(e)
+            with contextlib.suppress(Exception):  # close the run log; the error is already shown
+                session.finish(evaluate=False)
+            return
+        self._buffer.append(report.record)
+        if report.sample is not None:
+            self._flush()
+            self.sample.emit(int(report.record["iter"]), report.sample, "periodic")
+        loss = float(report.record.get("loss", math.nan))
+        if not math.isfinite(loss):
+            self._flush()
+            self.nonfinite.emit(int(report.record["iter"]), loss)
+            self._set_state(PAUSED)
+        elif session.finished:
+            self._flush()
+            session.finish()
+            self._set_state(FINISHED)
+        elif time.monotonic() - self._last_flush >= FLUSH_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self.metrics.emit(batch)
+        self._last_flush = time.monotonic()
+
+    def _apply_threads(self, n: int) -> None:
+        with contextlib.suppress(ValueError):  # out of range: keep the count in force
+            self.threads_changed.emit(set_blas_threads(n))
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.state_changed.emit(state)
+
+    def _fail(self, e: BaseException) -> None:
+        self.state = FAILED
+        details = "".join(traceback.format_exception(e))
+        self.failed.emit(str(e) or type(e).__name__, details)
+        self.state_changed.emit(FAILED)
+
+
+class WorkerThread:
+    """A TrainingWorker on its own QThread: start it, and shut it down by joining, never terminating."""
+
+    def __init__(self, worker: TrainingWorker) -> None:
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName("training-worker")
+        worker.moveToThread(self.thread)
+        self.thread.started.connect(worker.run)
+        worker.done.connect(self.thread.quit)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def is_running(self) -> bool:
+        return self.thread.isRunning()
+
+    def shutdown(self) -> None:
+        """Ask the worker to quit at the next iteration boundary and join its thread."""
+        self.worker.quit()
+        self.thread.quit()  # ends the thread's event loop once ``run`` returns
+        self.thread.wait()
+
+
+# -- one-off background tasks (corpus loading, reading a run) ---------------------------------
+class _Relay(QObject):
+    """Carries a task's result back to the GUI thread as a queued signal."""
+
+    succeeded = Signal(object)
+    errored = Signal(str, str)
+
+    def __init__(self, on_done: Callable[[Any], None], on_error: Callable[[str, str], None]) -> None:
+        super().__init__()
+        self._on_done, self._on_error = on_done, on_error
+        self.succeeded.connect(self._deliver)
+        self.errored.connect(self._deliver_error)
+
+    @Slot(object)
+    def _deliver(self, result: Any) -> None:
+        _pending.discard(self)
+        self._on_done(result)
+
+    @Slot(str, str)
+    def _deliver_error(self, message: str, details: str) -> None:
+        _pending.discard(self)
+        self._on_error(message, details)
+
+
+class _Task(QRunnable):
+    def __init__(self, fn: Callable[[], Any], relay: _Relay) -> None:
+        super().__init__()
+        self._fn, self._relay = fn, relay
+
+    def run(self) -> None:
+        try:
+            result = self._fn()
+        except Exception as e:
+            self._relay.errored.emit(str(e) or type(e).__name__, "".join(traceback.format_exception(e)))
+        else:
+            self._relay.succeeded.emit(result)
+
+
+_pending: set[_Relay] = set()
+
+
+def run_in_background(
+    fn: Callable[[], Any], on_done: Callable[[Any], None], on_error: Callable[[str, str], None]
+) -> None:
+    """Run ``fn`` on a pool thread; call ``on_done(result)`` or ``on_error(message, details)``
+    later on the GUI thread."""
+    relay = _Relay(on_done, on_error)
+    _pending.add(relay)
+    QThreadPool.globalInstance().start(_Task(fn, relay))
+
+
+def wait_for_background() -> None:
+    """Join every background task (before the window goes away)."""
+    QThreadPool.globalInstance().waitForDone()

@@ -1,0 +1,95 @@
+"""Fixtures for driving the real window: an isolated user (settings, data folder) and a small corpus."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QCoreApplication, QSettings
+from PySide6.QtWidgets import QMessageBox
+
+from app.main_window import MainWindow
+
+# A few kilobytes of varied text: enough for the tiny preset's context and a validation split.
+LINES = [
+    "the quick brown fox jumps over the lazy dog.",
+    "a stitch in time saves nine, said the old tailor.",
+    "to train a model, feed it text and let it guess the next letter.",
+    "rain on the window, tea on the table, a cat asleep by the fire.",
+    "numbers: 0 1 2 3 4 5 6 7 8 9; punctuation: ( ) [ ] { } ! ? ; :",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings, the data folder (runs, corpus cache) and the organisation: all under tmp_path."""
+    home = tmp_path / "user"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(home / "settings"))
+    QCoreApplication.setOrganizationName("chargpt-studio-tests")
+    QCoreApplication.setApplicationName("chargpt-studio-tests")
+    return home
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    text = "\n".join(LINES[(i * 7) % len(LINES)] for i in range(120)) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_window(qtbot, settings: QSettings, corpus_file: Path, monkeypatch: pytest.MonkeyPatch):
+    """Windows on the small test corpus; each is closed (and its worker joined) at teardown."""
+    windows: list[MainWindow] = []
+    # Never a real modal question: closing mid-run discards unless a test answers otherwise.
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+
+    def make(corpus: Path | None = corpus_file, the_settings: QSettings = settings) -> MainWindow:
+        if corpus is not None:
+            the_settings.setValue("corpus", str(corpus))
+        w = MainWindow(the_settings)  # closed below, not by qtbot: the worker must be joined first
+        w.show()
+        windows.append(w)
+        if corpus is not None:
+            qtbot.waitUntil(lambda: w.corpus is not None and w.panel.start.isEnabled(), timeout=10_000)
+        return w
+
+    yield make
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+    for w in windows:
+        for box in w.messages():
+            box.done(0)
+        w.close()
+        assert w.handle is None
+
+
+def tiny(window: MainWindow, *, iters: int = 100_000, batch: int = 4, threads: int = 1) -> None:
+    """Set the panel to the tiny preset with small batches, one BLAS thread (deterministic)."""
+    p = window.panel
+    p.preset.setCurrentIndex(p.preset.findData("tiny"))
+    p.batch.setValue(batch)
+    p.iters.setValue(iters)
+    p.threads.setValue(threads)
+
+
+def plotted(window: MainWindow) -> int:
+    """How many loss points the plot item holds (its full data, before downsampling)."""
+    x = window.plots.loss_raw.xData
+    return 0 if x is None else len(x)
+
+
+def boxes(window: MainWindow, title: str) -> list[QMessageBox]:
+    return [b for b in window.messages() if b.windowTitle() == title]
+
+
+WaitUntil = Callable[..., None]

@@ -1,0 +1,362 @@
+"""The window, driven through its widgets as a person would (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from app.worker import FAILED, FINISHED, PAUSED, STOPPED, TRAINING
+from engine import checkpoint
+from engine.blas import set_blas_threads
+from engine.config import PRESETS
+from engine.data import Corpus
+from engine.trainer import Trainer
+from tests.app.conftest import boxes, plotted, tiny
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pyqtgraph")
+
+
+def drop_of(mime: QMimeData) -> QDropEvent:
+    left, none = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    return QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, left, none)
+
+
+def last_iter(window) -> int:
+    it = window.store.last("iter")
+    return 0 if math.isnan(it) else int(it)
+
+
+def test_each_preset_shows_its_parameter_count_and_fills_the_settings(make_window):
+    w = make_window()
+    vocab = w.corpus.vocab_size
+    seen = set()
+    for name, preset in PRESETS.items():
+        w.panel.preset.setCurrentIndex(w.panel.preset.findData(name))
+        n = preset.model_for(vocab).n_params
+        assert f"{n:,} parameters" in w.panel.model_label.text()
+        assert name in w.panel.preset.currentText() and "×" in w.panel.preset.currentText()
+        assert w.panel.batch.value() == preset.train.batch_size
+        assert w.panel.iters.value() == preset.train.max_iters
+        assert w.panel.lr.value() == pytest.approx(preset.train.lr)
+        seen.add(w.panel.model_label.text())
+    assert len(seen) == len(PRESETS)
+
+
+def test_start_pause_hold_resume(make_window, qtbot):
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: plotted(w) >= 20, timeout=20_000)
+    assert w.state == TRAINING and "training" in w.state_label.text()
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
+    assert w.panel.pause.text() == "Resume"
+    held, held_plotted = last_iter(w), plotted(w)
+    qtbot.wait(500)  # events processed all along: nothing more may arrive while paused
+    assert last_iter(w) == held and plotted(w) == held_plotted
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) > held + 5, timeout=10_000)
+    assert w.state == TRAINING and plotted(w) > held_plotted
+
+
+def reference_params(ckpt: checkpoint.Checkpoint, corpus_file: Path) -> dict[str, np.ndarray]:
+    """Train a fresh trainer straight to the checkpoint's iteration, here, with one BLAS thread."""
+    set_blas_threads(1)
+    trainer = Trainer(ckpt.model_cfg, ckpt.train_cfg, Corpus.from_file(corpus_file))
+    while trainer.iteration < ckpt.iteration:
+        trainer.step()
+    return trainer.model.params
+
+
+def test_export_while_training_matches_the_trainer_at_that_iteration(
+    make_window, qtbot, tmp_path, corpus_file, monkeypatch
+):
+    w = make_window()
+    tiny(w)
+    target = tmp_path / "exports" / "tiny.safetensors"
+    target.parent.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 10, timeout=20_000)
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "exported" in w.statusBar().currentMessage(), timeout=10_000)
+    assert w.state == TRAINING  # export did not stop anything
+    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    ckpt = checkpoint.load(target)
+    assert ckpt.iteration >= 10
+    expected = reference_params(ckpt, corpus_file)
+    for name, value in ckpt.params.items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
+def test_export_into_a_read_only_folder_says_so_and_training_goes_on(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    w = make_window()
+    tiny(w)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    target = locked / "tiny.safetensors"
+    if os.access(locked, os.W_OK):  # root ignores permissions: a "folder" that is a file fails alike
+        (tmp_path / "a-file").write_text("x")
+        target = tmp_path / "a-file" / "tiny.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(boxes(w, "Export failed")), timeout=10_000)
+    assert str(target.parent.name) in boxes(w, "Export failed")[0].text()
+    at_error = last_iter(w)
+    qtbot.waitUntil(lambda: last_iter(w) > at_error + 5, timeout=10_000)
+    assert w.state == TRAINING and not target.exists()
+    locked.chmod(0o700)
+
+
+def test_pause_and_resume_end_with_the_same_parameters_as_a_straight_run(
+    make_window, qtbot, tmp_path, corpus_file, monkeypatch
+):
+    w = make_window()
+    tiny(w, iters=40)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 10, timeout=20_000)
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
+    qtbot.wait(200)
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    assert w.progress.value() == w.progress.maximum() == 40
+    target = tmp_path / "end.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)  # after finishing, too
+    qtbot.waitUntil(target.exists, timeout=10_000)
+    ckpt = checkpoint.load(target)
+    assert ckpt.iteration == 40
+    expected = reference_params(ckpt, corpus_file)
+    for name, value in ckpt.params.items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
+def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
+    make_window, qtbot, isolated_user, monkeypatch
+):
+    first = make_window()
+    tiny(first, iters=500)
+    qtbot.mouseClick(first.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(first) >= 15, timeout=20_000)
+    qtbot.mouseClick(first.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: first.state == PAUSED, timeout=5_000)
+    k = last_iter(first)
+    run_dir = first.run_info.run_dir
+    assert run_dir is not None and run_dir.is_relative_to(isolated_user)  # never the real home
+    target = run_dir / "checkpoints" / "by-hand.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(first.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(target.exists, timeout=10_000)
+    first.close()
+
+    second = make_window()
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(second.panel.load, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: second.state == PAUSED, timeout=10_000)
+    assert second.panel.preset_name() == "tiny" and second.panel.iters.value() == 500
+    assert second.panel.batch.value() == 4
+    assert last_iter(second) == k  # the history of the run the checkpoint sits in
+    qtbot.waitUntil(lambda: plotted(second) == k, timeout=5_000)
+    assert second.panel.pause.isEnabled() and second.panel.pause.text() == "Resume"
+    qtbot.mouseClick(second.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(second) >= k + 10, timeout=20_000)
+    assert second.state == TRAINING
+
+
+def test_a_nan_loss_pauses_the_run_and_says_so(make_window, qtbot, monkeypatch):
+    # The injection: from iteration 5 the trainer reports a NaN loss, as a diverging run would.
+    real_step = Trainer.step
+
+    def diverging(self: Trainer):
+        m = real_step(self)
+        return dataclasses.replace(m, loss=math.nan) if m.iteration >= 5 else m
+
+    monkeypatch.setattr(Trainer, "step", diverging)
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=20_000)
+    assert last_iter(w) == 5
+    [box] = boxes(w, "Training paused")
+    assert "nan" in box.text() and "iteration 5" in box.text()
+    assert w.panel.export.isEnabled() and w.panel.pause.text() == "Resume"
+
+
+def test_a_worker_exception_shows_details_and_the_window_stays_usable(make_window, qtbot, monkeypatch):
+    real_step = Trainer.step
+
+    def broken(self: Trainer):
+        if self.iteration >= 3:
+            raise RuntimeError("the kettle boiled over")
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "step", broken)
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FAILED, timeout=20_000)
+    [box] = boxes(w, "Training failed")
+    assert "kettle" in box.text()
+    assert "Traceback" in box.detailedText() and "broken" in box.detailedText()  # collapsible details
+    box.accept()
+    monkeypatch.setattr(Trainer, "step", real_step)
+    assert w.panel.start.isEnabled()
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    assert w.state == TRAINING
+
+
+def test_closing_mid_training_joins_the_worker_without_errors(make_window, qtbot, qtlog, monkeypatch):
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    thread = w.handle.thread
+    asked = []
+    monkeypatch.setattr(
+        QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Discard
+    )
+    w.close()
+    assert asked, "closing mid-training asks whether to save"
+    assert thread.isFinished() and w.handle is None
+    problems = [
+        r.message
+        for r in qtlog.records
+        if "propagateSizeHints" not in r.message  # the offscreen platform's own remark
+    ]
+    assert not [m for m in problems if "QThread" in m or "rror" in m], problems
+
+
+def test_closing_mid_training_can_save_first(make_window, qtbot, tmp_path, monkeypatch):
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    target = tmp_path / "on-close.safetensors"
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Save)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    w.close()
+    assert checkpoint.load(target).iteration >= 5
+    assert w.handle is None
+
+
+def test_open_a_run_that_chargpt_train_is_writing(make_window, qtbot, tmp_path, corpus_file, monkeypatch):
+    run_dir = tmp_path / "cli-run"
+    cmd = [sys.executable, "-m", "engine.cli", "train", "--preset", "tiny", "--corpus", str(corpus_file)]
+    cmd += ["--iters", "150", "--batch", "4", "--threads", "1", "--eval-every", "50"]
+    cmd += ["--run-dir", str(run_dir)]
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        w = make_window()
+        qtbot.waitUntil(lambda: (run_dir / "config.json").exists(), timeout=30_000)
+        monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(run_dir))
+        w.open_run_action.trigger()  # File → Open run…
+        qtbot.waitUntil(lambda: plotted(w) >= 1, timeout=20_000)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    qtbot.waitUntil(lambda: plotted(w) == 150, timeout=10_000)  # followed to the end
+    assert list(w.plots.loss_val.xData) == [50, 100, 150]
+    assert "150" in w.iter_label.text()
+
+
+def test_dropping_a_file_that_is_not_text_is_refused_with_a_message(make_window, qtbot, tmp_path):
+    w = make_window()
+    good = w.corpus
+    bad = tmp_path / "picture.bin"
+    bad.write_bytes(b"\x89PNG\x00\x00\x01binary")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(bad))])
+    w.dropEvent(drop_of(mime))  # Qt delivers synthetic drops only during a real drag
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot use this corpus")), timeout=10_000)
+    assert "binary" in boxes(w, "Cannot use this corpus")[0].text()
+    assert w.corpus is good and w.panel.start.isEnabled()
+
+
+def test_dropping_a_text_file_makes_it_the_corpus(make_window, qtbot, tmp_path):
+    w = make_window()
+    other = tmp_path / "other.txt"
+    other.write_text("zebra quagga okapi\n" * 40, encoding="utf-8")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(other))])
+    w.dropEvent(drop_of(mime))  # Qt delivers synthetic drops only during a real drag
+    qtbot.waitUntil(lambda: "other.txt" in w.panel.corpus_label.text(), timeout=10_000)
+    assert "vocabulary 14" in w.panel.corpus_label.text()
+
+
+def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
+    w = make_window()
+    tiny(w, iters=30)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    w.samples.prompt.setText("the ")
+    w.samples.length.setValue(40)
+    qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.samples.count() >= 1, timeout=10_000)
+    first_line = w.samples.text.toPlainText().splitlines()[0]
+    assert "iter 30" in first_line and "on demand" in first_line
+    assert w.samples.text.toPlainText().splitlines()[1].startswith("the ")
+
+
+def test_settings_are_remembered(make_window, qtbot, settings):
+    w = make_window()
+    w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))
+    w.panel.threads.setValue(1)
+    corpus = w.corpus_path
+    w.close()
+    again = make_window(corpus=None)
+    assert again.panel.preset_name() == "small"
+    assert again.panel.threads.value() == 1
+    qtbot.waitUntil(lambda: again.corpus is not None, timeout=10_000)
+    assert again.corpus_path == corpus
+
+
+def test_about_names_the_versions(make_window, monkeypatch):
+    w = make_window()
+    shown = []
+    monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.append(text))
+    help_menu = next(a for a in w.menuBar().actions() if a.text() == "&Help").menu()
+    [about] = help_menu.actions()
+    about.trigger()
+    text = shown[0]
+    for word in ("Python", "NumPy", "Qt", "pyqtgraph", "BLAS", np.__version__):
+        assert word in text
+
+
+def test_shortcuts_start_and_pause(make_window, qtbot):
+    w = make_window()
+    tiny(w)
+    assert w.start_action.shortcut().toString() == "F5"
+    w.activateWindow()
+    qtbot.keyClick(w, Qt.Key.Key_F5)
+    qtbot.waitUntil(lambda: last_iter(w) >= 3, timeout=20_000)
+    qtbot.keyClick(w, Qt.Key.Key_F6)
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
+    assert w.export_action.shortcut().toString() == "Ctrl+E"
+
+
+def test_the_built_in_corpus_is_ready_at_startup(make_window, qtbot):
+    w = make_window(corpus=None)
+    qtbot.waitUntil(lambda: w.corpus is not None, timeout=90_000)
+    assert "built in" in w.panel.corpus_label.text()
+    assert w.panel.start.isEnabled()

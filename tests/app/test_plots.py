@@ -1,0 +1,41 @@
+"""The plots on a long history: created once, downsampled, clipped to the view."""
+
+from PySide6.QtCore import Qt
+
+from app.metrics_store import MetricsStore
+from app.plots import TrainingPlots
+from tests.app.test_metrics_store import records
+
+
+def test_a_long_history_is_drawn_downsampled_and_the_view_follows_until_panned(qtbot):
+    store = MetricsStore()
+    plots = TrainingPlots(store)
+    qtbot.addWidget(plots)
+    plots.resize(900, 600)
+    plots.show()
+    store.extend(records(1, 200_001, val_loss=None))
+    qtbot.waitUntil(lambda: plots.loss_raw.xData is not None and len(plots.loss_raw.xData) == 200_000)
+    for curve in (plots.loss_raw, plots.loss_smooth, plots.step_time, plots.mem_rss):
+        assert curve.opts["autoDownsample"] and curve.opts["downsampleMethod"] == "peak"
+        assert curve.opts["clipToView"]
+    x_min, x_max = plots.loss_plot.viewRange()[0]
+    assert x_min <= 1 and x_max >= 200_000
+    assert len(plots.loss_raw.getData()[0]) < 50_000  # what is drawn is a fraction of the points
+
+    plots.loss_plot.getViewBox().scaleBy(x=0.1)  # as a wheel zoom would
+    plots.loss_plot.getViewBox().sigRangeChangedManually.emit([True, False])
+    assert not plots.following and plots.follow_button.isVisibleTo(plots)
+    store.extend(records(200_001, 200_101))
+    qtbot.waitUntil(lambda: len(plots.loss_raw.xData) == 200_100)
+    assert plots.loss_plot.viewRange()[0][1] < 200_000  # the person's zoom is kept
+    qtbot.mouseClick(plots.follow_button, Qt.MouseButton.LeftButton)
+    assert plots.following and plots.loss_plot.viewRange()[0][1] >= 200_100
+
+
+def test_hover_shows_the_values_of_the_nearest_iteration(qtbot):
+    store = MetricsStore()
+    plots = TrainingPlots(store)
+    qtbot.addWidget(plots)
+    store.extend(records(1, 101))
+    plots.show_values_at(41.7)
+    assert "iter 42" in plots.hover_label.text() and "ms/iter" in plots.hover_label.text()
