@@ -228,7 +228,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         "chargpt": engine.__version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "blas": blas_info().describe(),
+        "blas": f"{blas_info().library} {blas_info().version} ({blas_info().threading_layer})",
         "cores": cpu_count(),
         "torch": torch.__version__ if args.torch else None,
     }

@@ -33,8 +33,13 @@ def clip_grad_norm(grad: NDArray[Any], max_norm: float) -> float:
 class AdamW:
     """Adam with bias correction and decoupled weight decay on ``params[:n_decay]``.
 
-    Every operation is a vectorised pass over the whole flat buffer, in place.
+    Every operation is a vectorised pass over the flat buffers, in place. The passes run
+    chunk by chunk so that a chunk's parameters, gradients and moments stay in cache for
+    all of them: one sweep through main memory instead of one per operation (at batch 1
+    the update otherwise costs as much as the forward and backward passes together).
     """
+
+    CHUNK = 65536  # elements: the five buffers' chunks (1.25 MB) stay in L2/L3; measured best
 
     def __init__(
         self,
@@ -52,32 +57,37 @@ class AdamW:
         self.m = np.zeros_like(params)
         self.v = np.zeros_like(params)
         self.t = 0  # steps taken
-        self._tmp = np.empty_like(params)
-        self._tmp2 = np.empty_like(params)
+        self._tmp = np.empty(min(self.CHUNK, params.size), dtype=params.dtype)
 
     def step(self, lr: float) -> None:
         self.t += 1
-        g, m, v, tmp, tmp2 = self.grads, self.m, self.v, self._tmp, self._tmp2
         b1, b2 = self.beta1, self.beta2
-        # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
-        m *= b1
-        np.multiply(g, 1.0 - b1, out=tmp)
-        m += tmp
-        v *= b2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - b2
-        v += tmp
-        # p -= lr * (wd p + m_hat / (sqrt(v_hat) + eps)), with the decay applied first
-        if self.weight_decay:
-            self.params[: self.n_decay] *= 1.0 - lr * self.weight_decay
         bc1 = 1.0 - b1**self.t
         bc2 = 1.0 - b2**self.t
-        np.sqrt(v, out=tmp)
-        tmp *= 1.0 / math.sqrt(bc2)
-        tmp += self.eps
-        np.divide(m, tmp, out=tmp2)
-        tmp2 *= lr / bc1
-        self.params -= tmp2
+        # p -= lr m_hat / (sqrt(v_hat) + eps)  ==  p -= m * step / (sqrt(v) + eps')
+        step = lr * math.sqrt(bc2) / bc1
+        eps = self.eps * math.sqrt(bc2)
+        decay = 1.0 - lr * self.weight_decay
+        for lo in range(0, self.params.size, self.CHUNK):
+            hi = min(lo + self.CHUNK, self.params.size)
+            p, g, m, v = self.params[lo:hi], self.grads[lo:hi], self.m[lo:hi], self.v[lo:hi]
+            tmp = self._tmp[: hi - lo]
+            # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
+            m *= b1
+            np.multiply(g, 1.0 - b1, out=tmp)
+            m += tmp
+            v *= b2
+            np.multiply(g, g, out=tmp)
+            tmp *= 1.0 - b2
+            v += tmp
+            # decoupled weight decay on the matrices, which come first in the buffer
+            if self.weight_decay and lo < self.n_decay:
+                p[: self.n_decay - lo] *= decay
+            np.sqrt(v, out=tmp)
+            tmp += eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step
+            p -= tmp
 
     def state(self) -> dict[str, Any]:
         return {"m": self.m, "v": self.v, "t": self.t}
