@@ -32,9 +32,7 @@ class _Job(QObject):
         self.timer.timeout.connect(self.tick)
 
     def start(self) -> None:
-        w = self.window
-        if self.args.corpus:
-            w.load_corpus(self.args.corpus)
+        w = self.window  # the corpus came through the settings (see main)
         if self.args.preset:
             w.panel.set_preset(self.args.preset)
         if self.args.threads:
@@ -81,6 +79,7 @@ class Screenshot(_Job):
                 w.plots.show_values_at(float(iters[int(len(iters) * 0.8)]))  # hover readout
             self.phase, self.render_at = "render", time.monotonic() + 0.3  # let the plots redraw
         elif self.phase == "render" and time.monotonic() >= self.render_at:
+            w.samples.text.setFocus()  # no spin box caught mid-edit in the picture
             self._save()
             self.finish(0)
 

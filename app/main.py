@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if batch_mode:  # never touch the person's remembered window state
         tmp = tempfile.mkdtemp(prefix="chargpt-studio-")
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        if args.corpus:
+            settings.setValue("corpus", str(Path(args.corpus).resolve()))
         window = MainWindow(settings)
         window.confirm_close = False
     else:

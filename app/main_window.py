@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.corpus: Corpus | None = None
         self.corpus_path: str = ""  # "" is the built-in corpus
+        self._corpus_request = 0
         self.handle: WorkerThread | None = None
         self.run_info: RunInfo | None = None
         self.state = IDLE
@@ -217,6 +218,8 @@ class MainWindow(QMainWindow):
     def load_corpus(self, path: str | None) -> None:
         """Read a corpus (None: the built-in one) off the GUI thread, then show it."""
         self.panel.corpus_label.setText("loading the corpus…")
+        self._corpus_request += 1
+        request = self._corpus_request  # a later choice wins over a slower earlier load
 
         def read() -> Corpus:
             if path:
@@ -226,11 +229,17 @@ class MainWindow(QMainWindow):
             return load_default_corpus()
 
         def done(corpus: Corpus) -> None:
+            if request != self._corpus_request:
+                return
+            first = self.corpus is None
             self.corpus, self.corpus_path = corpus, path or ""
             self._show_corpus()
+            if first and self.panel.start.isEnabled():
+                self.panel.start.setFocus()  # Enter or Space starts training
 
         def failed(message: str, _details: str) -> None:
-            self._show_corpus()
+            if request == self._corpus_request:
+                self._show_corpus()
             self._message(QMessageBox.Icon.Warning, "Cannot use this corpus", message)
 
         run_in_background(read, done, failed)
@@ -540,8 +549,11 @@ class MainWindow(QMainWindow):
     def _message(self, icon: QMessageBox.Icon, title: str, text: str, details: str = "") -> QMessageBox:
         """A non-blocking message box (details collapsible); the window stays usable behind it."""
         box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setStyleSheet("QLabel { min-width: 380px; }")
         if details:
             box.setDetailedText(details)
+            wide = "QLabel { min-width: 420px; } QTextEdit { min-width: 640px; min-height: 260px; }"
+            box.setStyleSheet(wide)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.finished.connect(lambda _r, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
         self._dialogs.append(box)

@@ -129,9 +129,11 @@ class TrainingPlots(QWidget):
         plot.getAxis("right").linkToView(view)
         plot.getAxis("right").setLabel(name, units=units)
         plot.getAxis("right").enableAutoSIPrefix(False)
-        for p in self.plots[:-1]:  # an empty right axis on the others keeps the x axes aligned
+        for p in self.plots:  # the same right axis width on all three keeps the x axes aligned
             p.showAxis("right")
-            p.getAxis("right").setStyle(showValues=False)
+            p.getAxis("right").setWidth(60)
+            if p is not plot:
+                p.getAxis("right").setStyle(showValues=False)
         view.setXLink(plot)
         view.enableAutoRange(y=True)
         view.setAutoVisible(y=True)
