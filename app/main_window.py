@@ -32,6 +32,7 @@ from app.plots import TrainingPlots
 from app.run_panel import RunPanel
 from app.samples_view import SamplesView
 from app.worker import (
+    AUTO_THREADS,
     FAILED,
     FINISHED,
     IDLE,
@@ -117,6 +118,7 @@ class MainWindow(QMainWindow):
         self.speed_label = QLabel()
         self.step_label = QLabel()
         self.threads_label = QLabel()
+        self._threads_in_force = 0  # what the worker reports; 0 until Auto has chosen
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(True)
@@ -195,8 +197,8 @@ class MainWindow(QMainWindow):
             self.resize(1320, 860)
         self.panel.set_preset(str(s.value("preset", "tiny")))
         self.corpus_path = str(s.value("corpus", "") or "")
-        threads = _int(s.value("threads"), cpu_count())
-        self.panel.threads.setValue(max(1, min(threads, cpu_count())))
+        threads = _int(s.value("threads"), AUTO_THREADS)
+        self.panel.threads.setValue(max(AUTO_THREADS, min(threads, cpu_count())))
 
     def save_settings(self) -> None:
         s = self.settings
@@ -306,6 +308,7 @@ class MainWindow(QMainWindow):
         worker.threads_changed.connect(self._on_threads)
         worker.exported.connect(self._on_exported)
         worker.export_failed.connect(self._on_export_failed)
+        worker.checkpoint_failed.connect(self._on_checkpoint_failed)
         worker.sample_failed.connect(self._on_sample_failed)
         worker.failed.connect(self._on_failed)
         self.handle = WorkerThread(worker)
@@ -334,7 +337,7 @@ class MainWindow(QMainWindow):
     def _on_threads_spin(self, n: int) -> None:
         if self.handle is not None and self.handle.is_running():
             self.handle.worker.set_threads(n)  # applied by the worker, between iterations
-        self.threads_label.setText(f"{n} threads")
+        self.threads_label.setText(self._threads_text())
 
     @Slot(str, int, float, object)
     def _on_sample_requested(self, prompt: str, n: int, temperature: float, top_k: object) -> None:
@@ -495,8 +498,19 @@ class MainWindow(QMainWindow):
 
     @Slot(int)
     def _on_threads(self, n: int) -> None:
+        self._threads_in_force = n
         self.panel.set_threads(n)
-        self.threads_label.setText(f"{n} threads")
+        self.threads_label.setText(self._threads_text())
+
+    def _threads_text(self) -> str:
+        n = self._threads_in_force
+        if self.panel.threads.value() != AUTO_THREADS:
+            return f"{self.panel.threads.value()} threads"
+        return f"auto: {n} thread{'s' * (n != 1)}" if n else "auto threads"
+
+    @Slot(str)
+    def _on_checkpoint_failed(self, message: str) -> None:
+        self.statusBar().showMessage(f"Checkpoint not saved, training goes on: {message}", 20000)
 
     @Slot(str)
     def _on_exported(self, path: str) -> None:
@@ -542,7 +556,7 @@ class MainWindow(QMainWindow):
             self.eta_label.setText("ETA –")
         self.speed_label.setText(f"{tokens:,.0f} tok/s" if math.isfinite(tokens) else "– tok/s")
         self.step_label.setText(f"{1e3 * step:.1f} ms/iter" if math.isfinite(step) else "– ms/iter")
-        self.threads_label.setText(f"{self.panel.threads.value()} threads")
+        self.threads_label.setText(self._threads_text())
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(min(done, max(total, 1)))
 

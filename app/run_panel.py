@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.worker import IDLE, PAUSED, TRAINING
+from app.worker import AUTO_THREADS, IDLE, PAUSED, TRAINING
 from engine.blas import cpu_count
 from engine.config import PRESETS, ModelConfig, TrainConfig, format_count
 
@@ -94,8 +94,12 @@ class RunPanel(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.threads = QSpinBox()
-        self.threads.setRange(1, cpu_count())
-        self.threads.setToolTip("BLAS threads; a change applies from the next iteration")
+        self.threads.setRange(AUTO_THREADS, cpu_count())
+        self.threads.setSpecialValueText("Auto")  # shown for AUTO_THREADS
+        self.threads.setToolTip(
+            "BLAS threads; a change applies from the next iteration.\n"
+            "Auto times the first iterations at each count and keeps the fastest."
+        )
         self.blas_label = QLabel()
         self.blas_label.setWordWrap(True)
 
@@ -177,6 +181,8 @@ class RunPanel(QWidget):
         self.blas_label.setText(text)
 
     def set_threads(self, n: int) -> None:
+        if self.threads.value() == AUTO_THREADS:
+            return  # the count Auto chose is shown in the status bar; the choice stays Auto
         self.threads.blockSignals(True)  # model -> view: no echo back to the worker
         self.threads.setValue(n)
         self.threads.blockSignals(False)

@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
-from engine.blas import set_blas_threads
+from engine.blas import ThreadTuner, set_blas_threads
 
 if TYPE_CHECKING:
     from engine.session import TrainingSession
 
 FLUSH_S = 0.05  # metrics batch period: smooth plots without a signal per iteration
+AUTO_THREADS = 0  # a thread count that means: choose by timing (engine.blas.ThreadTuner)
 
 # Worker states, as shown in the status bar.
 IDLE, TRAINING, PAUSED, STOPPED = "idle", "training", "paused", "stopped"
@@ -142,6 +143,7 @@ class TrainingWorker(QObject):
     state_changed = Signal(str)
     nonfinite = Signal(int, float)  # iteration, loss: training paused itself
     threads_changed = Signal(int)
+    checkpoint_failed = Signal(str)  # a best/periodic checkpoint could not be written; training goes on
     exported = Signal(str)
     export_failed = Signal(str)
     sample_failed = Signal(str)
@@ -151,7 +153,8 @@ class TrainingWorker(QObject):
     def __init__(self, factory: SessionFactory, *, threads: int, start_paused: bool = False) -> None:
         super().__init__()
         self._factory = factory
-        self._threads = threads
+        self._threads = threads  # AUTO_THREADS: time the first iterations at each count
+        self._tuner: ThreadTuner | None = None
         self._start_paused = start_paused
         self._queue = CommandQueue()
         self._buffer: list[dict[str, Any]] = []
@@ -256,7 +259,10 @@ class TrainingWorker(QObject):
                 self.sample.emit(session.trainer.iteration, cmd.prompt + text, "on demand")
 
     def _step(self, session: TrainingSession) -> None:
+        tuner = self._tuner
         try:
+            if tuner is not None:
+                tuner.before_step()
             with np.errstate(all="ignore"):  # a diverging run is reported by its loss, below
                 report = session.step()
         except Exception as e:
@@ -266,6 +272,11 @@ class TrainingWorker(QObject):
                 session.finish(evaluate=False)
             return
         self._buffer.append(report.record)
+        if tuner is not None and tuner.after_step(report.record["step_s"]):
+            self.threads_changed.emit(tuner.chosen)
+            self._tuner = None
+        if report.checkpoint_error:
+            self.checkpoint_failed.emit(report.checkpoint_error)
         if report.sample is not None:
             self._flush()
             self.sample.emit(int(report.record["iter"]), report.sample, "periodic")
@@ -288,8 +299,10 @@ class TrainingWorker(QObject):
         self._last_flush = time.monotonic()
 
     def _apply_threads(self, n: int) -> None:
-        with contextlib.suppress(ValueError):  # out of range: keep the count in force
-            self.threads_changed.emit(set_blas_threads(n))
+        self._tuner = ThreadTuner() if n == AUTO_THREADS else None
+        if self._tuner is None:
+            with contextlib.suppress(ValueError):  # out of range: keep the count in force
+                self.threads_changed.emit(set_blas_threads(n))
 
     def _set_state(self, state: str) -> None:
         self.state = state

@@ -360,3 +360,15 @@ def test_the_built_in_corpus_is_ready_at_startup(make_window, qtbot):
     qtbot.waitUntil(lambda: w.corpus is not None, timeout=90_000)
     assert "built in" in w.panel.corpus_label.text()
     assert w.panel.start.isEnabled()
+
+
+def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
+    w = make_window()
+    assert w.panel.threads.value() == 0
+    assert w.panel.threads.text() == "Auto"
+    tiny(w, threads=0)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.threads_label.text().startswith("auto: "), timeout=30_000)
+    chosen = int(w.threads_label.text().split()[1])
+    assert 1 <= chosen <= (os.cpu_count() or 1)
+    assert w.panel.threads.text() == "Auto"  # the choice stays Auto; the count shows in the status bar
