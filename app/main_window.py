@@ -486,6 +486,8 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_state(self, state: str) -> None:
         self._set_state(state)
+        if state != TRAINING:
+            self.plots.redraw()  # the final points of a run show at once, not at the next tick
 
     @Slot(int, float)
     def _on_nonfinite(self, iteration: int, loss: float) -> None:
