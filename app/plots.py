@@ -23,6 +23,7 @@ from app.metrics_store import MetricsStore
 
 REDRAW_MS = 50  # 20 Hz at most
 PAINT_SHARE = 0.15  # at most this share of the GUI thread goes to painting the plots
+SLOWEST_MS = 500  # but the plots never look frozen
 MB = 1e6
 
 BLUE, ORANGE, GREEN, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (110, 110, 110)
@@ -176,7 +177,8 @@ class TrainingPlots(QWidget):
         # Painting runs Python (pyqtgraph) on the GUI thread and so competes with the worker
         # for the GIL: when a repaint is slow (software rendering, big windows), redraw less
         # often rather than slow the training down or make the window sluggish.
-        self.timer.setInterval(max(REDRAW_MS, round(1e3 * self.canvas.paint_s / PAINT_SHARE)))
+        wanted = round(1e3 * self.canvas.paint_s / PAINT_SHARE)
+        self.timer.setInterval(min(SLOWEST_MS, max(REDRAW_MS, wanted)))
         s = self.store
         it = s["iter"]
         self.loss_raw.setData(it, s["loss"], connect="finite")
