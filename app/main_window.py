@@ -48,6 +48,7 @@ from app.worker import (
     wait_for_background,
 )
 from engine.blas import blas_info, cpu_count
+from engine.config import format_duration
 from engine.data import Corpus
 from engine.default_corpus import data_dir
 
@@ -553,7 +554,7 @@ class MainWindow(QMainWindow):
         step = s.median_recent("step_s")
         tokens = s.median_recent("tokens_s")
         if self.state == TRAINING and total and math.isfinite(step):
-            self.eta_label.setText(f"ETA {_duration(step * max(total - done, 0))}")
+            self.eta_label.setText(f"ETA {format_duration(step * max(total - done, 0))}")
         else:
             self.eta_label.setText("ETA –")
         self.speed_label.setText(f"{tokens:,.0f} tok/s" if math.isfinite(tokens) else "– tok/s")
@@ -669,12 +670,3 @@ def _int(value: Any, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"

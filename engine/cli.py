@@ -26,7 +26,15 @@ import engine
 from engine import bench
 from engine.blas import ThreadTuner, blas_info, cpu_count, get_blas_threads, set_blas_threads
 from engine.checkpoint import CheckpointError
-from engine.config import PRESETS, ModelConfig, PresetError, TrainConfig, format_count, get_preset
+from engine.config import (
+    PRESETS,
+    ModelConfig,
+    PresetError,
+    TrainConfig,
+    format_count,
+    format_duration,
+    get_preset,
+)
 from engine.data import Corpus, CorpusError
 from engine.runlog import RunLogError
 
@@ -286,17 +294,6 @@ def _printer(out: TextIO, to_stderr: bool) -> Callable[[str], None]:
         stream.flush()
 
     return say
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 # -- chargpt sample ------------------------------------------------------------

@@ -137,6 +137,18 @@ def format_count(n: int) -> str:
     return str(n)
 
 
+def format_duration(seconds: float) -> str:
+    """A duration for a progress line or a status bar: 42s, 3m07s, 2h05m; ? if unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 # Training defaults were chosen by training each preset on tiny Shakespeare (1.1 MB):
 # warmup and peak lr shrink as the model grows, as they do for larger GPTs.
 PRESETS: dict[str, Preset] = {
