@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
-from engine.blas import ThreadTuner, set_blas_threads
+from engine.blas import ThreadTuner
 
 if TYPE_CHECKING:
     from engine.session import TrainingSession
+    from engine.trainer import Trainer
 
 FLUSH_S = 0.05  # metrics batch period: smooth plots without a signal per iteration
 AUTO_THREADS = 0  # a thread count that means: choose by timing (engine.blas.ThreadTuner)
@@ -155,6 +156,7 @@ class TrainingWorker(QObject):
         self._factory = factory
         self._threads = threads  # AUTO_THREADS: time the first iterations at each count
         self._tuner: ThreadTuner | None = None
+        self._trainer: Trainer | None = None  # set on the worker thread once the run is built
         self._start_paused = start_paused
         self._queue = CommandQueue()
         self._buffer: list[dict[str, Any]] = []
@@ -193,7 +195,6 @@ class TrainingWorker(QObject):
             self.done.emit()
 
     def _run(self) -> None:
-        self._apply_threads(self._threads)
         try:
             with np.errstate(all="ignore"):
                 setup = self._factory()
@@ -202,6 +203,8 @@ class TrainingWorker(QObject):
             return
         session = setup.session
         trainer = session.trainer
+        self._trainer = trainer
+        self._apply_threads(self._threads)
         self.ready.emit(
             RunInfo(
                 trainer.model_cfg,
@@ -299,10 +302,15 @@ class TrainingWorker(QObject):
         self._last_flush = time.monotonic()
 
     def _apply_threads(self, n: int) -> None:
-        self._tuner = ThreadTuner() if n == AUTO_THREADS else None
+        """On this thread, which makes the BLAS calls: the trainer may split its batch
+        across ``n`` threads, or give BLAS ``n`` threads (engine Trainer.set_threads)."""
+        trainer = self._trainer
+        if trainer is None:
+            return
+        self._tuner = ThreadTuner(apply=trainer.set_threads) if n == AUTO_THREADS else None
         if self._tuner is None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
-                self.threads_changed.emit(set_blas_threads(n))
+                self.threads_changed.emit(trainer.set_threads(n))
 
     def _set_state(self, state: str) -> None:
         self.state = state

@@ -26,6 +26,7 @@ from engine.blas import blas_info, cpu_count, set_blas_threads
 from engine.config import PRESETS, ModelConfig, get_preset
 from engine.model import GPT
 from engine.optim import AdamW, clip_grad_norm
+from engine.parallel import ShardedStep, shards_for
 
 VOCAB = 65  # tiny Shakespeare's: parameter counts and FLOPs then match the usual figures
 
@@ -49,7 +50,7 @@ class Row:
     torch_ms: float | None = None
 
 
-def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 7) -> float:
+def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 15) -> float:
     """Best float32 GFLOP/s of an n x n x n product on ``threads`` BLAS threads."""
     set_blas_threads(threads)
     rng = np.random.default_rng(0)
@@ -74,33 +75,36 @@ def default_iters(cfg: ModelConfig, batch: int) -> int:
 
 
 def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: float, warmup: int = 3) -> Row:
+    """Time iterations as the trainer runs them on ``threads`` cores (Trainer.set_threads):
+    the batch split across threads when that pays, else that many BLAS threads."""
     cfg = get_preset(name).model_for(VOCAB)
-    set_blas_threads(threads)
     model = GPT(cfg)
     model.init_weights(np.random.default_rng(0))
     opt = AdamW(model.flat, model.grad_flat, model.n_decay)
-    arena = Arena()
+    shards = shards_for(cfg, batch, threads)
+    set_blas_threads(1 if shards > 1 else threads)
+    passes = ShardedStep(model, Arena(), shards)
     rng = np.random.default_rng(1)
     T = cfg.context
     x = rng.integers(0, VOCAB, size=(batch, T))
     y = rng.integers(0, VOCAB, size=(batch, T))
 
     def iteration() -> None:
-        _, cache = model.forward(x, y, arena)
-        model.backward(cache, arena)
+        passes.loss_and_grads(x, y)
         clip_grad_norm(model.grad_flat, 1.0)
         opt.step(1e-4)
-        arena.reset()
+        passes.reset()
 
     for _ in range(warmup):
         iteration()
     n = iters or default_iters(cfg, batch)
     times = np.array([_timed(iteration) for _ in range(n)])
+    high_water = passes.arena_stats().high_water
+    passes.close()
     median = float(np.median(times))
     tokens = batch * T
     gflops = cfg.flops_per_token() * tokens / median / 1e9
     activation = model.activation_bytes(batch)
-    high_water = arena.stats().high_water
     return Row(
         preset=name,
         batch=batch,

@@ -7,6 +7,7 @@ the training worker owns both.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -68,16 +69,23 @@ def cpu_count() -> int:
 
 
 class ThreadTuner:
-    """Chooses the BLAS thread count by timing real training iterations.
+    """Chooses the thread count by timing real training iterations.
 
     The first step is a warm-up (it sizes the arena) and is not timed; then each
     candidate count runs ``trials`` steps, and the one with the lowest median
     step time is kept. Small models often run slower on two threads than on one,
     so this beats always using every core. Drive it around each step:
-    ``before_step()``, run the step, ``after_step(seconds)``.
+    ``before_step()``, run the step, ``after_step(seconds)``. ``apply`` puts a count in
+    force: BLAS threads by default, or ``Trainer.set_threads``, which may split the batch.
     """
 
-    def __init__(self, candidates: list[int] | None = None, trials: int = 3) -> None:
+    def __init__(
+        self,
+        candidates: list[int] | None = None,
+        trials: int = 3,
+        apply: Callable[[int], int] = set_blas_threads,
+    ) -> None:
+        self.apply = apply
         self.candidates = candidates or list(range(1, cpu_count() + 1))
         if not self.candidates or min(self.candidates) < 1:
             raise ValueError("thread candidates must be positive counts")
@@ -86,7 +94,7 @@ class ThreadTuner:
         self.chosen: int | None = None if len(self.candidates) > 1 else self.candidates[0]
         self._warmed_up = False
         if self.chosen is not None:
-            set_blas_threads(self.chosen)
+            self.apply(self.chosen)
 
     @property
     def done(self) -> bool:
@@ -97,7 +105,7 @@ class ThreadTuner:
 
     def before_step(self) -> None:
         if not self.done and self._warmed_up:
-            set_blas_threads(self._current())
+            self.apply(self._current())
 
     def after_step(self, seconds: float) -> int | None:
         """Record a step's time; return the count chosen once the last trial is in."""
@@ -109,6 +117,6 @@ class ThreadTuner:
         self.times[self._current()].append(seconds)
         if all(len(t) >= self.trials for t in self.times.values()):
             self.chosen = min(self.candidates, key=lambda n: sorted(self.times[n])[len(self.times[n]) // 2])
-            set_blas_threads(self.chosen)
+            self.apply(self.chosen)
             return self.chosen
         return None

@@ -24,7 +24,7 @@ import numpy as np
 
 import engine
 from engine import bench
-from engine.blas import ThreadTuner, blas_info, cpu_count, get_blas_threads, set_blas_threads
+from engine.blas import ThreadTuner, blas_info, cpu_count, set_blas_threads
 from engine.checkpoint import CheckpointError
 from engine.config import (
     PRESETS,
@@ -106,9 +106,9 @@ def build_configs(args: argparse.Namespace, vocab_size: int) -> tuple[ModelConfi
     return model_cfg, train_cfg
 
 
-def apply_threads(spec: str) -> int | None:
-    """Set BLAS threads from '--threads' and return the count; None for 'auto', where the
-    training loop times the first iterations at each count (ThreadTuner) and keeps the fastest."""
+def parse_threads(spec: str) -> int | None:
+    """The count of '--threads'; None for 'auto', where the training loop times the first
+    iterations at each count (ThreadTuner) and keeps the fastest."""
     if spec == "auto":
         return None
     try:
@@ -117,7 +117,7 @@ def apply_threads(spec: str) -> int | None:
         raise UsageError(f"--threads takes a number or 'auto', not {spec!r}") from None
     if not 1 <= n <= cpu_count():
         raise UsageError(f"--threads must be between 1 and {cpu_count()} (the cores here), got {n}")
-    return set_blas_threads(n)
+    return n
 
 
 # -- chargpt train -------------------------------------------------------------
@@ -138,7 +138,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         corpus = load_corpus(args.corpus)
         model_cfg, train_cfg = build_configs(args, corpus.vocab_size)
         trainer = Trainer(model_cfg, train_cfg, corpus)
-    threads = apply_threads(args.threads)
+    threads = parse_threads(args.threads)
+    if threads:
+        threads = trainer.set_threads(threads)
     model_cfg, train_cfg, corpus = trainer.model_cfg, trainer.train_cfg, trainer.corpus
     preset = None if args.resume else args.preset or "tiny"  # a checkpoint records configs, not names
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir()
@@ -162,9 +164,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     step_times: list[float] = []
     t_start = time.perf_counter()
     with _deferred_sigint() as interrupted:
-        tuner = None if threads else ThreadTuner()
+        tuner = None if threads else ThreadTuner(apply=trainer.set_threads)
         status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
-        threads = threads or get_blas_threads()
+        threads = threads or trainer.threads
         final = session.finish(evaluate=status == EXIT_OK)
     if status == EXIT_INTERRUPTED:
         say(
@@ -311,7 +313,9 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
     tokenizer = ckpt.tokenizer()
     tokenizer.encode(args.prompt)  # characters outside the vocabulary: one line, exit 2
     model = ckpt.model()
-    apply_threads(args.threads)
+    threads = parse_threads(args.threads)
+    if threads:
+        set_blas_threads(threads)  # sampling is one sequence: BLAS threads are all there is to use
     for i in range(args.num_samples):
         if i:
             out.write("\n---\n")

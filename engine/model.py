@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -22,21 +23,33 @@ class GPT:
     def __init__(self, cfg: ModelConfig, dtype: Any = np.float32) -> None:
         self.cfg = cfg
         self.dtype = np.dtype(dtype)
-        shapes = cfg.param_shapes()
         self.n_params = cfg.n_params
         self.flat = np.zeros(self.n_params, dtype=self.dtype)
         self.grad_flat = np.zeros(self.n_params, dtype=self.dtype)
-        self.params: dict[str, Array] = {}
-        self.grads: dict[str, Array] = {}
-        offset = 0
+        self.params = self._views(self.flat)
+        self.grads = self._views(self.grad_flat)
         self.n_decay = 0  # the 2-D weights come first: flat[:n_decay] gets weight decay
-        for name, shape in shapes:
-            size = math.prod(shape)
-            self.params[name] = self.flat[offset : offset + size].reshape(shape)
-            self.grads[name] = self.grad_flat[offset : offset + size].reshape(shape)
-            offset += size
+        offset = 0
+        for _, shape in cfg.param_shapes():
+            offset += math.prod(shape)
             if len(shape) == 2:
                 self.n_decay = offset
+
+    def _views(self, buf: Array) -> dict[str, Array]:
+        views, offset = {}, 0
+        for name, shape in self.cfg.param_shapes():
+            size = math.prod(shape)
+            views[name] = buf[offset : offset + size].reshape(shape)
+            offset += size
+        return views
+
+    def replica(self) -> GPT:
+        """A GPT that shares this one's parameters but writes gradients of its own:
+        one per thread when a batch is split across threads."""
+        twin = copy.copy(self)
+        twin.grad_flat = np.zeros_like(self.grad_flat)
+        twin.grads = self._views(twin.grad_flat)
+        return twin
 
     def init_weights(self, rng: np.random.Generator) -> None:
         """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 L)."""

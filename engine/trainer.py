@@ -12,10 +12,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.arena import Arena, ArenaStats
+from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
 from engine.model import GPT
 from engine.optim import AdamW, clip_grad_norm, lr_at
+from engine.parallel import ShardedStep, shards_for
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Trainer:
         )
         self.data_rng = np.random.default_rng([train_cfg.seed, 1])
         self.arena = Arena(debug=arena_debug)
+        self._passes = ShardedStep(self.model, self.arena, 1)
         self.iteration = 0
         self.best_val_loss = math.inf
 
@@ -89,15 +92,14 @@ class Trainer:
         t0 = time.perf_counter()
         cfg = self.train_cfg
         x, y = self.corpus.batch(self.data_rng, "train", cfg.batch_size, self.model_cfg.context)
-        loss, cache = self.model.forward(x, y, self.arena)
-        self.model.backward(cache, self.arena)
+        loss = self._passes.loss_and_grads(x, y)
         grad_norm = clip_grad_norm(self.model.grad_flat, cfg.grad_clip)
         lr = lr_at(self.iteration, cfg)
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.optimizer.step(lr)
         # A non-finite loss leaves the weights as they were, so a paused run can still be saved.
-        stats = self.arena.stats()
-        self.arena.reset()
+        stats = self._passes.arena_stats()
+        self._passes.reset()
         self.iteration += 1
         dt = time.perf_counter() - t0
         return StepMetrics(
@@ -112,6 +114,21 @@ class Trainer:
             arena_reserved=stats.reserved,
             arena_chunks=stats.chunks,
         )
+
+    def set_threads(self, n: int) -> int:
+        """Train on ``n`` cores from the next step: the batch split into ``n`` shards on ``n``
+        threads with one BLAS thread each (engine.parallel), or, for a batch too small to
+        split, one pass on ``n`` BLAS threads. Call it from the thread that runs ``step``."""
+        shards = shards_for(self.model_cfg, self.train_cfg.batch_size, n)
+        applied = set_blas_threads(1 if shards > 1 else n)
+        if shards != self._passes.shards:
+            self._passes.close()
+            self._passes = ShardedStep(self.model, self.arena, shards)
+        return n if shards > 1 else applied
+
+    @property
+    def threads(self) -> int:
+        return self._passes.shards if self._passes.shards > 1 else get_blas_threads()
 
     def run(self) -> Iterator[StepMetrics]:
         """Steps until max_iters, one metrics record each: the loop the CLI and the window share."""

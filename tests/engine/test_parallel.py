@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from engine.arena import Arena
+from engine.config import PRESETS, ModelConfig
+from engine.model import GPT
+from engine.parallel import ShardedStep, shards_for
+from engine.trainer import Trainer
+from tests.engine.conftest import tiny_configs
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_a_split_batch_gives_the_loss_and_gradients_of_the_whole(shards):
+    cfg = ModelConfig(vocab_size=11, d_model=16, n_heads=2, n_layers=2, d_ff=32, context=8)
+    model = GPT(cfg, dtype=np.float64)
+    model.init_weights(np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 11, size=(5, 8)), rng.integers(0, 11, size=(5, 8))  # 5 rows: uneven shards
+    whole = ShardedStep(model, Arena(), 1)
+    loss = whole.loss_and_grads(x, y)
+    grads = model.grad_flat.copy()
+    split = ShardedStep(model, Arena(), shards)
+    assert split.loss_and_grads(x, y) == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(model.grad_flat, grads, rtol=1e-10, atol=1e-14)
+    assert split.arena_stats().in_use > whole.arena_stats().in_use  # every shard's arena counts
+    split.reset()
+    assert split.arena_stats().in_use == 0
+    split.close()
+
+
+def test_only_batches_worth_the_hand_offs_are_split():
+    assert shards_for(PRESETS["tiny"].model_for(65), 32, 2) == 1
+    assert shards_for(PRESETS["small"].model_for(65), 16, 2) == 2
+    assert shards_for(PRESETS["small"].model_for(65), 1, 2) == 1
+    assert shards_for(PRESETS["small"].model_for(65), 16, 1) == 1
+
+
+def test_a_trainer_on_two_threads_trains_and_is_deterministic(verse_corpus):
+    model_cfg = ModelConfig(
+        vocab_size=verse_corpus.vocab_size, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=32
+    )
+    _, train_cfg = tiny_configs(verse_corpus, max_iters=10, batch_size=16)
+
+    def run() -> list[float]:
+        trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+        assert trainer.set_threads(2) == 2
+        assert trainer.threads == 2
+        losses = [trainer.step().loss for _ in range(10)]
+        trainer.set_threads(1)
+        return losses
+
+    first = run()
+    assert first == run()
+    assert first[-1] < first[0]
