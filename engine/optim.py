@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,9 @@ def clip_grad_norm(grad: NDArray[Any], max_norm: float) -> float:
     if max_norm > 0 and norm > max_norm:
         grad *= max_norm / (norm + 1e-6)
     return norm
+
+
+PARALLEL_UPDATE_PARAMS = 2_000_000  # below this, a second thread's hand-offs cost more than it saves
 
 
 class AdamW:
@@ -57,7 +61,18 @@ class AdamW:
         self.m = np.zeros_like(params)
         self.v = np.zeros_like(params)
         self.t = 0  # steps taken
-        self._tmp = np.empty(min(self.CHUNK, params.size), dtype=params.dtype)
+        self._scratch = [np.empty(min(self.CHUNK, params.size), dtype=params.dtype)]
+        self._pool: ThreadPoolExecutor | None = None
+
+    def set_threads(self, n: int) -> None:
+        """Update the parameters on ``n`` threads, each a contiguous share of the chunks:
+        the update is memory-bound, and one core alone cannot use all of the bandwidth."""
+        if self._pool is not None:
+            self._pool.shutdown()
+        self._pool = ThreadPoolExecutor(n - 1, "chargpt-adamw") if n > 1 else None
+        self._scratch = [
+            np.empty(min(self.CHUNK, self.params.size), dtype=self.params.dtype) for _ in range(n)
+        ]
 
     def step(self, lr: float) -> None:
         self.t += 1
@@ -65,13 +80,28 @@ class AdamW:
         bc1 = 1.0 - b1**self.t
         bc2 = 1.0 - b2**self.t
         # p -= lr m_hat / (sqrt(v_hat) + eps)  ==  p -= m * step / (sqrt(v) + eps')
-        step = lr * math.sqrt(bc2) / bc1
-        eps = self.eps * math.sqrt(bc2)
-        decay = 1.0 - lr * self.weight_decay
-        for lo in range(0, self.params.size, self.CHUNK):
+        coeffs = (lr * math.sqrt(bc2) / bc1, self.eps * math.sqrt(bc2), 1.0 - lr * self.weight_decay)
+        starts = range(0, self.params.size, self.CHUNK)
+        n = len(self._scratch)
+        share = -(-len(starts) // n)
+        groups = [starts[i * share : (i + 1) * share] for i in range(n)]
+        pool = self._pool
+        futures = (
+            []
+            if pool is None
+            else [pool.submit(self._update, g, self._scratch[i], coeffs) for i, g in enumerate(groups) if i]
+        )
+        self._update(groups[0], self._scratch[0], coeffs)
+        for f in futures:
+            f.result()
+
+    def _update(self, starts: range, scratch: NDArray[Any], coeffs: tuple[float, float, float]) -> None:
+        step, eps, decay = coeffs
+        b1, b2 = self.beta1, self.beta2
+        for lo in starts:
             hi = min(lo + self.CHUNK, self.params.size)
             p, g, m, v = self.params[lo:hi], self.grads[lo:hi], self.m[lo:hi], self.v[lo:hi]
-            tmp = self._tmp[: hi - lo]
+            tmp = scratch[: hi - lo]
             # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
             m *= b1
             np.multiply(g, 1.0 - b1, out=tmp)

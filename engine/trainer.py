@@ -16,7 +16,7 @@ from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
 from engine.model import GPT
-from engine.optim import AdamW, clip_grad_norm, lr_at
+from engine.optim import PARALLEL_UPDATE_PARAMS, AdamW, clip_grad_norm, lr_at
 from engine.parallel import ShardedStep, shards_for
 
 
@@ -121,6 +121,7 @@ class Trainer:
         split, one pass on ``n`` BLAS threads. Call it from the thread that runs ``step``."""
         shards = shards_for(self.model_cfg, self.train_cfg.batch_size, n)
         applied = set_blas_threads(1 if shards > 1 else n)
+        self.optimizer.set_threads(n if self.model.n_params >= PARALLEL_UPDATE_PARAMS else 1)
         if shards != self._passes.shards:
             self._passes.close()
             self._passes = ShardedStep(self.model, self.arena, shards)
