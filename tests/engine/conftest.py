@@ -31,3 +31,16 @@ def one_thread():
 def tiny_configs(corpus: Corpus, **train_overrides) -> tuple[ModelConfig, TrainConfig]:
     preset = PRESETS["tiny"]
     return preset.model_for(corpus.vocab_size), replace(preset.train, **train_overrides)
+
+
+@pytest.fixture
+def run_in_tmp_path(tmp_path, monkeypatch):
+    """For command-line tests: runs/ and other outputs land in the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Path:
+    path = tmp_path / "verse.txt"
+    path.write_text(VERSE * 20, encoding="utf-8")
+    return path

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import VERSE
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,16 +23,7 @@ def chargpt(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     )
 
 
-@pytest.fixture(autouse=True)
-def run_in_tmp_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def corpus_file(tmp_path) -> Path:
-    path = tmp_path / "verse.txt"
-    path.write_text(VERSE * 20, encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("run_in_tmp_path")
 
 
 def test_train_tiny_for_50_iterations_prints_a_decreasing_loss(corpus_file):

@@ -13,22 +13,12 @@ import safetensors.numpy
 
 from engine import checkpoint
 from engine.runlog import read_run
-from tests.engine.conftest import VERSE
 from tests.engine.test_cli import ROOT, chargpt
 
 FAST = ("--batch", "4", "--threads", "1", "--eval-iters", "2")
 
 
-@pytest.fixture(autouse=True)
-def run_in_tmp_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def corpus_file(tmp_path) -> Path:
-    path = tmp_path / "verse.txt"
-    path.write_text(VERSE * 20, encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("run_in_tmp_path")
 
 
 @pytest.fixture
