@@ -429,7 +429,6 @@ class MainWindow(QMainWindow):
             for it, text in _samples_of(run):
                 self.samples.add(it, text, "periodic")
             self._follower = RunFollower(path)
-            self._follower_run = Path(path)
             self._poll_run()
             self._follow_timer.start()
             total = _int((run.config.get("train") or {}).get("max_iters"), 0) if run.config else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from PySide6.QtCore import Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QComboBox,
@@ -73,8 +73,9 @@ class RunPanel(QWidget):
         self._has_model = False
 
         self.preset = QComboBox()
-        for name in PRESETS:
+        for i, (name, preset) in enumerate(PRESETS.items()):
             self.preset.addItem(name, name)
+            self.preset.setItemData(i, preset.description, Qt.ItemDataRole.ToolTipRole)
         self.preset.setToolTip("Model size; choosing one fills in its training settings")
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)

@@ -229,11 +229,12 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
             import torch
         except ImportError:
             raise UsageError("--torch needs PyTorch in this environment: pip install torch") from None
+    blas = blas_info()
     info = {
         "chargpt": engine.__version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "blas": f"{blas_info().library} {blas_info().version} ({blas_info().threading_layer})",
+        "blas": f"{blas.library} {blas.version} ({blas.threading_layer})",
         "cores": cpu_count(),
         "torch": torch.__version__ if args.torch else None,
     }

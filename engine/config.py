@@ -23,10 +23,6 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """Every parameter as (name, shape), in storage and file order.
 

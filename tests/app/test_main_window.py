@@ -48,6 +48,8 @@ def test_each_preset_shows_its_parameter_count_and_fills_the_settings(make_windo
         assert w.panel.batch.value() == preset.train.batch_size
         assert w.panel.iters.value() == preset.train.max_iters
         assert w.panel.lr.value() == pytest.approx(preset.train.lr)
+        index = w.panel.preset.currentIndex()
+        assert w.panel.preset.itemData(index, Qt.ItemDataRole.ToolTipRole) == preset.description
         seen.add(w.panel.model_label.text())
     assert len(seen) == len(PRESETS)
 
