@@ -25,8 +25,8 @@ from engine.arena import Arena
 from engine.blas import blas_info, cpu_count, set_blas_threads
 from engine.config import PRESETS, ModelConfig, get_preset
 from engine.model import GPT
-from engine.optim import PARALLEL_UPDATE_PARAMS, AdamW, clip_grad_norm
-from engine.parallel import ShardedStep, shards_for
+from engine.optim import AdamW, clip_grad_norm
+from engine.parallel import ShardedStep, plan_threads
 
 VOCAB = 65  # tiny Shakespeare's: parameter counts and FLOPs then match the usual figures
 
@@ -81,10 +81,10 @@ def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: floa
     model = GPT(cfg)
     model.init_weights(np.random.default_rng(0))
     opt = AdamW(model.flat, model.grad_flat, model.n_decay)
-    opt.set_threads(threads if model.n_params >= PARALLEL_UPDATE_PARAMS else 1)
-    shards = shards_for(cfg, batch, threads)
-    set_blas_threads(1 if shards > 1 else threads)
-    passes = ShardedStep(model, Arena(), shards)
+    plan = plan_threads(cfg, batch, threads)
+    opt.set_threads(plan.update)
+    set_blas_threads(plan.blas)
+    passes = ShardedStep(model, Arena(), plan.shards)
     rng = np.random.default_rng(1)
     T = cfg.context
     x = rng.integers(0, VOCAB, size=(batch, T))

@@ -266,12 +266,12 @@ def cross_entropy_forward(logits: Array, targets: NDArray[np.integer], arena: Ar
     return loss, (logits, targets)
 
 
-def cross_entropy_backward(cache: Any) -> Array:
-    """-> dlogits (N, V) for the mean loss, written over the probabilities."""
+def cross_entropy_backward(cache: Any, scale: float = 1.0) -> Array:
+    """-> dlogits (N, V) for ``scale`` times the mean loss, written over the probabilities."""
     probs: Array
     probs, targets = cache
     N = probs.shape[0]
     # loss = -mean(log softmax(logits)[targets])  =>  dlogits = (probs - onehot) / N
     probs[np.arange(N), targets] -= 1.0
-    probs *= 1.0 / N
+    probs *= scale / N
     return probs

@@ -110,11 +110,11 @@ class GPT:
         return x, (ln1, fc_attn, attn, proj_attn, ln2, fc, gelu, proj)
 
     # -- backward --------------------------------------------------------------
-    def backward(self, cache: Any, arena: Arena) -> None:
-        """Write d(loss)/d(param) for every parameter into ``grads``."""
+    def backward(self, cache: Any, arena: Arena, scale: float = 1.0) -> None:
+        """Write d(scale * loss)/d(param) for every parameter into ``grads``."""
         g = self.grads
         emb_cache, caches, lnf_cache, head_cache, ce_cache = cache
-        dlogits = L.cross_entropy_backward(ce_cache)
+        dlogits = L.cross_entropy_backward(ce_cache, scale)
         dh = L.linear_backward(dlogits, head_cache, g["lm_head.weight"], None, arena)
         dx = L.layernorm_backward(dh, lnf_cache, g["ln_f.weight"], g["ln_f.bias"], arena)
         for i in reversed(range(self.cfg.n_layers)):

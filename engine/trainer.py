@@ -16,8 +16,8 @@ from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
 from engine.model import GPT
-from engine.optim import PARALLEL_UPDATE_PARAMS, AdamW, clip_grad_norm, lr_at
-from engine.parallel import ShardedStep, shards_for
+from engine.optim import AdamW, clip_grad_norm, lr_at
+from engine.parallel import ShardedStep, plan_threads
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,13 @@ class Trainer:
         """Train on ``n`` cores from the next step: the batch split into ``n`` shards on ``n``
         threads with one BLAS thread each (engine.parallel), or, for a batch too small to
         split, one pass on ``n`` BLAS threads. Call it from the thread that runs ``step``."""
-        shards = shards_for(self.model_cfg, self.train_cfg.batch_size, n)
-        applied = set_blas_threads(1 if shards > 1 else n)
-        self.optimizer.set_threads(n if self.model.n_params >= PARALLEL_UPDATE_PARAMS else 1)
-        if shards != self._passes.shards:
+        plan = plan_threads(self.model_cfg, self.train_cfg.batch_size, n)
+        applied = set_blas_threads(plan.blas)
+        self.optimizer.set_threads(plan.update)
+        if plan.shards != self._passes.shards:
             self._passes.close()
-            self._passes = ShardedStep(self.model, self.arena, shards)
-        return n if shards > 1 else applied
+            self._passes = ShardedStep(self.model, self.arena, plan.shards)
+        return n if plan.shards > 1 else applied
 
     @property
     def threads(self) -> int:
@@ -144,9 +144,7 @@ class Trainer:
         losses = []
         for _ in range(iters or cfg.eval_iters):
             x, y = self.corpus.batch(rng, split, cfg.batch_size, self.model_cfg.context)
-            loss, _ = self.model.forward(x, y, self.arena)
-            self.arena.reset()
-            losses.append(loss)
+            losses.append(self._passes.loss(x, y))
         val = float(np.mean(losses))
         if split == "val" and val < self.best_val_loss:
             self.best_val_loss = val

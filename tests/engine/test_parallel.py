@@ -4,7 +4,7 @@ import pytest
 from engine.arena import Arena
 from engine.config import PRESETS, ModelConfig
 from engine.model import GPT
-from engine.parallel import ShardedStep, shards_for
+from engine.parallel import ShardedStep, ThreadPlan, plan_threads, shards_for
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
 
@@ -25,6 +25,8 @@ def test_a_split_batch_gives_the_loss_and_gradients_of_the_whole(shards):
     assert split.arena_stats().in_use > whole.arena_stats().in_use  # every shard's arena counts
     split.reset()
     assert split.arena_stats().in_use == 0
+    assert split.loss(x, y) == pytest.approx(loss, rel=1e-12)  # evaluation: forward passes only
+    assert split.arena_stats().in_use == 0
     split.close()
 
 
@@ -33,6 +35,14 @@ def test_only_batches_worth_the_hand_offs_are_split():
     assert shards_for(PRESETS["small"].model_for(65), 16, 2) == 2
     assert shards_for(PRESETS["small"].model_for(65), 1, 2) == 1
     assert shards_for(PRESETS["small"].model_for(65), 16, 1) == 1
+
+
+def test_the_update_runs_on_all_threads_for_big_models_only():
+    small, large = PRESETS["small"].model_for(65), PRESETS["large"].model_for(65)
+    assert plan_threads(small, 16, 2) == ThreadPlan(shards=2, blas=1, update=1)
+    assert plan_threads(small, 1, 2) == ThreadPlan(shards=1, blas=2, update=1)
+    assert plan_threads(large, 1, 2) == ThreadPlan(shards=1, blas=2, update=2)
+    assert plan_threads(large, 16, 1) == ThreadPlan(shards=1, blas=1, update=1)
 
 
 def test_a_trainer_on_two_threads_trains_and_is_deterministic(verse_corpus):
