@@ -36,6 +36,7 @@ from engine.config import (
     get_preset,
 )
 from engine.data import Corpus, CorpusError
+from engine.parallel import ShardError
 from engine.runlog import RunLogError
 
 if TYPE_CHECKING:
@@ -446,6 +447,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (UsageError, PresetError, CorpusError, CheckpointError, RunLogError) as e:
         sys.stderr.write(f"chargpt: error: {e}\n")
         return EXIT_USAGE
+    except ShardError as e:
+        sys.stderr.write(f"chargpt: error: {e}; --threads 1 trains without helper processes\n")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         sys.stderr.write("chargpt: interrupted\n")
         return EXIT_INTERRUPTED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -20,12 +19,21 @@ class GPT:
     """Parameters and gradients live in two flat buffers; ``params`` and ``grads``
     map GPT-2 names to views of them, in ``ModelConfig.param_shapes`` order."""
 
-    def __init__(self, cfg: ModelConfig, dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        dtype: Any = np.float32,
+        *,
+        flat: Array | None = None,
+        grad_flat: Array | None = None,
+    ) -> None:
+        """``flat`` and ``grad_flat``, if given, are the (n_params,) buffers to use (shared
+        memory in a shard process); otherwise they are allocated, zeroed."""
         self.cfg = cfg
         self.dtype = np.dtype(dtype)
         self.n_params = cfg.n_params
-        self.flat = np.zeros(self.n_params, dtype=self.dtype)
-        self.grad_flat = np.zeros(self.n_params, dtype=self.dtype)
+        self.flat = np.zeros(self.n_params, dtype=self.dtype) if flat is None else flat
+        self.grad_flat = np.zeros(self.n_params, dtype=self.dtype) if grad_flat is None else grad_flat
         self.params = self._views(self.flat)
         self.grads = self._views(self.grad_flat)
         self.n_decay = 0  # the 2-D weights come first: flat[:n_decay] gets weight decay
@@ -42,14 +50,6 @@ class GPT:
             views[name] = buf[offset : offset + size].reshape(shape)
             offset += size
         return views
-
-    def replica(self) -> GPT:
-        """A GPT that shares this one's parameters but writes gradients of its own:
-        one per thread when a batch is split across threads."""
-        twin = copy.copy(self)
-        twin.grad_flat = np.zeros_like(self.grad_flat)
-        twin.grads = self._views(twin.grad_flat)
-        return twin
 
     def init_weights(self, rng: np.random.Generator) -> None:
         """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 L)."""

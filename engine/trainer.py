@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
 from engine.model import GPT
 from engine.optim import AdamW, clip_grad_norm, lr_at
-from engine.parallel import ShardedStep, plan_threads
+from engine.parallel import ShardedStep, ShardError, plan_threads
 
 
 @dataclass(frozen=True)
@@ -116,15 +116,20 @@ class Trainer:
         )
 
     def set_threads(self, n: int) -> int:
-        """Train on ``n`` cores from the next step: the batch split into ``n`` shards on ``n``
-        threads with one BLAS thread each (engine.parallel), or, for a batch too small to
-        split, one pass on ``n`` BLAS threads. Call it from the thread that runs ``step``."""
+        """Train on ``n`` cores from the next step: the batch split into ``n`` shards, this
+        thread and ``n - 1`` helper processes with one BLAS thread each (engine.parallel),
+        or, for a batch too small to split, one pass on ``n`` BLAS threads. Call it from the
+        thread that runs ``step``."""
         plan = plan_threads(self.model_cfg, self.train_cfg.batch_size, n)
-        applied = set_blas_threads(plan.blas)
-        self.optimizer.set_threads(plan.update)
         if plan.shards != self._passes.shards:
             self._passes.close()
-            self._passes = ShardedStep(self.model, self.arena, plan.shards)
+            try:
+                self._passes = ShardedStep(self.model, self.arena, plan.shards)
+            except ShardError:  # no helper processes here: the whole batch on n BLAS threads
+                plan = replace(plan, shards=1, blas=n)
+                self._passes = ShardedStep(self.model, self.arena, 1)
+        applied = set_blas_threads(plan.blas)
+        self.optimizer.set_threads(plan.update)
         return n if plan.shards > 1 else applied
 
     @property

@@ -1,10 +1,16 @@
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 
+from engine import parallel
 from engine.arena import Arena
+from engine.blas import get_blas_threads
 from engine.config import PRESETS, ModelConfig
 from engine.model import GPT
-from engine.parallel import ShardedStep, ThreadPlan, plan_threads, shards_for
+from engine.parallel import ShardedStep, ShardError, ThreadPlan, plan_threads, shards_for
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
 
@@ -62,3 +68,58 @@ def test_a_trainer_on_two_threads_trains_and_is_deterministic(verse_corpus):
     first = run()
     assert first == run()
     assert first[-1] < first[0]
+
+
+def _split_model() -> ShardedStep:
+    cfg = ModelConfig(vocab_size=11, d_model=16, n_heads=2, n_layers=1, d_ff=32, context=8)
+    model = GPT(cfg)
+    model.init_weights(np.random.default_rng(0))
+    return ShardedStep(model, Arena(), 2)
+
+
+def test_a_failing_helper_is_reported_and_the_next_pass_still_works():
+    split = _split_model()
+    x = np.zeros((4, 8), dtype=np.int64)
+    bad = x.copy()
+    bad[2:] = 99  # out of the vocabulary, in the helper's half only
+    with pytest.raises(ShardError, match=r"helper process failed.*IndexError"):
+        split.loss_and_grads(bad, x)
+    split.reset()
+    assert np.isfinite(split.loss_and_grads(x, x))
+    split.close()
+
+
+def test_helpers_ignore_ctrl_c_and_stop_when_closed_or_orphaned():
+    split = _split_model()
+    x = np.zeros((4, 8), dtype=np.int64)
+    (helper,) = split._helpers
+    assert np.isfinite(split.loss(x, x))
+    os.kill(helper._process.pid, signal.SIGINT)
+    time.sleep(0.2)
+    assert np.isfinite(split.loss(x, x))
+    split.close()
+    assert helper._process.poll() is not None
+
+    # A helper whose training process has gone (its socket closed) ends by itself.
+    split = _split_model()
+    (helper,) = split._helpers
+    helper._conn.close()
+    assert helper._process.wait(timeout=10) == 0
+    split.close()
+
+
+def test_where_helper_processes_cannot_start_the_trainer_uses_blas_threads(verse_corpus, monkeypatch):
+    def refuse(*args: object) -> None:
+        raise ShardError("no processes here")
+
+    monkeypatch.setattr(parallel, "_Helper", refuse)
+    model_cfg = ModelConfig(
+        vocab_size=verse_corpus.vocab_size, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=32
+    )
+    _, train_cfg = tiny_configs(verse_corpus, max_iters=2, batch_size=16)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    try:
+        assert trainer.set_threads(2) == get_blas_threads() == 2
+        assert np.isfinite(trainer.step().loss)
+    finally:
+        trainer.set_threads(1)
