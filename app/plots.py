@@ -97,7 +97,7 @@ class TrainingPlots(QWidget):
         self.step_time = self.time_plot.plot(pen=_pen(GREEN), name="s/iter")
         self.mem_in_use = self.mem_plot.plot(pen=_pen(BLUE), name="arena in use")
         self.mem_reserved = self.mem_plot.plot(pen=_pen(ORANGE), name="arena reserved")
-        self.mem_rss = self._add_right_curve(self.mem_plot, "process RSS", "MB", _pen(GREY))
+        self.mem_rss = self._add_right_curve(self.mem_plot, "RSS", "MB", _pen(GREY))
         self.cursors = [pg.InfiniteLine(angle=90, movable=False, pen=_pen(GREY, 120)) for _ in self.plots]
         for plot, line in zip(self.plots, self.cursors, strict=True):
             plot.addItem(line, ignoreBounds=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +30,20 @@ from engine.optim import AdamW, clip_grad_norm
 from engine.parallel import ShardedStep, plan_threads
 
 VOCAB = 65  # tiny Shakespeare's: parameter counts and FLOPs then match the usual figures
+# Besides the presets: nanoGPT's CPU configuration for tiny Shakespeare, at its own batch size.
+NANOGPT = "nanogpt"
+NANOGPT_BATCH = 12
+
+
+def bench_model(name: str) -> ModelConfig:
+    """A preset's model, or nanoGPT's CPU configuration (4 layers, 4 heads, 128 dims, context 64)."""
+    if name == NANOGPT:
+        return ModelConfig(vocab_size=VOCAB, d_model=128, n_heads=4, n_layers=4, d_ff=512, context=64)
+    return get_preset(name).model_for(VOCAB)
+
+
+def bench_batches(name: str, batches: list[int]) -> list[int]:
+    return [NANOGPT_BATCH] if name == NANOGPT else batches
 
 
 @dataclass
@@ -77,7 +92,7 @@ def default_iters(cfg: ModelConfig, batch: int) -> int:
 def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: float, warmup: int = 3) -> Row:
     """Time iterations as the trainer runs them on ``threads`` cores (Trainer.set_threads):
     the batch split across threads when that pays, else that many BLAS threads."""
-    cfg = get_preset(name).model_for(VOCAB)
+    cfg = bench_model(name)
     model = GPT(cfg)
     model.init_weights(np.random.default_rng(0))
     opt = AdamW(model.flat, model.grad_flat, model.n_decay)
@@ -101,6 +116,7 @@ def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: floa
     n = iters or default_iters(cfg, batch)
     times = np.array([_timed(iteration) for _ in range(n)])
     high_water = passes.arena_stats().high_water
+    rss = _rss(passes.helper_pids)
     passes.close()
     median = float(np.median(times))
     tokens = batch * T
@@ -120,14 +136,15 @@ def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: floa
         arena_high_water_mb=high_water / 1e6,
         activation_mb=activation / 1e6,
         arena_ratio=high_water / activation,
-        rss_mb=_rss() / 1e6,
+        rss_mb=rss / 1e6,
     )
 
 
-def _rss() -> int:
+def _rss(helper_pids: list[int]) -> int:
+    """Resident memory of this process and the helper processes that train batch shards."""
     import psutil
 
-    return int(psutil.Process().memory_info().rss)
+    return sum(int(psutil.Process(pid).memory_info().rss) for pid in [os.getpid(), *helper_pids])
 
 
 def torch_ms(name: str, batch: int, threads: int, iters: int) -> float:
@@ -136,7 +153,7 @@ def torch_ms(name: str, batch: int, threads: int, iters: int) -> float:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = get_preset(name).model_for(VOCAB)
+    cfg = bench_model(name)
     model = _torch_gpt(torch, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
     x = torch.randint(0, VOCAB, (batch, cfg.context))
@@ -194,7 +211,11 @@ def _torch_gpt(torch: Any, cfg: ModelConfig) -> Any:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("bench", help="ms/iter, GFLOP/s, MFU and memory for each preset")
-    p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: all)")
+    p.add_argument(
+        "--presets",
+        default=",".join([*PRESETS, NANOGPT]),
+        help=f"comma-separated (default: all, and {NANOGPT}: nanoGPT's CPU configuration at batch 12)",
+    )
     p.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default: 1,16)")
     p.add_argument("--threads", default=None, help="comma-separated BLAS threads (default: 1..cores)")
     p.add_argument("--iters", type=int, default=0, help="timed iterations per row (default: by size)")
@@ -219,7 +240,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for name in presets:
-        get_preset(name)  # unknown names fail before anything runs
+        bench_model(name)  # unknown names fail before anything runs
     batches = _ints(args.batch, "--batch")
     threads = _ints(args.threads, "--threads") if args.threads else list(range(1, cpu_count() + 1))
     if max(threads) > cpu_count():
@@ -257,12 +278,12 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         out.flush()
     rows = []
     for name in presets:
-        for batch in batches:
+        for batch in bench_batches(name, batches):
             for n in threads:
                 row = bench_row(name, batch, n, args.iters or None, peaks[n])
                 if args.torch:
                     row.torch_ms = torch_ms(
-                        name, batch, n, args.iters or default_iters(get_preset(name).model_for(VOCAB), batch)
+                        name, batch, n, args.iters or default_iters(bench_model(name), batch)
                     )
                 rows.append(row)
                 if not args.json:

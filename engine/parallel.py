@@ -123,6 +123,10 @@ class ShardedStep:
             losses = [helper.receive() for helper in helpers]  # never leave a reply unread
         return [first, *losses]
 
+    @property
+    def helper_pids(self) -> list[int]:
+        return [helper.pid for helper in self._helpers]
+
     def arena_stats(self) -> ArenaStats:
         """All shards' arenas together (a helper's as it was at the end of its last pass)."""
         each = [self.arena.stats()] + [h.stats for h in self._helpers if h.stats is not None]
@@ -215,6 +219,10 @@ class _Helper:
         if not self._conn.poll(STARTUP_TIMEOUT) or self._receive() != "ready":
             self.close()
             raise ShardError(f"a training helper process did not start within {STARTUP_TIMEOUT} s")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def send(self, kind: str, x: NDArray[Any], y: NDArray[Any], share: float) -> None:
         try:

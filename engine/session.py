@@ -9,6 +9,7 @@ the model is trained on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ class TrainingSession:
         self._final: Path | None = None
         self._closed = False
         self._process = psutil.Process()
+        self._helpers: list[psutil.Process] = []
         self._log = RunLog(self.run_dir) if self.run_dir is not None else None
         if self._log is not None:
             self._log.write_config(self._config(extra_config or {}))
@@ -94,7 +96,7 @@ class TrainingSession:
             "tokens_s": m.tokens_s,
             "arena_in_use": m.arena_in_use,
             "arena_reserved": m.arena_reserved,
-            "rss": self._process.memory_info().rss,
+            "rss": self._rss(),
         }
         sample = None
         if cfg.sample_interval > 0 and it % cfg.sample_interval == 0:
@@ -108,6 +110,17 @@ class TrainingSession:
                     self._log.rotate(self.keep)
             self._log.append(record)
         return IterationReport(record, val_loss, sample, saved, error)
+
+    def _rss(self) -> int:
+        """Resident memory of this process and of the trainer's helper processes."""
+        pids = self.trainer.helper_pids
+        if [p.pid for p in self._helpers] != pids:
+            self._helpers = [psutil.Process(pid) for pid in pids]
+        total = self._process.memory_info().rss
+        for helper in self._helpers:
+            with contextlib.suppress(psutil.Error):  # one that just ended counts for nothing
+                total += helper.memory_info().rss
+        return int(total)
 
     def _save(self, path: Path) -> tuple[Path | None, str | None]:
         """A periodic or best checkpoint. A failure (disk full, say) must not end the run:

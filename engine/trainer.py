@@ -133,6 +133,11 @@ class Trainer:
         return n if plan.shards > 1 else applied
 
     @property
+    def helper_pids(self) -> list[int]:
+        """The processes that train shards of the batch besides this one (engine.parallel)."""
+        return self._passes.helper_pids
+
+    @property
     def threads(self) -> int:
         return self._passes.shards if self._passes.shards > 1 else get_blas_threads()
 

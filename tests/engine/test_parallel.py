@@ -3,6 +3,7 @@ import signal
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from engine import parallel
@@ -11,6 +12,7 @@ from engine.blas import get_blas_threads
 from engine.config import PRESETS, ModelConfig
 from engine.model import GPT
 from engine.parallel import ShardedStep, ShardError, ThreadPlan, plan_threads, shards_for
+from engine.session import TrainingSession
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
 
@@ -123,3 +125,21 @@ def test_where_helper_processes_cannot_start_the_trainer_uses_blas_threads(verse
         assert np.isfinite(trainer.step().loss)
     finally:
         trainer.set_threads(1)
+
+
+def test_the_memory_a_session_records_includes_the_helper_processes(verse_corpus):
+    model_cfg = ModelConfig(
+        vocab_size=verse_corpus.vocab_size, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=32
+    )
+    _, train_cfg = tiny_configs(verse_corpus, max_iters=2, batch_size=16)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    session = TrainingSession(trainer)
+    try:
+        trainer.set_threads(2)
+        (pid,) = trainer.helper_pids
+        rss = session.step().record["rss"]
+        own = psutil.Process().memory_info().rss
+        assert rss >= own + psutil.Process(pid).memory_info().rss // 2
+    finally:
+        trainer.set_threads(1)
+    assert trainer.helper_pids == []
