@@ -192,6 +192,8 @@ class TrainingWorker(QObject):
         except Exception as e:  # a bug of ours must not leave the thread hanging
             self._fail(e)
         finally:
+            if self._trainer is not None:
+                self._trainer.close()  # its helper processes, if the batch was split
             self.done.emit()
 
     def _run(self) -> None:

@@ -1,10 +1,10 @@
 """``chargpt bench``: milliseconds per iteration, GFLOP/s and MFU, arena and process memory.
 
-Each row trains one preset at one batch size and thread count on random tokens
-(the data does not change the arithmetic) and times whole iterations: forward,
-backward, clipping, AdamW and arena reset. MFU compares the achieved GFLOP/s
-with a float32 matrix product measured in the same run on the same threads, so
-the figures are ratios that hold on a noisy, shared machine. With ``--torch``,
+Each row trains one preset at one batch size and thread count on random text (the
+data does not change the arithmetic) and times whole iterations as ``Trainer.step``
+runs them: a batch drawn, forward, backward, clipping, AdamW and arena reset. MFU
+compares the achieved GFLOP/s with a float32 matrix product measured in the same run
+on the same threads, so the figures are ratios that hold on a noisy, shared machine. With ``--torch``,
 the same model is timed in PyTorch eager in the same process for a side-by-side
 ratio (PyTorch is never a dependency: install it yourself to use this).
 """
@@ -22,12 +22,10 @@ from typing import Any, TextIO
 import numpy as np
 
 import engine
-from engine.arena import Arena
 from engine.blas import blas_info, cpu_count, set_blas_threads
-from engine.config import PRESETS, ModelConfig, get_preset
-from engine.model import GPT
-from engine.optim import AdamW, clip_grad_norm
-from engine.parallel import ShardedStep, plan_threads
+from engine.config import PRESETS, ModelConfig, TrainConfig, get_preset
+from engine.data import Corpus
+from engine.trainer import Trainer
 
 VOCAB = 65  # tiny Shakespeare's: parameter counts and FLOPs then match the usual figures
 # Besides the presets: nanoGPT's CPU configuration for tiny Shakespeare, at its own batch size.
@@ -90,38 +88,22 @@ def default_iters(cfg: ModelConfig, batch: int) -> int:
 
 
 def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: float, warmup: int = 3) -> Row:
-    """Time iterations as the trainer runs them on ``threads`` cores (Trainer.set_threads):
-    the batch split across threads when that pays, else that many BLAS threads."""
+    """Time ``Trainer.step`` on ``threads`` cores as training runs it (Trainer.set_threads):
+    the batch split across processes when that pays, else that many BLAS threads."""
     cfg = bench_model(name)
-    model = GPT(cfg)
-    model.init_weights(np.random.default_rng(0))
-    opt = AdamW(model.flat, model.grad_flat, model.n_decay)
-    plan = plan_threads(cfg, batch, threads)
-    opt.set_threads(plan.update)
-    set_blas_threads(plan.blas)
-    passes = ShardedStep(model, Arena(), plan.shards)
-    rng = np.random.default_rng(1)
-    T = cfg.context
-    x = rng.integers(0, VOCAB, size=(batch, T))
-    y = rng.integers(0, VOCAB, size=(batch, T))
-
-    def iteration() -> None:
-        passes.loss_and_grads(x, y)
-        clip_grad_norm(model.grad_flat, 1.0)
-        opt.step(1e-4)
-        passes.reset()
-
+    trainer = Trainer(cfg, TrainConfig(batch_size=batch, max_iters=10**9), _random_corpus())
+    trainer.set_threads(threads)
     for _ in range(warmup):
-        iteration()
+        trainer.step()
     n = iters or default_iters(cfg, batch)
-    times = np.array([_timed(iteration) for _ in range(n)])
-    high_water = passes.arena_stats().high_water
-    rss = _rss(passes.helper_pids)
-    passes.close()
+    times = np.array([trainer.step().step_s for _ in range(n)])
+    high_water = trainer.arena_stats().high_water
+    rss = _rss(trainer.helper_pids)
+    trainer.close()
     median = float(np.median(times))
-    tokens = batch * T
+    tokens = trainer.tokens_per_step
     gflops = cfg.flops_per_token() * tokens / median / 1e9
-    activation = model.activation_bytes(batch)
+    activation = trainer.model.activation_bytes(batch)
     return Row(
         preset=name,
         batch=batch,
@@ -138,6 +120,12 @@ def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: floa
         arena_ratio=high_water / activation,
         rss_mb=rss / 1e6,
     )
+
+
+def _random_corpus() -> Corpus:
+    """Random text over VOCAB characters: the data does not change the arithmetic."""
+    codes = np.random.default_rng(1).permutation(np.tile(np.arange(VOCAB), 2000))
+    return Corpus("".join(chr(33 + int(c)) for c in codes), "random")
 
 
 def _rss(helper_pids: list[int]) -> int:

@@ -169,6 +169,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
         threads = threads or trainer.threads
         final = session.finish(evaluate=status == EXIT_OK)
+        trainer.close()
     if status == EXIT_INTERRUPTED:
         say(
             f"interrupted at iteration {trainer.iteration}; saved {final}\n"

@@ -113,7 +113,7 @@ class ShardedStep:
     ) -> list[float]:
         B = x.shape[0]
         helpers = self._helpers[: len(parts) - 1]
-        if self._params is not None:
+        if helpers and self._params is not None:
             self._params.array[...] = self.model.flat  # what the optimizer changed since the last pass
         for helper, s in zip(helpers, parts[1:], strict=True):
             helper.send(kind, x[s], y[s], (s.stop - s.start) / B)
@@ -183,7 +183,9 @@ class _Shared:
         self.array = np.frombuffer(self._map, dtype=like.dtype, count=like.size)
 
     def close(self) -> None:
-        os.close(self.fd)  # the mapping stays valid until the array is gone
+        if self.fd >= 0:
+            os.close(self.fd)  # the mapping stays valid until the array is gone
+            self.fd = -1
 
 
 def _map_fd(fd: int, dtype: np.dtype[Any], count: int) -> NDArray[Any]:
@@ -201,27 +203,33 @@ class _Helper:
         self.grad_flat = self._grads.array
         self.stats: ArenaStats | None = None
         ours, theirs = socket.socketpair()
+        self._conn = multiprocessing.connection.Connection(ours.detach())
         fds = (theirs.fileno(), params.fd, self._grads.fd)
         spec = (model.cfg.to_dict(), model.dtype.str, debug, *fds)
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         env |= {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         code = f"from engine.parallel import _serve; _serve({spec!r})"
+        self._process: subprocess.Popen[bytes] | None = None
         try:
             # A session of its own: the terminal's Ctrl-C is for the training process to handle.
             self._process = subprocess.Popen(
                 [sys.executable, "-c", code], pass_fds=fds, env=env, start_new_session=True
             )
-        finally:
             theirs.close()
-        self._conn = multiprocessing.connection.Connection(ours.detach())
-        # Wait until it is ready, so that a helper that cannot start fails here, not mid-run.
-        if not self._conn.poll(STARTUP_TIMEOUT) or self._receive() != "ready":
+            # Wait until it is ready, so that a helper that cannot start fails here, not mid-run.
+            if not self._conn.poll(STARTUP_TIMEOUT) or self._receive() != "ready":
+                raise ShardError(f"a training helper process did not start within {STARTUP_TIMEOUT} s")
+        except BaseException as e:
+            theirs.close()
             self.close()
-            raise ShardError(f"a training helper process did not start within {STARTUP_TIMEOUT} s")
+            if isinstance(e, OSError):
+                raise ShardError(f"a training helper process could not start: {e}") from e
+            raise
 
     @property
     def pid(self) -> int:
+        assert self._process is not None
         return self._process.pid
 
     def send(self, kind: str, x: NDArray[Any], y: NDArray[Any], share: float) -> None:
@@ -238,7 +246,8 @@ class _Helper:
         try:
             reply = self._conn.recv()
         except (EOFError, OSError) as e:
-            raise ShardError(f"a training helper process stopped (exit code {self._process.poll()})") from e
+            code = self._process.poll() if self._process is not None else None
+            raise ShardError(f"a training helper process stopped (exit code {code})") from e
         if isinstance(reply, BaseException):
             raise ShardError(f"a training helper process failed: {reply!r}") from reply
         return reply
@@ -247,11 +256,12 @@ class _Helper:
         with contextlib.suppress(OSError):
             self._conn.send(None)
         self._conn.close()  # a helper also stops when its socket closes
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
         self._grads.close()
 
 

@@ -98,7 +98,7 @@ class Trainer:
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.optimizer.step(lr)
         # A non-finite loss leaves the weights as they were, so a paused run can still be saved.
-        stats = self._passes.arena_stats()
+        stats = self.arena_stats()
         self._passes.reset()
         self.iteration += 1
         dt = time.perf_counter() - t0
@@ -132,6 +132,11 @@ class Trainer:
         self.optimizer.set_threads(plan.update)
         return n if plan.shards > 1 else applied
 
+    def close(self) -> None:
+        """Stop the helper processes, if any; a later ``set_threads`` starts them again."""
+        self._passes.close()
+        self._passes = ShardedStep(self.model, self.arena, 1)
+
     @property
     def helper_pids(self) -> list[int]:
         """The processes that train shards of the batch besides this one (engine.parallel)."""
@@ -161,7 +166,8 @@ class Trainer:
         return val
 
     def arena_stats(self) -> ArenaStats:
-        return self.arena.stats()
+        """Every shard's arena together (one arena unless the batch is split)."""
+        return self._passes.arena_stats()
 
     # -- checkpoint state ----------------------------------------------------
     def state_tensors(self) -> dict[str, NDArray[Any]]:

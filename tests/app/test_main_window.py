@@ -72,13 +72,15 @@ def test_start_pause_hold_resume(make_window, qtbot):
     qtbot.waitUntil(lambda: plotted(w) > held_plotted, timeout=5_000)  # the plot redraws at its own pace
 
 
-def reference_params(ckpt: checkpoint.Checkpoint, corpus_file: Path) -> dict[str, np.ndarray]:
-    """Train a fresh trainer straight to the checkpoint's iteration, here, with one BLAS thread."""
+def assert_same_as_a_straight_run(ckpt: checkpoint.Checkpoint, corpus_file: Path) -> None:
+    """The checkpoint's parameters equal, bit for bit, those of a fresh trainer taken straight
+    to the checkpoint's iteration, here, with one BLAS thread."""
     set_blas_threads(1)
     trainer = Trainer(ckpt.model_cfg, ckpt.train_cfg, Corpus.from_file(corpus_file))
     while trainer.iteration < ckpt.iteration:
         trainer.step()
-    return trainer.model.params
+    for name, value in ckpt.params.items():
+        np.testing.assert_array_equal(value, trainer.model.params[name], err_msg=name)
 
 
 def test_export_while_training_matches_the_trainer_at_that_iteration(
@@ -98,9 +100,7 @@ def test_export_while_training_matches_the_trainer_at_that_iteration(
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
     ckpt = checkpoint.load(target)
     assert ckpt.iteration >= 10
-    expected = reference_params(ckpt, corpus_file)
-    for name, value in ckpt.params.items():
-        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    assert_same_as_a_straight_run(ckpt, corpus_file)
 
 
 def test_export_into_a_read_only_folder_says_so_and_training_goes_on(
@@ -146,9 +146,7 @@ def test_pause_and_resume_end_with_the_same_parameters_as_a_straight_run(
     qtbot.waitUntil(target.exists, timeout=10_000)
     ckpt = checkpoint.load(target)
     assert ckpt.iteration == 40
-    expected = reference_params(ckpt, corpus_file)
-    for name, value in ckpt.params.items():
-        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    assert_same_as_a_straight_run(ckpt, corpus_file)
 
 
 def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(

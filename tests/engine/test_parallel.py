@@ -8,7 +8,7 @@ import pytest
 
 from engine import parallel
 from engine.arena import Arena
-from engine.blas import get_blas_threads
+from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import PRESETS, ModelConfig
 from engine.model import GPT
 from engine.parallel import ShardedStep, ShardError, ThreadPlan, plan_threads, shards_for
@@ -140,6 +140,9 @@ def test_the_memory_a_session_records_includes_the_helper_processes(verse_corpus
         rss = session.step().record["rss"]
         own = psutil.Process().memory_info().rss
         assert rss >= own + psutil.Process(pid).memory_info().rss // 2
+        assert trainer.arena_stats().high_water > trainer.arena.stats().high_water  # the helper's too
     finally:
-        trainer.set_threads(1)
+        trainer.close()
+        set_blas_threads(1)
     assert trainer.helper_pids == []
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
