@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import OpenBLASController, ThreadpoolController
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,13 @@ def set_blas_threads(n: int) -> int:
     """Limit every BLAS library in the process to ``n`` threads; return the count in force."""
     if n < 1:
         raise ValueError(f"BLAS threads must be at least 1, got {n}")
+    # threadpoolctl 3.8 lets only the first thread that set OpenBLAS's process-wide limit
+    # set it again, for as long as that thread lives, and a Qt thread never stops counting
+    # as alive: the window's next worker, or the main thread, would be ignored. One thread
+    # trains at a time here, so the one asking now takes over.
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
     _controller().select(user_api="blas").limit(limits=n)
     return get_blas_threads()
 
