@@ -169,16 +169,20 @@ def gelu_backward(dout: Array, cache: Any, arena: Arena) -> Array:
 
 # -- causal self-attention ---------------------------------------------------
 def attention_forward(qkv: Array, B: int, T: int, H: int, arena: Arena) -> tuple[Array, Any]:
-    """(N, 3C) packed q, k, v -> (N, C): causal softmax(q k^T / sqrt(D)) v per head."""
+    """(N, 3C) packed q, k, v -> (N, C): causal softmax(q k^T / sqrt(D)) v per head.
+
+    Scales the q third of qkv by 1/sqrt(D) in place: a pass over (N, C) instead of
+    one over the (B, H, T, T) scores, which are T/D times larger.
+    """
     C = qkv.shape[1] // 3
     D = C // H
+    qkv[:, :C] *= 1.0 / math.sqrt(D)
     heads = qkv.reshape(B, T, 3, H, D)
     q = heads[:, :, 0].transpose(0, 2, 1, 3)  # (B, H, T, D), views into qkv
     k = heads[:, :, 1].transpose(0, 2, 1, 3)
     v = heads[:, :, 2].transpose(0, 2, 1, 3)
     att = arena.alloc((B, H, T, T), qkv.dtype)
     np.matmul(q, k.transpose(0, 1, 3, 2), out=att)  # (B, H, T, T)
-    att *= 1.0 / math.sqrt(D)
     att += causal_mask(T, qkv.dtype)
     softmax_lastdim(att, arena)
     y = arena.alloc((B, T, H, D), qkv.dtype)
@@ -203,12 +207,12 @@ def attention_backward(dy: Array, cache: Any, arena: Arena) -> Array:
     np.matmul(datt, _fill(arena, T, 1.0, dy.dtype), out=rowsum[..., 0])
     att *= rowsum
     datt -= att
-    datt *= 1.0 / math.sqrt(D)
-    # s = q @ k^T / sqrt(D): dk needs q and dq needs k, so dk waits in scratch
+    # s = q k^T with q scaled: dk needs q and dq needs k, so dk waits in scratch
     dk = att[..., :D] if T >= D else arena.alloc((B, H, T, D), dy.dtype)
     np.matmul(datt.transpose(0, 1, 3, 2), q, out=dk)
-    np.matmul(datt, k, out=q)  # dq, over q
+    np.matmul(datt, k, out=q)  # d(scaled q), over q
     k[...] = dk
+    qkv[:, : H * D] *= 1.0 / math.sqrt(D)
     arena.release(mark)
     return qkv
 
@@ -242,7 +246,8 @@ def softmax_lastdim(x: Array, arena: Arena) -> None:
 
 def _fill(arena: Arena, n: int, value: float, dtype: Any) -> Array:
     """An (n,) vector of ``value``: row sums and means as BLAS matrix-vector products,
-    which beat NumPy's reductions over short rows."""
+    which beat NumPy's reductions over short rows. (Not column sums: BLAS may split that
+    reduction across its threads, and the result would depend on the thread count.)"""
     v = arena.alloc(n, dtype)
     v.fill(value)
     return v
