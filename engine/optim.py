@@ -23,12 +23,10 @@ def lr_at(it: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
-def clip_grad_norm(grad: NDArray[Any], max_norm: float) -> float:
-    """Scale ``grad`` in place so its global L2 norm is at most ``max_norm``; return the norm before."""
-    norm = math.sqrt(float(np.dot(grad, grad)))
-    if max_norm > 0 and norm > max_norm:
-        grad *= max_norm / (norm + 1e-6)
-    return norm
+def clip_scale(norm: float, max_norm: float) -> float:
+    """The factor that brings a gradient of global L2 norm ``norm`` down to ``max_norm``
+    (1 if it is within it, or clipping is off)."""
+    return max_norm / (norm + 1e-6) if 0 < max_norm < norm else 1.0
 
 
 PARALLEL_UPDATE_PARAMS = 2_000_000  # below this, a second thread's hand-offs cost more than it saves
@@ -41,6 +39,7 @@ class AdamW:
     chunk by chunk so that a chunk's parameters, gradients and moments stay in cache for
     all of them: one sweep through main memory instead of one per operation (at batch 1
     the update otherwise costs as much as the forward and backward passes together).
+    Gradient clipping is folded into the moment updates, so it costs no pass of its own.
     """
 
     CHUNK = 65536  # elements: the five buffers' chunks (1.25 MB) stay in L2/L3; measured best
@@ -55,11 +54,14 @@ class AdamW:
         beta2: float = 0.99,
         eps: float = 1e-8,
         weight_decay: float = 0.1,
+        moments: tuple[NDArray[Any], NDArray[Any]] | None = None,
     ) -> None:
+        """``moments``, if given, are the (m, v) buffers to use as they are (zeros for a new
+        run; shared memory, so that helper processes update their share); otherwise they
+        are allocated, zeroed."""
         self.params, self.grads, self.n_decay = params, grads, n_decay
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
-        self.m = np.zeros_like(params)
-        self.v = np.zeros_like(params)
+        self.m, self.v = moments if moments is not None else (np.zeros_like(params), np.zeros_like(params))
         self.t = 0  # steps taken
         self._scratch = [np.empty(min(self.CHUNK, params.size), dtype=params.dtype)]
         self._pool: ThreadPoolExecutor | None = None
@@ -74,45 +76,66 @@ class AdamW:
             np.empty(min(self.CHUNK, self.params.size), dtype=self.params.dtype) for _ in range(n)
         ]
 
-    def step(self, lr: float) -> None:
+    def step(self, lr: float, grad_scale: float = 1.0) -> None:
+        """One update with the gradients times ``grad_scale`` (a clipping factor)."""
+        coeffs = self.coefficients(lr, grad_scale)
+        n = len(self._scratch)
+        bounds = self.split(n)
+        pool = self._pool
+        futures = (
+            []
+            if pool is None
+            else [pool.submit(self.update_range, *bounds[i], coeffs, self._scratch[i]) for i in range(1, n)]
+        )
+        self.update_range(*bounds[0], coeffs, self._scratch[0])
+        for f in futures:
+            f.result()
+
+    def split(self, n: int) -> list[tuple[int, int]]:
+        """``n`` contiguous ranges of the parameters, whole chunks each (the last may be empty)."""
+        chunks = -(-self.params.size // self.CHUNK)
+        share = -(-chunks // n) * self.CHUNK
+        return [(min(i * share, self.params.size), min((i + 1) * share, self.params.size)) for i in range(n)]
+
+    def coefficients(self, lr: float, grad_scale: float = 1.0) -> tuple[float, ...]:
+        """Count a step and return what ``update_range`` needs for it."""
         self.t += 1
         b1, b2 = self.beta1, self.beta2
         bc1 = 1.0 - b1**self.t
         bc2 = 1.0 - b2**self.t
         # p -= lr m_hat / (sqrt(v_hat) + eps)  ==  p -= m * step / (sqrt(v) + eps')
-        coeffs = (lr * math.sqrt(bc2) / bc1, self.eps * math.sqrt(bc2), 1.0 - lr * self.weight_decay)
-        starts = range(0, self.params.size, self.CHUNK)
-        n = len(self._scratch)
-        share = -(-len(starts) // n)
-        groups = [starts[i * share : (i + 1) * share] for i in range(n)]
-        pool = self._pool
-        futures = (
-            []
-            if pool is None
-            else [pool.submit(self._update, g, self._scratch[i], coeffs) for i, g in enumerate(groups) if i]
+        return (
+            b1,
+            b2,
+            (1.0 - b1) * grad_scale,
+            (1.0 - b2) * grad_scale**2,
+            lr * math.sqrt(bc2) / bc1,
+            self.eps * math.sqrt(bc2),
+            1.0 - lr * self.weight_decay,
         )
-        self._update(groups[0], self._scratch[0], coeffs)
-        for f in futures:
-            f.result()
 
-    def _update(self, starts: range, scratch: NDArray[Any], coeffs: tuple[float, float, float]) -> None:
-        step, eps, decay = coeffs
-        b1, b2 = self.beta1, self.beta2
-        for lo in starts:
-            hi = min(lo + self.CHUNK, self.params.size)
-            p, g, m, v = self.params[lo:hi], self.grads[lo:hi], self.m[lo:hi], self.v[lo:hi]
-            tmp = scratch[: hi - lo]
-            # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
+    def update_range(
+        self, lo: int, hi: int, coeffs: tuple[float, ...], scratch: NDArray[Any] | None = None
+    ) -> None:
+        """Update ``params[lo:hi]`` with the coefficients of one step (``coefficients``)."""
+        b1, b2, gm, gv, step, eps, decay = coeffs
+        if scratch is None:
+            scratch = self._scratch[0]
+        for start in range(lo, hi, self.CHUNK):
+            end = min(start + self.CHUNK, hi)
+            p, g, m, v = self.params[start:end], self.grads[start:end], self.m[start:end], self.v[start:end]
+            tmp = scratch[: end - start]
+            # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2  (g scaled by the clip factor)
             m *= b1
-            np.multiply(g, 1.0 - b1, out=tmp)
+            np.multiply(g, gm, out=tmp)
             m += tmp
             v *= b2
             np.multiply(g, g, out=tmp)
-            tmp *= 1.0 - b2
+            tmp *= gv
             v += tmp
             # decoupled weight decay on the matrices, which come first in the buffer
-            if self.weight_decay and lo < self.n_decay:
-                p[: self.n_decay - lo] *= decay
+            if decay != 1.0 and start < self.n_decay:
+                p[: self.n_decay - start] *= decay
             np.sqrt(v, out=tmp)
             tmp += eps
             np.divide(m, tmp, out=tmp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,8 @@ from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
 from engine.model import GPT
-from engine.optim import AdamW, clip_grad_norm, lr_at
-from engine.parallel import ShardedStep, ShardError, plan_threads
+from engine.optim import AdamW, clip_scale, lr_at
+from engine.parallel import ShardedStep, ShardError, TrainingBuffers, plan_threads
 
 
 @dataclass(frozen=True)
@@ -62,20 +62,25 @@ class Trainer:
             )
         corpus.check_context(model_cfg.context)
         self.model_cfg, self.train_cfg, self.corpus = model_cfg, train_cfg, corpus
-        self.model = GPT(model_cfg, dtype=np.dtype(train_cfg.dtype))
+        # In shared memory from the start, for helper processes to map when set_threads splits
+        # the batch (engine.parallel).
+        self._buffers = TrainingBuffers(model_cfg.n_params, train_cfg.dtype)
+        buf = self._buffers
+        self.model = GPT(model_cfg, dtype=np.dtype(train_cfg.dtype), flat=buf.params, grad_flat=buf.grads)
         self.model.init_weights(np.random.default_rng([train_cfg.seed, 0]))
         self.optimizer = AdamW(
-            self.model.flat,
-            self.model.grad_flat,
+            buf.params,
+            buf.grads,
             self.model.n_decay,
             beta1=train_cfg.beta1,
             beta2=train_cfg.beta2,
             eps=train_cfg.eps,
             weight_decay=train_cfg.weight_decay,
+            moments=(buf.m, buf.v),
         )
         self.data_rng = np.random.default_rng([train_cfg.seed, 1])
         self.arena = Arena(debug=arena_debug)
-        self._passes = ShardedStep(self.model, self.arena, 1)
+        self._passes = ShardedStep(self.model, self.optimizer, self.arena)
         self.iteration = 0
         self.best_val_loss = math.inf
 
@@ -93,10 +98,10 @@ class Trainer:
         cfg = self.train_cfg
         x, y = self.corpus.batch(self.data_rng, "train", cfg.batch_size, self.model_cfg.context)
         loss = self._passes.loss_and_grads(x, y)
-        grad_norm = clip_grad_norm(self.model.grad_flat, cfg.grad_clip)
+        grad_norm = self._passes.grad_norm()
         lr = lr_at(self.iteration, cfg)
         if math.isfinite(loss) and math.isfinite(grad_norm):
-            self.optimizer.step(lr)
+            self._passes.update(lr, clip_scale(grad_norm, cfg.grad_clip))
         # A non-finite loss leaves the weights as they were, so a paused run can still be saved.
         stats = self.arena_stats()
         self._passes.reset()
@@ -124,10 +129,10 @@ class Trainer:
         if plan.shards != self._passes.shards:
             self._passes.close()
             try:
-                self._passes = ShardedStep(self.model, self.arena, plan.shards)
+                self._passes = ShardedStep(self.model, self.optimizer, self.arena, plan.shards, self._buffers)
             except ShardError:  # no helper processes here: the whole batch on n BLAS threads
-                plan = replace(plan, shards=1, blas=n)
-                self._passes = ShardedStep(self.model, self.arena, 1)
+                plan = plan_threads(self.model_cfg, self.train_cfg.batch_size, n, split=False)
+                self._passes = ShardedStep(self.model, self.optimizer, self.arena)
         applied = set_blas_threads(plan.blas)
         self.optimizer.set_threads(plan.update)
         return n if plan.shards > 1 else applied
@@ -135,7 +140,7 @@ class Trainer:
     def close(self) -> None:
         """Stop the helper processes, if any; a later ``set_threads`` starts them again."""
         self._passes.close()
-        self._passes = ShardedStep(self.model, self.arena, 1)
+        self._passes = ShardedStep(self.model, self.optimizer, self.arena)
 
     @property
     def helper_pids(self) -> list[int]:

@@ -20,3 +20,24 @@ def test_the_update_on_two_threads_is_the_update_on_one_bit_for_bit():
     for one, two in zip(*results, strict=True):
         np.testing.assert_array_equal(one, two)
     assert not np.array_equal(results[0][0], start)
+
+
+def test_the_update_with_a_clipping_factor_is_the_textbook_adamw():
+    rng = np.random.default_rng(1)
+    n, n_decay, lr, scale = 1000, 600, 1e-2, 0.5
+    start = rng.normal(size=n)
+    params, grad = start.copy(), np.empty(n)
+    opt = AdamW(params, grad, n_decay, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1)
+    expected, m, v = start.copy(), np.zeros(n), np.zeros(n)
+    for t in range(1, 4):
+        g = rng.normal(size=n)
+        grad[...] = g
+        opt.step(lr, grad_scale=scale)
+        g = g * scale  # clipped
+        m = 0.9 * m + 0.1 * g
+        v = 0.99 * v + 0.01 * g**2
+        expected[:n_decay] *= 1 - lr * 0.1
+        expected -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.99**t)) + 1e-8)
+    np.testing.assert_allclose(params, expected, rtol=1e-12)
+    np.testing.assert_allclose(opt.m, m, rtol=1e-12)
+    np.testing.assert_allclose(opt.v, v, rtol=1e-12)

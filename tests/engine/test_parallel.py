@@ -11,31 +11,63 @@ from engine.arena import Arena
 from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import PRESETS, ModelConfig
 from engine.model import GPT
-from engine.parallel import ShardedStep, ShardError, ThreadPlan, plan_threads, shards_for
+from engine.optim import AdamW
+from engine.parallel import ShardedStep, ShardError, ThreadPlan, TrainingBuffers, plan_threads, shards_for
 from engine.session import TrainingSession
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
 
 
-@pytest.mark.parametrize("shards", [2, 3])
-def test_a_split_batch_gives_the_loss_and_gradients_of_the_whole(shards):
-    cfg = ModelConfig(vocab_size=11, d_model=16, n_heads=2, n_layers=2, d_ff=32, context=8)
-    model = GPT(cfg, dtype=np.float64)
+def _model(cfg: ModelConfig, dtype: type = np.float32) -> tuple[GPT, AdamW, TrainingBuffers]:
+    """A model and its optimizer in shared buffers, as the trainer builds them."""
+    buffers = TrainingBuffers(cfg.n_params, dtype)
+    model = GPT(cfg, dtype, flat=buffers.params, grad_flat=buffers.grads)
     model.init_weights(np.random.default_rng(0))
+    return model, AdamW(buffers.params, buffers.grads, model.n_decay, moments=(buffers.m, buffers.v)), buffers
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_a_split_batch_gives_the_loss_gradients_norm_and_update_of_the_whole(shards):
+    # Over 3 update chunks of parameters, so that every process updates a range of its own.
+    cfg = ModelConfig(vocab_size=11, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=8)
+    assert cfg.n_params > 3 * AdamW.CHUNK
+    model, optimizer, buffers = _model(cfg, np.float64)
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 11, size=(5, 8)), rng.integers(0, 11, size=(5, 8))  # 5 rows: uneven shards
-    whole = ShardedStep(model, Arena(), 1)
+    whole = ShardedStep(model, optimizer, Arena())
     loss = whole.loss_and_grads(x, y)
+    norm = whole.grad_norm()
     grads = model.grad_flat.copy()
-    split = ShardedStep(model, Arena(), shards)
+    split = ShardedStep(model, optimizer, Arena(), shards, buffers)
     assert split.loss_and_grads(x, y) == pytest.approx(loss, rel=1e-12)
+    assert split.grad_norm() == pytest.approx(norm, rel=1e-12)
     np.testing.assert_allclose(model.grad_flat, grads, rtol=1e-10, atol=1e-14)
     assert split.arena_stats().in_use > whole.arena_stats().in_use  # every shard's arena counts
     split.reset()
     assert split.arena_stats().in_use == 0
     assert split.loss(x, y) == pytest.approx(loss, rel=1e-12)  # evaluation: forward passes only
     assert split.arena_stats().in_use == 0
+
+    # The update, each process on its range of the parameters, is the update on one, bit for bit.
+    start = buffers.params.copy()
+    results = []
+    for step in (whole, split):
+        buffers.params[...], buffers.m[...], buffers.v[...], optimizer.t = start, 0, 0, 0
+        for _ in range(2):
+            buffers.grads[...] = grads
+            step.update(1e-2, grad_scale=0.5)
+        results.append(buffers.params.copy())
+    np.testing.assert_array_equal(*results)
+    assert not np.array_equal(results[0], start)
     split.close()
+
+
+def test_a_split_batch_needs_the_shared_buffers():
+    model, optimizer, _ = _model(
+        ModelConfig(vocab_size=11, d_model=16, n_heads=2, n_layers=1, d_ff=32, context=8)
+    )
+    with pytest.raises(ValueError, match="TrainingBuffers"):
+        ShardedStep(model, optimizer, Arena(), 2)
 
 
 def test_only_batches_worth_the_hand_offs_are_split():
@@ -51,6 +83,8 @@ def test_the_update_runs_on_all_threads_for_big_models_only():
     assert plan_threads(small, 1, 2) == ThreadPlan(shards=1, blas=2, update=1)
     assert plan_threads(large, 1, 2) == ThreadPlan(shards=1, blas=2, update=2)
     assert plan_threads(large, 16, 1) == ThreadPlan(shards=1, blas=1, update=1)
+    assert plan_threads(large, 16, 2) == ThreadPlan(shards=2, blas=1, update=1)  # a range each
+    assert plan_threads(large, 16, 2, split=False) == ThreadPlan(shards=1, blas=2, update=2)
 
 
 def test_a_trainer_on_two_threads_trains_and_is_deterministic(verse_corpus):
@@ -74,9 +108,8 @@ def test_a_trainer_on_two_threads_trains_and_is_deterministic(verse_corpus):
 
 def _split_model() -> ShardedStep:
     cfg = ModelConfig(vocab_size=11, d_model=16, n_heads=2, n_layers=1, d_ff=32, context=8)
-    model = GPT(cfg)
-    model.init_weights(np.random.default_rng(0))
-    return ShardedStep(model, Arena(), 2)
+    model, optimizer, buffers = _model(cfg)
+    return ShardedStep(model, optimizer, Arena(), 2, buffers)
 
 
 def test_a_failing_helper_is_reported_and_the_next_pass_still_works():
