@@ -3,10 +3,14 @@
 Each row trains one preset at one batch size and thread count on random text (the
 data does not change the arithmetic) and times whole iterations as ``Trainer.step``
 runs them: a batch drawn, forward, backward, clipping, AdamW and arena reset. MFU
-compares the achieved GFLOP/s with a float32 matrix product measured in the same run
-on the same threads, so the figures are ratios that hold on a noisy, shared machine. With ``--torch``,
-the same model is timed in PyTorch eager in the same process for a side-by-side
-ratio (PyTorch is never a dependency: install it yourself to use this).
+compares the achieved GFLOP/s with a float32 matrix product on the same threads. With
+``--torch``, the same model is timed in PyTorch eager in the same process (PyTorch is
+never a dependency: install it yourself to use this).
+
+A shared machine's speed drifts by tens of percent within minutes, so a row does not time
+one thing after another: it takes ROUNDS turns of our iterations, PyTorch's and the
+matrix product in turn, and compares medians over all turns. Drift then moves both sides
+of each ratio alike.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ VOCAB = 65  # tiny Shakespeare's: parameter counts and FLOPs then match the usua
 # Besides the presets: nanoGPT's CPU configuration for tiny Shakespeare, at its own batch size.
 NANOGPT = "nanogpt"
 NANOGPT_BATCH = 12
+ROUNDS = 5  # turns per row of our iterations, PyTorch's and the matmul peak
+SETTLE_S = 0.2  # after a turn, for its idle BLAS or OpenMP threads to stop spinning
 
 
 def bench_model(name: str) -> ModelConfig:
@@ -60,11 +66,13 @@ class Row:
     activation_mb: float
     arena_ratio: float
     rss_mb: float
+    peak_gflops: float  # the best matmul seen during the row's turns: MFU's denominator
     torch_ms: float | None = None
 
 
 def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 15) -> float:
-    """Best float32 GFLOP/s of an n x n x n product on ``threads`` BLAS threads."""
+    """Best float32 GFLOP/s of an n x n x n product on ``threads`` BLAS threads (which
+    stay in force: callers that need another count set it again)."""
     set_blas_threads(threads)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
@@ -87,19 +95,35 @@ def default_iters(cfg: ModelConfig, batch: int) -> int:
     return int(np.clip(3e10 / max(flops, 1), 5, 200))
 
 
-def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: float, warmup: int = 3) -> Row:
-    """Time ``Trainer.step`` on ``threads`` cores as training runs it (Trainer.set_threads):
-    the batch split across processes when that pays, else that many BLAS threads."""
+def bench_row(
+    name: str, batch: int, threads: int, iters: int | None, *, torch: bool = False, warmup: int = 3
+) -> Row:
+    """Time ``Trainer.step`` on ``threads`` cores as training runs it (Trainer.set_threads:
+    the batch split across processes when that pays, else that many BLAS threads), in
+    ROUNDS turns with the matmul peak and, if ``torch``, PyTorch's iterations."""
     cfg = bench_model(name)
     trainer = Trainer(cfg, TrainConfig(batch_size=batch, max_iters=10**9), _random_corpus())
-    trainer.set_threads(threads)
-    for _ in range(warmup):
-        trainer.step()
     n = iters or default_iters(cfg, batch)
-    times = np.array([trainer.step().step_s for _ in range(n)])
-    high_water = trainer.arena_stats().high_water
-    rss = _rss(trainer.helper_pids)
-    trainer.close()
+    per_round = max(1, -(-n // ROUNDS))
+    theirs = _TorchRun(cfg, batch, threads) if torch else None
+    times: list[float] = []
+    torch_times: list[float] = []
+    peak = 0.0
+    try:
+        for _ in range(ROUNDS):
+            peak = max(peak, matmul_peak_gflops(threads, repeats=5))
+            trainer.set_threads(threads)  # after the peak's BLAS threads
+            time.sleep(SETTLE_S)
+            for _ in range(warmup if not times else 0):
+                trainer.step()
+            times += [trainer.step().step_s for _ in range(per_round)]
+            if theirs is not None:
+                torch_times += theirs.times(per_round, warmup=warmup if not torch_times else 0)
+                time.sleep(SETTLE_S)
+        high_water = trainer.arena_stats().high_water
+        rss = _rss(trainer.helper_pids)
+    finally:
+        trainer.close()
     median = float(np.median(times))
     tokens = trainer.tokens_per_step
     gflops = cfg.flops_per_token() * tokens / median / 1e9
@@ -119,6 +143,8 @@ def bench_row(name: str, batch: int, threads: int, iters: int | None, peak: floa
         activation_mb=activation / 1e6,
         arena_ratio=high_water / activation,
         rss_mb=rss / 1e6,
+        peak_gflops=peak,
+        torch_ms=1e3 * float(np.median(torch_times)) if torch_times else None,
     )
 
 
@@ -135,29 +161,33 @@ def _rss(helper_pids: list[int]) -> int:
     return sum(int(psutil.Process(pid).memory_info().rss) for pid in [os.getpid(), *helper_pids])
 
 
-def torch_ms(name: str, batch: int, threads: int, iters: int) -> float:
-    """Median ms per iteration of the same GPT in PyTorch eager on the CPU."""
-    import torch  # type: ignore[import-not-found]  # optional, only for this comparison
+class _TorchRun:
+    """The same GPT in PyTorch eager on the CPU, AdamW and clipping included."""
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    cfg = bench_model(name)
-    model = _torch_gpt(torch, cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
-    x = torch.randint(0, VOCAB, (batch, cfg.context))
-    y = torch.randint(0, VOCAB, (batch, cfg.context))
+    def __init__(self, cfg: ModelConfig, batch: int, threads: int) -> None:
+        import torch  # type: ignore[import-not-found]  # optional, only for this comparison
 
-    def iteration() -> None:
-        opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, VOCAB), y.view(-1))
+        self.torch, self.threads = torch, threads
+        torch.manual_seed(0)
+        self.model = _torch_gpt(torch, cfg)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+        self.x = torch.randint(0, VOCAB, (batch, cfg.context))
+        self.y = torch.randint(0, VOCAB, (batch, cfg.context))
+
+    def iteration(self) -> None:
+        torch = self.torch
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.model(self.x)
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, VOCAB), self.y.view(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
 
-    for _ in range(3):
-        iteration()
-    return 1e3 * float(np.median([_timed(iteration) for _ in range(iters)]))
+    def times(self, n: int, warmup: int = 0) -> list[float]:
+        self.torch.set_num_threads(self.threads)
+        for _ in range(warmup):
+            self.iteration()
+        return [_timed(self.iteration) for _ in range(n)]
 
 
 def _torch_gpt(torch: Any, cfg: ModelConfig) -> Any:
@@ -247,13 +277,13 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         "cores": cpu_count(),
         "torch": torch.__version__ if args.torch else None,
     }
-    peaks = {n: matmul_peak_gflops(n) for n in threads}
+    peaks = {n: matmul_peak_gflops(n) for n in threads}  # for the header; rows measure their own
     if not args.json:
         out.write(
             f"chargpt {info['chargpt']}, Python {info['python']}, NumPy {info['numpy']}, "
             f"BLAS {info['blas']}, {info['cores']} cores"
             + (f", PyTorch {info['torch']}" if args.torch else "")
-            + "\nfloat32 matmul peak: "
+            + "\nfloat32 matmul peak at the start: "
             + ", ".join(f"{peaks[n]:.0f} GFLOP/s on {n} thread{'s' * (n > 1)}" for n in threads)
             + "\n\n"
         )
@@ -268,11 +298,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     for name in presets:
         for batch in bench_batches(name, batches):
             for n in threads:
-                row = bench_row(name, batch, n, args.iters or None, peaks[n])
-                if args.torch:
-                    row.torch_ms = torch_ms(
-                        name, batch, n, args.iters or default_iters(bench_model(name), batch)
-                    )
+                row = bench_row(name, batch, n, args.iters or None, torch=args.torch)
                 rows.append(row)
                 if not args.json:
                     out.write(_format(row) + "\n")
