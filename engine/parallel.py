@@ -84,14 +84,19 @@ def plan_threads(cfg: ModelConfig, batch: int, n: int, *, split: bool = True) ->
 
 class TrainingBuffers:
     """A model's parameters and gradients and AdamW's two moments: four (n_params,)
-    arrays in one memory file, which helper processes map."""
+    arrays in one memory file, which helper processes map (where there are helpers:
+    elsewhere, ordinary memory)."""
 
     def __init__(self, n_params: int, dtype: Any) -> None:
-        self._memory = _Shared(4 * _padded(n_params), np.dtype(dtype))
-        self.params, self.grads, self.m, self.v = _rows(self._memory.array, n_params)
+        count, dt = 4 * _padded(n_params), np.dtype(dtype)
+        self._memory = _Shared(count, dt) if os.name == "posix" else None
+        flat = self._memory.array if self._memory is not None else np.zeros(count, dt)
+        self.params, self.grads, self.m, self.v = _rows(flat, n_params)
 
     @property
     def fd(self) -> int:
+        if self._memory is None:
+            raise ShardError("helper processes need POSIX file descriptor inheritance")
         return self._memory.fd
 
 

@@ -179,3 +179,14 @@ def test_the_memory_a_session_records_includes_the_helper_processes(verse_corpus
         set_blas_threads(1)
     assert trainer.helper_pids == []
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_without_posix_the_buffers_are_ordinary_memory(monkeypatch):
+    monkeypatch.setattr(parallel.os, "name", "nt")  # no descriptor inheritance, no helpers
+    buffers = TrainingBuffers(100, np.float32)
+    arrays = (buffers.params, buffers.grads, buffers.m, buffers.v)
+    assert all(a.shape == (100,) and not a.any() for a in arrays)
+    buffers.params += 1
+    assert not buffers.grads.any()
+    with pytest.raises(ShardError, match="POSIX"):
+        _ = buffers.fd
