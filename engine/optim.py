@@ -108,7 +108,7 @@ class AdamW:
             b1,
             b2,
             (1.0 - b1) * grad_scale,
-            (1.0 - b2) * grad_scale**2,
+            math.sqrt(1.0 - b2) * grad_scale,
             lr * math.sqrt(bc2) / bc1,
             self.eps * math.sqrt(bc2),
             1.0 - lr * self.weight_decay,
@@ -118,7 +118,7 @@ class AdamW:
         self, lo: int, hi: int, coeffs: tuple[float, ...], scratch: NDArray[Any] | None = None
     ) -> None:
         """Update ``params[lo:hi]`` with the coefficients of one step (``coefficients``)."""
-        b1, b2, gm, gv, step, eps, decay = coeffs
+        b1, b2, gm, gs, step, eps, decay = coeffs
         if scratch is None:
             scratch = self._scratch[0]
         for start in range(lo, hi, self.CHUNK):
@@ -130,8 +130,8 @@ class AdamW:
             np.multiply(g, gm, out=tmp)
             m += tmp
             v *= b2
-            np.multiply(g, g, out=tmp)
-            tmp *= gv
+            np.multiply(g, gs, out=tmp)  # scaled before squaring: a tiny clip factor squared
+            tmp *= tmp  # would fall into float32's denormals, and a huge g squared overflow
             v += tmp
             # decoupled weight decay on the matrices, which come first in the buffer
             if decay != 1.0 and start < self.n_decay:

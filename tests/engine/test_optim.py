@@ -41,3 +41,18 @@ def test_the_update_with_a_clipping_factor_is_the_textbook_adamw():
     np.testing.assert_allclose(params, expected, rtol=1e-12)
     np.testing.assert_allclose(opt.m, m, rtol=1e-12)
     np.testing.assert_allclose(opt.v, v, rtol=1e-12)
+
+
+def test_a_huge_gradient_clipped_hard_updates_like_the_textbook_in_float32():
+    # Norm 1.5e19, near float32's limit for a sum of squares: squared, the clip factor
+    # (~4e-41 with 1 - beta2) would be a float32 denormal with a third of its precision.
+    g = np.array([1.5e19, 1e18, -3e18, 5e17, 7.0], dtype=np.float32)
+    scale = 1.0 / float(np.linalg.norm(g.astype(np.float64)))
+    start = np.linspace(-1, 1, g.size).astype(np.float32)
+    params, grad = start.copy(), g.copy()
+    opt = AdamW(params, grad, 0, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
+    opt.step(1e-2, grad_scale=scale)
+    clipped = g.astype(np.float64) * scale
+    m, v = 0.1 * clipped, 0.01 * clipped**2
+    np.testing.assert_allclose(opt.v, v, rtol=2e-6)
+    np.testing.assert_allclose(params, start - 1e-2 * (m / 0.1) / (np.sqrt(v / 0.01) + 1e-8), rtol=1e-6)
