@@ -373,3 +373,17 @@ def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
     chosen = int(w.threads_label.text().split()[1])
     assert 1 <= chosen <= (os.cpu_count() or 1)
     assert w.panel.threads.text() == "Auto"  # the choice stays Auto; the count shows in the status bar
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_each_run_gets_the_blas_threads_it_asks_for(make_window, qtbot):
+    # Each run's worker is a new thread, and OpenBLAS has one process-wide count: the count
+    # must follow each run (tests/engine/test_blas.py has the threadpoolctl case that broke it).
+    w = make_window()
+    for threads in (1, 2, 1):
+        tiny(w, iters=3, threads=threads)  # tiny batches are not split: BLAS threads do the work
+        qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
+        assert w._threads_in_force == threads
+        assert w.panel.threads.value() == threads
+        assert w.threads_label.text() == f"{threads} threads"
