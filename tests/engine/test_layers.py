@@ -87,3 +87,19 @@ def test_cross_entropy_stays_finite_for_extreme_logits():
     logits = np.array([[1000.0, -1000.0, 0.0]], dtype=np.float32)
     loss, _ = L.cross_entropy_forward(logits, np.array([1]), Arena())
     assert loss == pytest.approx(2000.0)
+
+
+@pytest.mark.parametrize("one_hot_max", [L.ONE_HOT_MAX_VOCAB, 0])  # the product, then the sort
+def test_the_embedding_gradient_is_a_scatter_add_by_token(one_hot_max, monkeypatch):
+    monkeypatch.setattr(L, "ONE_HOT_MAX_VOCAB", one_hot_max)
+    rng = np.random.default_rng(3)
+    B, T, V, C, context = 3, 5, 9, 4, 8
+    idx = rng.integers(0, V - 1, size=(B, T))  # the last token never occurs: its row stays 0
+    dout = rng.normal(size=(B * T, C))
+    dwte, dwpe = np.full((V, C), np.nan), np.full((context, C), np.nan)
+    L.embedding_backward(dout, idx, dwte, dwpe, Arena())
+    expected = np.zeros((V, C))
+    np.add.at(expected, idx.ravel(), dout)
+    np.testing.assert_allclose(dwte, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dwpe[:T], dout.reshape(B, T, C).sum(axis=0), rtol=1e-12)
+    assert not dwpe[T:].any()
