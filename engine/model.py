@@ -65,11 +65,16 @@ class GPT:
 
     # -- forward ---------------------------------------------------------------
     def forward(
-        self, idx: NDArray[np.integer], targets: NDArray[np.integer] | None, arena: Arena
+        self,
+        idx: NDArray[np.integer],
+        targets: NDArray[np.integer] | None,
+        arena: Arena,
+        kv: KVCache | None = None,
     ) -> tuple[float, Any]:
         """(B, T) ids and targets -> (mean loss, cache for backward).
 
-        Without targets, returns (nan, logits of the last position (B, V)).
+        Without targets, returns (nan, logits of the last position (B, V)); ``kv`` (batch 1)
+        then keeps every layer's keys and values, for ``decode`` to go on from.
         """
         p = self.params
         B, T = idx.shape
@@ -80,6 +85,11 @@ class GPT:
         for i in range(self.cfg.n_layers):
             x, c = self._block_forward(i, x, B, T, arena)
             caches.append(c)
+            if kv is not None:
+                _, _, k, v, _ = c[2]  # the attention's cache: (qkv, q, k, v, att), (B, H, T, D)
+                kv.k[i, :, :T], kv.v[i, :, :T] = k[0], v[0]
+        if kv is not None:
+            kv.length = T
         # From here on x is only read: layer norm caches its own normalised copy.
         if targets is None:
             last = x.reshape(B, T, -1)[:, -1]  # (B, C)
@@ -90,6 +100,46 @@ class GPT:
         logits, head_cache = L.linear_forward(h, p["lm_head.weight"], None, arena)  # (N, V)
         loss, ce_cache = L.cross_entropy_forward(logits, targets.reshape(-1), arena)
         return loss, (emb_cache, caches, lnf_cache, head_cache, ce_cache)
+
+    def decode(self, token: int, kv: KVCache, arena: Arena) -> Array:
+        """The logits (1, V) after ``token`` at position ``kv.length``, attending to the keys and
+        values ``kv`` holds rather than running the whole sequence again; adds its own."""
+        p, cfg = self.params, self.cfg
+        t, H = kv.length, cfg.n_heads
+        if t >= cfg.context:
+            raise ValueError(f"the key/value cache is full ({cfg.context} positions)")
+        C = cfg.d_model
+        D = C // H
+        x = arena.alloc((1, C), self.dtype)
+        np.add(p["wte"][token], p["wpe"][t], out=x[0])
+        for i in range(cfg.n_layers):
+            pre = f"h.{i}."
+            h, _ = L.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], arena)
+            qkv, _ = L.linear_forward(h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"], arena)
+            q, k, v = qkv.reshape(3, H, 1, D)
+            kv.k[i, :, t], kv.v[i, :, t] = k[:, 0], v[:, 0]
+            # the newest position attends to every one so far: no mask needed
+            att = arena.alloc((H, 1, t + 1), self.dtype)
+            np.matmul(q, kv.k[i, :, : t + 1].transpose(0, 2, 1), out=att)
+            att *= 1.0 / math.sqrt(D)
+            att -= att.max(axis=-1, keepdims=True)
+            np.exp(att, out=att)
+            att /= att.sum(axis=-1, keepdims=True)
+            y = arena.alloc((H, 1, D), self.dtype)
+            np.matmul(att, kv.v[i, :, : t + 1], out=y)
+            a, _ = L.linear_forward(
+                y.reshape(1, C), p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"], arena
+            )
+            x += a
+            h2, _ = L.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], arena)
+            f, _ = L.linear_forward(h2, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"], arena)
+            g, _ = L.gelu_forward(f, arena)
+            m, _ = L.linear_forward(g, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"], arena)
+            x += m
+        kv.length = t + 1
+        h, _ = L.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"], arena)
+        logits, _ = L.linear_forward(h, p["lm_head.weight"], None, arena)
+        return logits
 
     def _block_forward(self, i: int, x: Array, B: int, T: int, arena: Arena) -> tuple[Array, Any]:
         p, pre = self.params, f"h.{i}."
@@ -150,3 +200,16 @@ class GPT:
         )
         dx += L.layernorm_backward(dh, ln1, g[pre + "ln_1.weight"], g[pre + "ln_1.bias"], arena)
         return dx
+
+
+class KVCache:
+    """Every layer's keys and values for the positions a sequence has reached (batch 1):
+    sampling then runs one new position per character instead of the whole sequence, until
+    the context is full (after that the window slides, every position's embedding changes,
+    and each character needs the whole window again)."""
+
+    def __init__(self, cfg: ModelConfig, dtype: Any) -> None:
+        shape = (cfg.n_layers, cfg.n_heads, cfg.context, cfg.d_model // cfg.n_heads)
+        self.k = np.empty(shape, dtype)
+        self.v = np.empty(shape, dtype)
+        self.length = 0  # positions held

@@ -15,7 +15,7 @@ from engine.arena import Arena, ArenaStats
 from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
-from engine.model import GPT
+from engine.model import GPT, KVCache
 from engine.optim import AdamW, clip_scale, lr_at
 from engine.parallel import ShardedStep, ShardError, TrainingBuffers, plan_threads
 
@@ -256,13 +256,16 @@ def generate_iter(
     ids = list(tokenizer.encode(prompt))  # raises, naming characters outside the vocabulary
     if not ids:
         ids = [tokenizer.stoi.get("\n", 0)]
+    if n_tokens == 0:
+        return
     rng = np.random.default_rng(seed)
     arena = arena or Arena()
     context = model.cfg.context
     vocab = model.cfg.vocab_size
-    for _ in range(n_tokens):
-        window = np.asarray(ids[-context:], dtype=np.intp)[None, :]
-        _, logits = model.forward(window, None, arena)
+    kv = KVCache(model.cfg, model.dtype)
+    window = np.asarray(ids[-context:], dtype=np.intp)[None, :]
+    _, logits = model.forward(window, None, arena, kv=kv)
+    for i in range(n_tokens):
         z = logits[0].astype(np.float64) / temperature
         arena.reset()
         if top_k is not None and 0 < top_k < vocab:
@@ -274,3 +277,10 @@ def generate_iter(
         nxt = int(rng.choice(vocab, p=probs))
         ids.append(nxt)
         yield tokenizer.chars[nxt]
+        if i + 1 == n_tokens:
+            break
+        if kv.length < context:  # one new position on the cached keys and values
+            logits = model.decode(nxt, kv, arena)
+        else:  # the window slides: every position moves, so the whole window again
+            window = np.asarray(ids[-context:], dtype=np.intp)[None, :]
+            _, logits = model.forward(window, None, arena)
