@@ -122,7 +122,8 @@ class Preset:
 
     def summary(self, vocab_size: int = 65) -> str:
         m = self.model_for(vocab_size)
-        return f"{self.name}: {m.n_layers} × {m.d_model}, {format_count(m.n_params)} params"
+        # Short enough for the window's preset list at its narrowest (its label spells it out).
+        return f"{self.name}: {m.n_layers} × {m.d_model}, {format_count(m.n_params)}"
 
 
 def format_count(n: int) -> str:
