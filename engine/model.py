@@ -80,6 +80,8 @@ class GPT:
         B, T = idx.shape
         if T > self.cfg.context:
             raise ValueError(f"sequence of {T} tokens is longer than the context {self.cfg.context}")
+        if kv is not None and B != 1:
+            raise ValueError(f"a key/value cache holds one sequence, not a batch of {B}")
         x, emb_cache = L.embedding_forward(idx, p["wte"], p["wpe"], arena)  # (N, C)
         caches = []
         for i in range(self.cfg.n_layers):

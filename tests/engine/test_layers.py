@@ -120,6 +120,8 @@ def test_decoding_on_cached_keys_and_values_gives_the_full_forward_logits():
         assert kv.length == t + 1
     with pytest.raises(ValueError, match="cache is full"):
         model.decode(0, kv, arena)
+    with pytest.raises(ValueError, match="one sequence"):
+        model.forward(np.zeros((2, 3), dtype=np.intp), None, arena, kv=kv)
 
 
 def test_sampling_with_the_cache_matches_sampling_with_whole_windows():
