@@ -151,7 +151,8 @@ def gelu_forward(x: Array, arena: Arena) -> tuple[Array, Any]:
     s *= -2.0 * GELU_K * GELU_C
     s -= 2.0 * GELU_K
     s *= x  # s = -2u
-    np.exp(s, out=s)
+    with np.errstate(over="ignore"):  # inf for x below about -10: the sigmoid is then 0, as it should be
+        np.exp(s, out=s)
     s += 1.0
     np.reciprocal(s, out=s)  # s = sigmoid(2u)
     out = arena.alloc(x.shape, x.dtype)

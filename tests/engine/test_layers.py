@@ -1,6 +1,7 @@
 """Gradients by finite differences, and each fast layer against its slow reference."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -143,3 +144,14 @@ def test_sampling_with_the_cache_matches_sampling_with_whole_windows():
     for prompt in ("ab", "abcdefghij"):  # inside the context, and longer than it
         text = "".join(generate_iter(model, tokenizer, prompt, 20, temperature=0.9, seed=5))
         assert text == whole_windows(prompt, 20, 5)
+
+
+def test_gelu_of_very_negative_inputs_is_zero_without_warnings():
+    x = np.array([[-1e4, -50.0, -12.0, 0.0, 3.0]], dtype=np.float32)
+    arena = Arena()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would fail here
+        out, cache = L.gelu_forward(x.copy(), arena)
+        dx = L.gelu_backward(np.ones_like(x), cache, arena)
+    np.testing.assert_allclose(out, R.gelu(x.astype(np.float64)), atol=1e-6)
+    assert np.isfinite(dx).all() and dx[0, 0] == 0.0
