@@ -36,6 +36,14 @@ def last_iter(window) -> int:
     return 0 if math.isnan(it) else int(it)
 
 
+def train_then_pause(window, qtbot, at: int) -> None:
+    """Start with the button, train to at least iteration ``at``, pause with the button."""
+    qtbot.mouseClick(window.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(window) >= at, timeout=20_000)
+    qtbot.mouseClick(window.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.state == PAUSED, timeout=5_000)
+
+
 def test_each_preset_shows_its_parameter_count_and_fills_the_settings(make_window):
     w = make_window()
     vocab = w.corpus.vocab_size
@@ -132,10 +140,7 @@ def test_pause_and_resume_end_with_the_same_parameters_as_a_straight_run(
 ):
     w = make_window()
     tiny(w, iters=40)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: last_iter(w) >= 10, timeout=20_000)
-    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
+    train_then_pause(w, qtbot, at=10)
     qtbot.wait(200)
     qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
@@ -154,10 +159,7 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
 ):
     first = make_window()
     tiny(first, iters=500)
-    qtbot.mouseClick(first.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: last_iter(first) >= 15, timeout=20_000)
-    qtbot.mouseClick(first.panel.pause, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: first.state == PAUSED, timeout=5_000)
+    train_then_pause(first, qtbot, at=15)
     k = last_iter(first)
     run_dir = first.run_info.run_dir
     assert run_dir is not None and run_dir.is_relative_to(isolated_user)  # never the real home
