@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -84,8 +85,12 @@ class GPT:
             raise ValueError(f"a key/value cache holds one sequence, not a batch of {B}")
         x, emb_cache = L.embedding_forward(idx, p["wte"], p["wpe"], arena)  # (N, C)
         caches = []
+
+        def attend(qkv: Array) -> tuple[Array, Any]:
+            return L.attention_forward(qkv, B, T, self.cfg.n_heads, arena)
+
         for i in range(self.cfg.n_layers):
-            x, c = self._block_forward(i, x, B, T, arena)
+            x, c = self._block_forward(i, x, attend, arena)
             caches.append(c)
             if kv is not None:
                 _, _, k, v, _ = c[2]  # the attention's cache: (qkv, q, k, v, att), (B, H, T, D)
@@ -94,10 +99,7 @@ class GPT:
             kv.length = T
         # From here on x is only read: layer norm caches its own normalised copy.
         if targets is None:
-            last = x.reshape(B, T, -1)[:, -1]  # (B, C)
-            h, _ = L.layernorm_forward(np.ascontiguousarray(last), p["ln_f.weight"], p["ln_f.bias"], arena)
-            logits, _ = L.linear_forward(h, p["lm_head.weight"], None, arena)  # (B, V)
-            return math.nan, logits
+            return math.nan, self._last_logits(np.ascontiguousarray(x.reshape(B, T, -1)[:, -1]), arena)
         h, lnf_cache = L.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"], arena)
         logits, head_cache = L.linear_forward(h, p["lm_head.weight"], None, arena)  # (N, V)
         loss, ce_cache = L.cross_entropy_forward(logits, targets.reshape(-1), arena)
@@ -115,39 +117,42 @@ class GPT:
         x = arena.alloc((1, C), self.dtype)
         np.add(p["wte"][token], p["wpe"][t], out=x[0])
         for i in range(cfg.n_layers):
-            pre = f"h.{i}."
-            h, _ = L.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], arena)
-            qkv, _ = L.linear_forward(h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"], arena)
-            q, k, v = qkv.reshape(3, H, 1, D)
-            kv.k[i, :, t], kv.v[i, :, t] = k[:, 0], v[:, 0]
-            # the newest position attends to every one so far: no mask needed
-            att = arena.alloc((H, 1, t + 1), self.dtype)
-            np.matmul(q, kv.k[i, :, : t + 1].transpose(0, 2, 1), out=att)
-            att *= 1.0 / math.sqrt(D)
-            att -= att.max(axis=-1, keepdims=True)
-            np.exp(att, out=att)
-            att /= att.sum(axis=-1, keepdims=True)
-            y = arena.alloc((H, 1, D), self.dtype)
-            np.matmul(att, kv.v[i, :, : t + 1], out=y)
-            a, _ = L.linear_forward(
-                y.reshape(1, C), p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"], arena
-            )
-            x += a
-            h2, _ = L.layernorm_forward(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], arena)
-            f, _ = L.linear_forward(h2, p[pre + "mlp.c_fc.weight"], p[pre + "mlp.c_fc.bias"], arena)
-            g, _ = L.gelu_forward(f, arena)
-            m, _ = L.linear_forward(g, p[pre + "mlp.c_proj.weight"], p[pre + "mlp.c_proj.bias"], arena)
-            x += m
+
+            def attend(qkv: Array, i: int = i) -> tuple[Array, Any]:
+                q, k, v = qkv.reshape(3, H, 1, D)
+                kv.k[i, :, t], kv.v[i, :, t] = k[:, 0], v[:, 0]
+                # the newest position attends to every one so far: no mask needed
+                att = arena.alloc((H, 1, t + 1), self.dtype)
+                np.matmul(q, kv.k[i, :, : t + 1].transpose(0, 2, 1), out=att)
+                att *= 1.0 / math.sqrt(D)
+                att -= att.max(axis=-1, keepdims=True)
+                np.exp(att, out=att)
+                att /= att.sum(axis=-1, keepdims=True)
+                y = arena.alloc((H, 1, D), self.dtype)
+                np.matmul(att, kv.v[i, :, : t + 1], out=y)
+                return y.reshape(1, C), None
+
+            x, _ = self._block_forward(i, x, attend, arena)
         kv.length = t + 1
+        return self._last_logits(x, arena)
+
+    def _last_logits(self, x: Array, arena: Arena) -> Array:
+        """(B, C) final residual rows -> (B, V) logits."""
+        p = self.params
         h, _ = L.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"], arena)
         logits, _ = L.linear_forward(h, p["lm_head.weight"], None, arena)
         return logits
 
-    def _block_forward(self, i: int, x: Array, B: int, T: int, arena: Arena) -> tuple[Array, Any]:
+    def _block_forward(
+        self, i: int, x: Array, attend: Callable[[Array], tuple[Array, Any]], arena: Arena
+    ) -> tuple[Array, Any]:
+        """Block ``i`` on the residual rows ``x``, in place; ``attend`` maps the packed q, k, v
+        to the heads' outputs and a cache (the whole sequence in training, one new position
+        on cached keys and values in ``decode``)."""
         p, pre = self.params, f"h.{i}."
         h, ln1 = L.layernorm_forward(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], arena)
         qkv, fc_attn = L.linear_forward(h, p[pre + "attn.c_attn.weight"], p[pre + "attn.c_attn.bias"], arena)
-        y, attn = L.attention_forward(qkv, B, T, self.cfg.n_heads, arena)
+        y, attn = attend(qkv)
         mark = arena.mark()
         a, proj_attn = L.linear_forward(y, p[pre + "attn.c_proj.weight"], p[pre + "attn.c_proj.bias"], arena)
         x += a  # x = x + attn(ln_1(x)); nothing cached holds x itself, so in place is safe
