@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ import engine
 from engine.blas import blas_info, cpu_count, set_blas_threads
 from engine.config import PRESETS, ModelConfig, TrainConfig, get_preset
 from engine.data import Corpus
+from engine.session import ProcessMemory
 from engine.trainer import Trainer
 
 VOCAB = 65  # tiny Shakespeare's: parameter counts and FLOPs then match the usual figures
@@ -121,7 +121,7 @@ def bench_row(
                 torch_times += theirs.times(per_round, warmup=warmup if not torch_times else 0)
                 time.sleep(SETTLE_S)
         high_water = trainer.arena_stats().high_water
-        rss = _rss(trainer.helper_pids)
+        rss = ProcessMemory().rss(trainer.helper_pids)
     finally:
         trainer.close()
     median = float(np.median(times))
@@ -152,13 +152,6 @@ def _random_corpus() -> Corpus:
     """Random text over VOCAB characters: the data does not change the arithmetic."""
     codes = np.random.default_rng(1).permutation(np.tile(np.arange(VOCAB), 2000))
     return Corpus("".join(chr(33 + int(c)) for c in codes), "random")
-
-
-def _rss(helper_pids: list[int]) -> int:
-    """Resident memory of this process and the helper processes that train batch shards."""
-    import psutil
-
-    return sum(int(psutil.Process(pid).memory_info().rss) for pid in [os.getpid(), *helper_pids])
 
 
 class _TorchRun:

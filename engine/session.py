@@ -62,8 +62,7 @@ class TrainingSession:
         self._evaluated_at = -1  # the iteration of the last evaluation
         self._final: Path | None = None
         self._closed = False
-        self._process = psutil.Process()
-        self._helpers: list[psutil.Process] = []
+        self._memory = ProcessMemory()
         self._log = RunLog(self.run_dir) if self.run_dir is not None else None
         if self._log is not None:
             self._log.write_config(self._config(extra_config or {}))
@@ -96,7 +95,7 @@ class TrainingSession:
             "tokens_s": m.tokens_s,
             "arena_in_use": m.arena_in_use,
             "arena_reserved": m.arena_reserved,
-            "rss": self._rss(),
+            "rss": self._memory.rss(self.trainer.helper_pids),
         }
         sample = None
         if cfg.sample_interval > 0 and it % cfg.sample_interval == 0:
@@ -110,17 +109,6 @@ class TrainingSession:
                     self._log.rotate(self.keep)
             self._log.append(record)
         return IterationReport(record, val_loss, sample, saved, error)
-
-    def _rss(self) -> int:
-        """Resident memory of this process and of the trainer's helper processes."""
-        pids = self.trainer.helper_pids
-        if [p.pid for p in self._helpers] != pids:
-            self._helpers = [psutil.Process(pid) for pid in pids]
-        total = self._process.memory_info().rss
-        for helper in self._helpers:
-            with contextlib.suppress(psutil.Error):  # one that just ended counts for nothing
-                total += helper.memory_info().rss
-        return int(total)
 
     def _save(self, path: Path) -> tuple[Path | None, str | None]:
         """A periodic or best checkpoint. A failure (disk full, say) must not end the run:
@@ -177,3 +165,21 @@ class TrainingSession:
             "created": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
             **extra,
         }
+
+
+class ProcessMemory:
+    """Resident memory of this process and of a trainer's helper processes. Keeps its psutil
+    handles, as a session reads it every iteration."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._helpers: list[psutil.Process] = []
+
+    def rss(self, helper_pids: list[int]) -> int:
+        if [p.pid for p in self._helpers] != helper_pids:
+            self._helpers = [psutil.Process(pid) for pid in helper_pids]
+        total = self._process.memory_info().rss
+        for helper in self._helpers:
+            with contextlib.suppress(psutil.Error):  # one that just ended counts for nothing
+                total += helper.memory_info().rss
+        return int(total)
