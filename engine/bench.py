@@ -5,7 +5,8 @@ data does not change the arithmetic) and times whole iterations as ``Trainer.ste
 runs them: a batch drawn, forward, backward, clipping, AdamW and arena reset. MFU
 compares the achieved GFLOP/s with a float32 matrix product on the same threads. With
 ``--torch``, the same model is timed in PyTorch eager in the same process (PyTorch is
-never a dependency: install it yourself to use this).
+never a dependency: install it yourself to use this), and its MFU against the same peak
+shows how much of the peak this machine lets a mature framework reach on that row.
 
 A shared machine's speed drifts by tens of percent within minutes, so a row does not time
 one thing after another: it takes ROUNDS turns of our iterations, PyTorch's and the
@@ -68,6 +69,7 @@ class Row:
     rss_mb: float
     peak_gflops: float  # the best matmul seen during the row's turns: MFU's denominator
     torch_ms: float | None = None
+    torch_mfu: float | None = None  # PyTorch's, against the same peak: what this machine allows
 
 
 def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 15) -> float:
@@ -127,6 +129,7 @@ def bench_row(
     median = float(np.median(times))
     tokens = trainer.tokens_per_step
     gflops = cfg.flops_per_token() * tokens / median / 1e9
+    torch_s = float(np.median(torch_times)) if torch_times else None
     activation = trainer.model.activation_bytes(batch)
     return Row(
         preset=name,
@@ -144,7 +147,8 @@ def bench_row(
         arena_ratio=high_water / activation,
         rss_mb=rss / 1e6,
         peak_gflops=peak,
-        torch_ms=1e3 * float(np.median(torch_times)) if torch_times else None,
+        torch_ms=None if torch_s is None else 1e3 * torch_s,
+        torch_mfu=None if torch_s is None else cfg.flops_per_token() * tokens / torch_s / 1e9 / peak,
     )
 
 
@@ -283,7 +287,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         header = (
             f"{'preset':<7}{'batch':>6}{'thr':>4}{'ms med':>9}{'p10':>8}{'p90':>8}{'tok/s':>9}"
             f"{'GF/s':>7}{'MFU':>6}{'arena MB':>10}{'act MB':>8}{'ratio':>6}{'RSS MB':>8}"
-            + (f"{'torch ms':>10}{'x':>6}" if args.torch else "")
+            + (f"{'torch ms':>10}{'MFU':>6}{'x':>6}" if args.torch else "")
         )
         out.write(header + "\n")
         out.flush()
@@ -307,6 +311,6 @@ def _format(r: Row) -> str:
         f"{r.tokens_s:>9.0f}{r.gflops:>7.1f}{r.mfu:>6.0%}{r.arena_high_water_mb:>10.1f}"
         f"{r.activation_mb:>8.1f}{r.arena_ratio:>6.2f}{r.rss_mb:>8.0f}"
     )
-    if r.torch_ms is not None:
-        line += f"{r.torch_ms:>10.2f}{r.torch_ms / r.ms_median:>6.2f}"
+    if r.torch_ms is not None and r.torch_mfu is not None:
+        line += f"{r.torch_ms:>10.2f}{r.torch_mfu:>6.0%}{r.torch_ms / r.ms_median:>6.2f}"
     return line
