@@ -50,7 +50,7 @@ def embedding_backward(dout: Array, cache: Any, dwte: Array, dwpe: Array, arena:
     B, T = idx.shape
     # out[b, t] = wte[idx[b, t]] + wpe[t]
     dwpe[T:] = 0
-    np.sum(dout.reshape(B, T, -1), axis=0, out=dwpe[:T])
+    np.add.reduce(dout.reshape(B, T, -1), axis=0, out=dwpe[:T])
     flat = idx.ravel()
     mark = arena.mark()
     if dwte.shape[0] <= ONE_HOT_MAX_VOCAB:
@@ -82,7 +82,7 @@ def layernorm_forward(x: Array, w: Array, b: Array, arena: Arena) -> tuple[Array
     xhat = arena.alloc((N, C), x.dtype)
     np.subtract(x, mean, out=xhat)
     rstd = arena.alloc((N, 1), x.dtype)
-    np.einsum("nc,nc->n", xhat, xhat, out=rstd[:, 0])
+    np.vecdot(xhat, xhat, out=rstd[:, 0])
     rstd *= 1.0 / C
     rstd += LN_EPS
     np.sqrt(rstd, out=rstd)
@@ -101,7 +101,7 @@ def layernorm_backward(dout: Array, cache: Any, dw: Array, db: Array, arena: Are
     N, C = dout.shape
     # out = xhat * w + b
     np.einsum("nc,nc->c", dout, xhat, out=dw)
-    np.sum(dout, axis=0, out=db)
+    np.add.reduce(dout, axis=0, out=db)
     dxhat = dout
     dxhat *= w
     # xhat = (x - mean) * rstd  =>  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
@@ -109,7 +109,7 @@ def layernorm_backward(dout: Array, cache: Any, dw: Array, db: Array, arena: Are
     m1 = arena.alloc((N, 1), dout.dtype)
     np.matmul(dxhat, inv_c, out=m1[:, 0])
     m2 = arena.alloc((N, 1), dout.dtype)
-    np.einsum("nc,nc->n", dxhat, xhat, out=m2[:, 0])
+    np.vecdot(dxhat, xhat, out=m2[:, 0])
     m2 *= 1.0 / C
     dx = xhat
     dx *= m2
@@ -136,7 +136,7 @@ def linear_backward(dout: Array, cache: Any, dw: Array, db: Array | None, arena:
     # out = x @ w.T + b
     np.matmul(dout.T, x, out=dw)
     if db is not None:
-        np.sum(dout, axis=0, out=db)
+        np.add.reduce(dout, axis=0, out=db)
     np.matmul(dout, w, out=x)  # x is not needed again
     return x
 
@@ -249,7 +249,7 @@ def softmax_lastdim(x: Array, arena: Arena) -> None:
     """Numerically stable softmax over the last axis, in place."""
     mark = arena.mark()
     m = arena.alloc((*x.shape[:-1], 1), x.dtype)
-    np.max(x, axis=-1, keepdims=True, out=m)
+    np.maximum.reduce(x, axis=-1, keepdims=True, out=m)
     x -= m
     np.exp(x, out=x)
     np.matmul(x, _fill(arena, x.shape[-1], 1.0, x.dtype), out=m[..., 0])  # row sums
@@ -273,7 +273,7 @@ def cross_entropy_forward(logits: Array, targets: NDArray[np.integer], arena: Ar
     N, V = logits.shape
     rows = np.arange(N)
     m = arena.alloc((N, 1), logits.dtype)
-    np.max(logits, axis=1, keepdims=True, out=m)
+    np.maximum.reduce(logits, axis=1, keepdims=True, out=m)
     logits -= m
     shifted_target = logits[rows, targets].astype(np.float64)  # logit[y] - max
     np.exp(logits, out=logits)
