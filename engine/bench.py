@@ -128,7 +128,8 @@ def bench_row(
         trainer.close()
     median = float(np.median(times))
     tokens = trainer.tokens_per_step
-    gflops = cfg.flops_per_token() * tokens / median / 1e9
+    flops = cfg.flops_per_token() * tokens
+    gflops = flops / median / 1e9
     torch_s = float(np.median(torch_times)) if torch_times else None
     activation = trainer.model.activation_bytes(batch)
     return Row(
@@ -148,7 +149,7 @@ def bench_row(
         rss_mb=rss / 1e6,
         peak_gflops=peak,
         torch_ms=None if torch_s is None else 1e3 * torch_s,
-        torch_mfu=None if torch_s is None else cfg.flops_per_token() * tokens / torch_s / 1e9 / peak,
+        torch_mfu=None if torch_s is None else flops / torch_s / 1e9 / peak,
     )
 
 
