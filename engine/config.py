@@ -63,7 +63,9 @@ class ModelConfig:
         """Training FLOPs per token: 6 per matrix weight (forward + backward) plus attention.
 
         The embeddings are lookups, not products; attention's two batched products
-        cost 2 T C each way per token and layer, over the full T x T as computed.
+        cost 2 T C each way per token and layer over the full T x T, as the usual MFU
+        formula (and PyTorch's figure in the bench) counts them, although the engine
+        skips the masked blocks above the diagonal (layers.attention_blocks).
         """
         matrix = sum(
             math.prod(shape)

@@ -182,6 +182,17 @@ def gelu_backward(dout: Array, cache: Any, arena: Arena) -> Array:
 
 
 # -- causal self-attention ---------------------------------------------------
+# Queries go in blocks of this many rows, each block against the keys up to its own last row,
+# so the scores above the diagonal blocks are never computed: a quarter of them at T = 128,
+# 3/8 at 256 (fwd + bwd 1.2x faster at 128, 1.5x at 256; smaller blocks lose at batch 1).
+ATTENTION_BLOCK = 64
+
+
+def attention_blocks(T: int) -> list[tuple[int, int]]:
+    """Query rows [r0, r1) of each block; a block attends to keys [0, r1)."""
+    return [(r0, min(r0 + ATTENTION_BLOCK, T)) for r0 in range(0, T, ATTENTION_BLOCK)]
+
+
 def attention_forward(qkv: Array, B: int, T: int, H: int, arena: Arena) -> tuple[Array, Any]:
     """(N, 3C) packed q, k, v -> (N, C): causal softmax(q k^T / sqrt(D)) v per head.
 
@@ -195,40 +206,71 @@ def attention_forward(qkv: Array, B: int, T: int, H: int, arena: Arena) -> tuple
     q = heads[:, :, 0].transpose(0, 2, 1, 3)  # (B, H, T, D), views into qkv
     k = heads[:, :, 1].transpose(0, 2, 1, 3)
     v = heads[:, :, 2].transpose(0, 2, 1, 3)
-    att = arena.alloc((B, H, T, T), qkv.dtype)
-    np.matmul(q, k.transpose(0, 1, 3, 2), out=att)  # (B, H, T, T)
-    att += causal_mask(T, qkv.dtype)
-    softmax_lastdim(att, arena)
     y = arena.alloc((B, T, H, D), qkv.dtype)
-    np.matmul(att, v, out=y.transpose(0, 2, 1, 3))  # (B, H, T, D) written as (B, T, H, D)
-    return y.reshape(B * T, C), (qkv, q, k, v, att)
+    y_heads = y.transpose(0, 2, 1, 3)  # (B, H, T, D), written as (B, T, H, D)
+    probs = []
+    for r0, r1 in attention_blocks(T):
+        att = arena.alloc((B, H, r1 - r0, r1), qkv.dtype)
+        np.matmul(q[:, :, r0:r1], k[:, :, :r1].transpose(0, 1, 3, 2), out=att)
+        att[..., r0:] += causal_mask(r1 - r0, qkv.dtype)  # keys before the block are all visible
+        softmax_lastdim(att, arena)
+        np.matmul(att, v[:, :, :r1], out=y_heads[:, :, r0:r1])
+        probs.append(att)
+    return y.reshape(B * T, C), (qkv, q, k, v, probs)
 
 
 def attention_backward(dy: Array, cache: Any, arena: Arena) -> Array:
-    """dy (N, C) -> dqkv (N, 3C), written over qkv; att is used as scratch."""
+    """dy (N, C) -> dqkv (N, 3C), written over qkv; the probabilities are used as scratch."""
     qkv: Array
-    qkv, q, k, v, att = cache
+    qkv, q, k, v, probs = cache
     B, H, T, D = q.shape
-    dy4 = dy.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
+    blocks = attention_blocks(T)
+    dy_heads = dy.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
     mark = arena.mark()
-    datt = arena.alloc((B, H, T, T), dy.dtype)
-    # y = att @ v
-    np.matmul(dy4, v.transpose(0, 1, 3, 2), out=datt)
-    np.matmul(att.transpose(0, 1, 3, 2), dy4, out=v)  # dv, over v
+    # y[r0:r1] = att @ v[:r1]: every block's datt needs v, so all come before dv goes over v
+    datts = []
+    for (r0, r1), att in zip(blocks, probs, strict=True):
+        datt = arena.alloc(att.shape, dy.dtype)
+        np.matmul(dy_heads[:, :, r0:r1], v[:, :, :r1].transpose(0, 1, 3, 2), out=datt)
+        datts.append(datt)
+    partial = arena.alloc((B, H, blocks[-1][0], D), dy.dtype) if len(blocks) > 1 else None
+    _sum_into_keys(v, probs, dy_heads, partial)  # dv, over v
     # att = softmax(s)  =>  ds = att * datt - att * sum(att * datt)
-    datt *= att
-    rowsum = arena.alloc((B, H, T, 1), dy.dtype)
-    np.matmul(datt, _fill(arena, T, 1.0, dy.dtype), out=rowsum[..., 0])
-    att *= rowsum
-    datt -= att
-    # s = q k^T with q scaled: dk needs q and dq needs k, so dk waits in scratch
-    dk = att[..., :D] if T >= D else arena.alloc((B, H, T, D), dy.dtype)
-    np.matmul(datt.transpose(0, 1, 3, 2), q, out=dk)
-    np.matmul(datt, k, out=q)  # d(scaled q), over q
+    ones = _fill(arena, T, 1.0, dy.dtype)
+    for att, datt in zip(probs, datts, strict=True):
+        datt *= att
+        rowsum = arena.alloc((*att.shape[:-1], 1), dy.dtype)
+        np.matmul(datt, ones[: att.shape[-1]], out=rowsum[..., 0])
+        att *= rowsum
+        datt -= att
+    # s = q k^T with q scaled: dk needs q and dq needs k, so dk waits in the last block's
+    # probabilities, dead by now (they hold T x D numbers when the block has D rows)
+    last = probs[-1]
+    dk = last.reshape(-1)[: B * H * T * D].reshape(B, H, T, D) if last.shape[2] >= D else None
+    if dk is None:
+        dk = arena.alloc((B, H, T, D), dy.dtype)
+    _sum_into_keys(dk, datts, q, partial)
+    for (r0, r1), ds in zip(blocks, datts, strict=True):
+        np.matmul(ds, k[:, :, :r1], out=q[:, :, r0:r1])  # d(scaled q), over q
     k[...] = dk
     qkv[:, : H * D] *= 1.0 / math.sqrt(D)
     arena.release(mark)
     return qkv
+
+
+def _sum_into_keys(out: Array, weights: list[Array], rows: Array, partial: Array | None) -> None:
+    """out (B, H, T, D) = the sum over query blocks of weights^T @ rows[:, :, r0:r1].
+
+    The last block reaches every key and writes ``out`` whole; each earlier one adds to the
+    keys it reaches, through ``partial``.
+    """
+    pairs = list(zip(attention_blocks(out.shape[2]), weights, strict=True))
+    (r0, _), w = pairs[-1]
+    np.matmul(w.transpose(0, 1, 3, 2), rows[:, :, r0:], out=out)
+    for (r0, r1), w in pairs[:-1]:
+        assert partial is not None
+        np.matmul(w.transpose(0, 1, 3, 2), rows[:, :, r0:r1], out=partial[:, :, :r1])
+        out[:, :, :r1] += partial[:, :, :r1]
 
 
 _MASKS: dict[tuple[int, str], Array] = {}

@@ -93,7 +93,7 @@ class GPT:
             x, c = self._block_forward(i, x, attend, arena)
             caches.append(c)
             if kv is not None:
-                _, _, k, v, _ = c[2]  # the attention's cache: (qkv, q, k, v, att), (B, H, T, D)
+                _, _, k, v, _ = c[2]  # the attention's cache: (qkv, q, k, v, probabilities)
                 kv.k[i, :, :T], kv.v[i, :, :T] = k[0], v[0]
         if kv is not None:
             kv.length = T
@@ -184,7 +184,8 @@ class GPT:
         c = self.cfg
         T = T or c.context
         N, C, F, V, H = batch_size * T, c.d_model, c.d_ff, c.vocab_size, c.n_heads
-        per_layer = 8 * N * C + 3 * N * F + batch_size * H * T * T + 2 * N
+        scores = sum((r1 - r0) * r1 for r0, r1 in L.attention_blocks(T))  # per head, as computed
+        per_layer = 8 * N * C + 3 * N * F + batch_size * H * scores + 2 * N
         # xhat, ln out, qkv (3), y, xhat, ln out: 8 NC; gelu in, sigmoid, out: 3 NF; att; 2 rstd
         final = 3 * N * C + N * V + N  # residual stream, ln_f xhat and out, logits, rstd
         return int((c.n_layers * per_layer + final) * self.dtype.itemsize)

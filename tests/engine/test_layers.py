@@ -25,7 +25,9 @@ def small_model(dtype=np.float64) -> GPT:
     return model
 
 
-def test_gradients_match_finite_differences_for_every_parameter():
+@pytest.mark.parametrize("block", [L.ATTENTION_BLOCK, 4])  # one block of queries, then two
+def test_gradients_match_finite_differences_for_every_parameter(block, monkeypatch):
+    monkeypatch.setattr(L, "ATTENTION_BLOCK", block)
     model = small_model()
     rng = np.random.default_rng(1)
     idx = rng.integers(0, 11, size=(3, 6))
@@ -84,6 +86,27 @@ def test_fast_layers_match_references(dtype):
     expected = R.cross_entropy(logits.astype(np.float64), targets)
     loss, _ = L.cross_entropy_forward(logits.copy(), targets, arena)
     assert loss == pytest.approx(expected, rel=tol)
+
+
+@pytest.mark.parametrize("block", [3, 7, 6])  # the last block's rows: fewer than D, D, more than D
+def test_attention_in_query_blocks_equals_attention_in_one(block, monkeypatch):
+    rng = np.random.default_rng(5)
+    B, T, H, C = 2, 11, 2, 8  # D = 4
+    qkv = rng.normal(size=(B * T, 3 * C))
+    dy = rng.normal(size=(B * T, C))
+
+    def forward_backward() -> tuple[np.ndarray, np.ndarray]:
+        arena = Arena()
+        y, cache = L.attention_forward(qkv.copy(), B, T, H, arena)
+        return y.copy(), L.attention_backward(dy.copy(), cache, arena).copy()
+
+    y_one, dqkv_one = forward_backward()
+    monkeypatch.setattr(L, "ATTENTION_BLOCK", block)
+    assert len(L.attention_blocks(T)) == -(-T // block)
+    y, dqkv = forward_backward()
+    np.testing.assert_allclose(y, y_one, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dqkv, dqkv_one, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, R.attention(qkv, B, T, H), rtol=1e-12, atol=1e-12)
 
 
 def test_cross_entropy_stays_finite_for_extreme_logits():
