@@ -144,19 +144,28 @@ def linear_backward(dout: Array, cache: Any, dw: Array, db: Array | None, arena:
 # -- GELU (tanh approximation, as GPT-2) ---------------------------------------
 # 0.5 x (1 + tanh(u)) == x * sigmoid(2u): one exp per element instead of a tanh,
 # which is the slower of the two in NumPy.
+# Both directions are chains of passes over (N, F); run over row chunks of about this many
+# elements, a chunk stays in L2 from one pass to the next instead of going out to memory and
+# back (medium's (2048, 1024): forward 10.2 -> 8.4 ms, backward 6.4 -> 4.2 ms).
+GELU_CHUNK = 65536
+
+
 def gelu_forward(x: Array, arena: Arena) -> tuple[Array, Any]:
     """(N, F) -> (N, F): x * sigmoid(2k (x + c x^3))."""
     s = arena.alloc(x.shape, x.dtype)
-    np.multiply(x, x, out=s)
-    s *= -2.0 * GELU_K * GELU_C
-    s -= 2.0 * GELU_K
-    s *= x  # s = -2u
-    with np.errstate(over="ignore"):  # inf for x below about -10: the sigmoid is then 0, as it should be
-        np.exp(s, out=s)
-    s += 1.0
-    np.reciprocal(s, out=s)  # s = sigmoid(2u)
     out = arena.alloc(x.shape, x.dtype)
-    np.multiply(x, s, out=out)
+    rows = max(1, GELU_CHUNK // x.shape[1])
+    for i in range(0, x.shape[0], rows):
+        xc, sc = x[i : i + rows], s[i : i + rows]
+        np.multiply(xc, xc, out=sc)
+        sc *= -2.0 * GELU_K * GELU_C
+        sc -= 2.0 * GELU_K
+        sc *= xc  # s = -2u
+        with np.errstate(over="ignore"):  # inf for x below about -10: the sigmoid is then 0, as it should be
+            np.exp(sc, out=sc)
+        sc += 1.0
+        np.reciprocal(sc, out=sc)  # s = sigmoid(2u)
+        np.multiply(xc, sc, out=out[i : i + rows])
     return out, (x, s)
 
 
@@ -165,20 +174,23 @@ def gelu_backward(dout: Array, cache: Any, arena: Arena) -> Array:
     x: Array
     x, s = cache
     # out = x s(2u)  =>  d/dx = s + x s (1 - s) 2u',  u' = k (1 + 3 c x^2)
+    rows = max(1, GELU_CHUNK // x.shape[1])
     mark = arena.mark()
-    tmp = arena.alloc(x.shape, x.dtype)
-    np.multiply(x, x, out=tmp)
-    tmp *= 6.0 * GELU_K * GELU_C
-    tmp += 2.0 * GELU_K
-    dx = x
-    dx *= tmp  # 2 u' x
-    np.subtract(1.0, s, out=tmp)
-    tmp *= s
-    dx *= tmp
-    dx += s
-    dx *= dout
+    scratch = arena.alloc((min(rows, x.shape[0]), x.shape[1]), x.dtype)
+    for i in range(0, x.shape[0], rows):
+        dx, sc = x[i : i + rows], s[i : i + rows]
+        tmp = scratch[: dx.shape[0]]
+        np.multiply(dx, dx, out=tmp)
+        tmp *= 6.0 * GELU_K * GELU_C
+        tmp += 2.0 * GELU_K
+        dx *= tmp  # 2 u' x
+        np.subtract(1.0, sc, out=tmp)
+        tmp *= sc
+        dx *= tmp
+        dx += sc
+        dx *= dout[i : i + rows]
     arena.release(mark)
-    return dx
+    return x
 
 
 # -- causal self-attention ---------------------------------------------------

@@ -109,6 +109,27 @@ def test_attention_in_query_blocks_equals_attention_in_one(block, monkeypatch):
     np.testing.assert_allclose(y, R.attention(qkv, B, T, H), rtol=1e-12, atol=1e-12)
 
 
+def test_gelu_in_row_chunks_equals_gelu_in_one(monkeypatch):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(7, 5)) * 3
+    dout = rng.normal(size=(7, 5))
+
+    def forward_backward() -> tuple[np.ndarray, np.ndarray]:
+        arena = Arena()
+        out, cache = L.gelu_forward(x.copy(), arena)
+        return out.copy(), L.gelu_backward(dout, cache, arena).copy()
+
+    out_one, dx_one = forward_backward()
+    monkeypatch.setattr(L, "GELU_CHUNK", 10)  # two rows a chunk, the last one row
+    out, dx = forward_backward()
+    np.testing.assert_array_equal(out, out_one)
+    np.testing.assert_array_equal(dx, dx_one)
+    np.testing.assert_allclose(out, R.gelu(x), rtol=1e-12, atol=1e-12)
+    h = 1e-6  # and dx against central differences of the reference
+    numeric = (R.gelu(x + h) - R.gelu(x - h)) / (2 * h) * dout
+    np.testing.assert_allclose(dx, numeric, rtol=1e-6, atol=1e-8)
+
+
 def test_cross_entropy_stays_finite_for_extreme_logits():
     logits = np.array([[1000.0, -1000.0, 0.0]], dtype=np.float32)
     loss, _ = L.cross_entropy_forward(logits, np.array([1]), Arena())
