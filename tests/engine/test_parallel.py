@@ -29,7 +29,7 @@ def _model(cfg: ModelConfig, dtype: type = np.float32) -> tuple[GPT, AdamW, Trai
 @pytest.mark.parametrize("shards", [2, 3])
 def test_a_split_batch_gives_the_loss_gradients_norm_and_update_of_the_whole(shards):
     # Over 3 update chunks of parameters, so that every process updates a range of its own.
-    cfg = ModelConfig(vocab_size=11, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=8)
+    cfg = ModelConfig(vocab_size=11, d_model=144, n_heads=2, n_layers=2, d_ff=576, context=8)
     assert cfg.n_params > 3 * AdamW.CHUNK
     model, optimizer, buffers = _model(cfg, np.float64)
     rng = np.random.default_rng(1)
