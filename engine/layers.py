@@ -245,8 +245,7 @@ def attention_backward(dy: Array, cache: Any, arena: Arena) -> Array:
         datt = arena.alloc(att.shape, dy.dtype)
         np.matmul(dy_heads[:, :, r0:r1], v[:, :, :r1].transpose(0, 1, 3, 2), out=datt)
         datts.append(datt)
-    partial = arena.alloc((B, H, blocks[-1][0], D), dy.dtype) if len(blocks) > 1 else None
-    _sum_into_keys(v, probs, dy_heads, partial)  # dv, over v
+    _sum_into_keys(v, probs, dy_heads, arena)  # dv, over v
     # att = softmax(s)  =>  ds = att * datt - att * sum(att * datt)
     ones = _fill(arena, T, 1.0, dy.dtype)
     for att, datt in zip(probs, datts, strict=True):
@@ -258,10 +257,11 @@ def attention_backward(dy: Array, cache: Any, arena: Arena) -> Array:
     # s = q k^T with q scaled: dk needs q and dq needs k, so dk waits in the last block's
     # probabilities, dead by now (they hold T x D numbers when the block has D rows)
     last = probs[-1]
-    dk = last.reshape(-1)[: B * H * T * D].reshape(B, H, T, D) if last.shape[2] >= D else None
-    if dk is None:
+    if last.shape[2] >= D:
+        dk = last.reshape(-1)[: B * H * T * D].reshape(B, H, T, D)
+    else:
         dk = arena.alloc((B, H, T, D), dy.dtype)
-    _sum_into_keys(dk, datts, q, partial)
+    _sum_into_keys(dk, datts, q, arena)
     for (r0, r1), ds in zip(blocks, datts, strict=True):
         np.matmul(ds, k[:, :, :r1], out=q[:, :, r0:r1])  # d(scaled q), over q
     k[...] = dk
@@ -270,19 +270,21 @@ def attention_backward(dy: Array, cache: Any, arena: Arena) -> Array:
     return qkv
 
 
-def _sum_into_keys(out: Array, weights: list[Array], rows: Array, partial: Array | None) -> None:
+def _sum_into_keys(out: Array, weights: list[Array], rows: Array, arena: Arena) -> None:
     """out (B, H, T, D) = the sum over query blocks of weights^T @ rows[:, :, r0:r1].
 
     The last block reaches every key and writes ``out`` whole; each earlier one adds to the
-    keys it reaches, through ``partial``.
+    keys it reaches, through scratch.
     """
     pairs = list(zip(attention_blocks(out.shape[2]), weights, strict=True))
     (r0, _), w = pairs[-1]
     np.matmul(w.transpose(0, 1, 3, 2), rows[:, :, r0:], out=out)
+    mark = arena.mark()
     for (r0, r1), w in pairs[:-1]:
-        assert partial is not None
-        np.matmul(w.transpose(0, 1, 3, 2), rows[:, :, r0:r1], out=partial[:, :, :r1])
-        out[:, :, :r1] += partial[:, :, :r1]
+        partial = arena.alloc((*out.shape[:2], r1, out.shape[3]), out.dtype)
+        np.matmul(w.transpose(0, 1, 3, 2), rows[:, :, r0:r1], out=partial)
+        out[:, :, :r1] += partial
+        arena.release(mark)
 
 
 _MASKS: dict[tuple[int, str], Array] = {}
