@@ -10,8 +10,8 @@ shows how much of the peak this machine lets a mature framework reach on that ro
 
 A shared machine's speed drifts by tens of percent within minutes, so a row does not time
 one thing after another: it takes ROUNDS turns of our iterations, PyTorch's and the
-matrix product in turn, and compares medians over all turns. Drift then moves both sides
-of each ratio alike.
+matrix product in turn. Drift then moves both sides alike, and the speed ratio ("x") is
+taken within each turn, PyTorch's median over ours, then the median over the turns.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Row:
     peak_gflops: float  # the best matmul seen during the row's turns: MFU's denominator
     torch_ms: float | None = None
     torch_mfu: float | None = None  # PyTorch's, against the same peak: what this machine allows
+    torch_x: float | None = None  # PyTorch's time over ours within each turn, median over turns
 
 
 def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 15) -> float:
@@ -110,6 +111,7 @@ def bench_row(
     theirs = _TorchRun(cfg, batch, threads) if torch else None
     times: list[float] = []
     torch_times: list[float] = []
+    turn_ratios: list[float] = []
     peak = 0.0
     try:
         for _ in range(ROUNDS):
@@ -118,9 +120,12 @@ def bench_row(
             time.sleep(SETTLE_S)
             for _ in range(warmup if not times else 0):
                 trainer.step()
-            times += [trainer.step().step_s for _ in range(per_round)]
+            ours = [trainer.step().step_s for _ in range(per_round)]
+            times += ours
             if theirs is not None:
-                torch_times += theirs.times(per_round, warmup=warmup if not torch_times else 0)
+                turn = theirs.times(per_round, warmup=warmup if not torch_times else 0)
+                torch_times += turn
+                turn_ratios.append(float(np.median(turn) / np.median(ours)))
                 time.sleep(SETTLE_S)
         high_water = trainer.arena_stats().high_water
         rss = ProcessMemory().rss(trainer.helper_pids)
@@ -150,6 +155,7 @@ def bench_row(
         peak_gflops=peak,
         torch_ms=None if torch_s is None else 1e3 * torch_s,
         torch_mfu=None if torch_s is None else flops / torch_s / 1e9 / peak,
+        torch_x=float(np.median(turn_ratios)) if turn_ratios else None,
     )
 
 
@@ -312,6 +318,6 @@ def _format(r: Row) -> str:
         f"{r.tokens_s:>9.0f}{r.gflops:>7.1f}{r.mfu:>6.0%}{r.arena_high_water_mb:>10.1f}"
         f"{r.activation_mb:>8.1f}{r.arena_ratio:>6.2f}{r.rss_mb:>8.0f}"
     )
-    if r.torch_ms is not None and r.torch_mfu is not None:
-        line += f"{r.torch_ms:>10.2f}{r.torch_mfu:>6.0%}{r.torch_ms / r.ms_median:>6.2f}"
+    if r.torch_ms is not None and r.torch_mfu is not None and r.torch_x is not None:
+        line += f"{r.torch_ms:>10.2f}{r.torch_mfu:>6.0%}{r.torch_x:>6.2f}"
     return line
