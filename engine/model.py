@@ -125,9 +125,7 @@ class GPT:
                 att = arena.alloc((H, 1, t + 1), self.dtype)
                 np.matmul(q, kv.k[i, :, : t + 1].transpose(0, 2, 1), out=att)
                 att *= 1.0 / math.sqrt(D)
-                att -= att.max(axis=-1, keepdims=True)
-                np.exp(att, out=att)
-                att /= att.sum(axis=-1, keepdims=True)
+                L.softmax_lastdim(att, arena)
                 y = arena.alloc((H, 1, D), self.dtype)
                 np.matmul(att, kv.v[i, :, : t + 1], out=y)
                 return y.reshape(1, C), None
