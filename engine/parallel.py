@@ -262,7 +262,7 @@ class _Shared:
             os.unlink(path)
         self._closer = weakref.finalize(self, os.close, self.fd)
         os.ftruncate(self.fd, nbytes)
-        self.array = np.frombuffer(mmap.mmap(self.fd, nbytes), dtype=dtype, count=count)
+        self.array = _map_fd(self.fd, dtype, count)
 
     def close(self) -> None:
         self._closer()  # the mapping stays valid until the array is gone
