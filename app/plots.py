@@ -22,11 +22,16 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSlid
 from app.metrics_store import MetricsStore
 
 REDRAW_MS = 50  # 20 Hz at most
-PAINT_SHARE = 0.05  # of the GUI thread for painting; more slows training (small: 89 ms/iter at 15 %, 64 at 5)
+PLOT_SHARE = 0.05  # of the GUI thread for the plots; more slows training (small: 89 ms/iter at 15 %, 64 at 5)
 SLOWEST_MS = 500  # but the plots never look frozen
 MB = 1e6
 
 BLUE, ORANGE, GREEN, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (110, 110, 110)
+
+
+def redraw_interval_ms(cost_s: float) -> int:
+    """The wait between redraws that cost ``cost_s`` each, for them to take PLOT_SHARE."""
+    return min(SLOWEST_MS, max(REDRAW_MS, round(1e3 * cost_s / PLOT_SHARE)))
 
 
 def _pen(rgb: tuple[int, int, int], alpha: int = 255) -> pg.QtGui.QPen:
@@ -36,14 +41,18 @@ def _pen(rgb: tuple[int, int, int], alpha: int = 255) -> pg.QtGui.QPen:
 
 
 class _TimedCanvas(pg.GraphicsLayoutWidget):  # type: ignore[misc]
-    """The plots' canvas, keeping a running average of how long a repaint takes."""
+    """The plots' canvas, adding up the time its repaints take."""
 
-    paint_s = 0.0
+    paint_s = 0.0  # since the owner last took it
 
     def paintEvent(self, event: QPaintEvent) -> None:
         t0 = time.perf_counter()
         super().paintEvent(event)
-        self.paint_s = 0.8 * self.paint_s + 0.2 * (time.perf_counter() - t0)
+        self.paint_s += time.perf_counter() - t0
+
+    def take_paint_s(self) -> float:
+        spent, self.paint_s = self.paint_s, 0.0
+        return spent
 
 
 class TrainingPlots(QWidget):
@@ -54,6 +63,7 @@ class TrainingPlots(QWidget):
         self.store = store
         self.following = True
         self._drawn_version = -1
+        self._redraw_s: float | None = None  # running average of what a redraw costs
 
         self.log_loss = QCheckBox("Log scale")
         self.log_loss.setToolTip("Show the loss on a logarithmic axis")
@@ -88,6 +98,8 @@ class TrainingPlots(QWidget):
         self._right_views: list[pg.ViewBox] = []
         for p in self.plots[1:]:
             p.setXLink(self.loss_plot)
+        for p in self.plots[:-1]:  # one shared iteration scale, numbered under the lowest plot
+            p.getAxis("bottom").setStyle(showValues=False)
 
         self.loss_raw = self.loss_plot.plot(pen=_pen(BLUE, 70), name="loss")
         self.loss_smooth = self.loss_plot.plot(pen=_pen(BLUE), name="smoothed")
@@ -133,6 +145,10 @@ class TrainingPlots(QWidget):
         plot.hideButtons()
         plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
         plot.getAxis("left").setWidth(60)  # the three plots' axes line up
+        for side in ("left", "bottom", "right"):
+            # Two levels of ticks, not three: the third drew most of the lines, and computing and
+            # drawing ticks was most of a repaint (16 -> 10 ms for the three plots).
+            plot.getAxis(side).setStyle(maxTickLevel=1)
         if units == "MB":
             plot.getAxis("left").enableAutoSIPrefix(False)  # no "kMB"
         plot.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
@@ -174,11 +190,7 @@ class TrainingPlots(QWidget):
         if self.store.version == self._drawn_version:
             return
         self._drawn_version = self.store.version
-        # Painting runs Python (pyqtgraph) on the GUI thread and so competes with the worker
-        # for the GIL: when a repaint is slow (software rendering, big windows), redraw less
-        # often rather than slow the training down or make the window sluggish.
-        wanted = round(1e3 * self.canvas.paint_s / PAINT_SHARE)
-        self.timer.setInterval(min(SLOWEST_MS, max(REDRAW_MS, wanted)))
+        t0 = time.perf_counter()
         s = self.store
         it = s["iter"]
         self.loss_raw.setData(it, s["loss"], connect="finite")
@@ -190,6 +202,16 @@ class TrainingPlots(QWidget):
         self.mem_rss.setData(it, s["rss"] / MB, connect="finite")
         if self.following:
             self._show_all()
+        # pyqtgraph fits the ranges to the new data lazily, at the start of a paint, and the axes
+        # that this changes then ask for a second paint: fitting them now makes it one.
+        self.canvas.scene().prepareForPaint()
+        # Redrawing runs Python (pyqtgraph) on the GUI thread, which competes with the worker for
+        # the GIL and, on a machine whose cores all train, for a core. Its cost (this call and the
+        # repaints since the last) sets how often to redraw: when it is slow (software rendering,
+        # a big window), the plots redraw less often rather than slow the training down.
+        cost = time.perf_counter() - t0 + self.canvas.take_paint_s()
+        self._redraw_s = cost if self._redraw_s is None else 0.8 * self._redraw_s + 0.2 * cost
+        self.timer.setInterval(redraw_interval_ms(self._redraw_s))
 
     def _show_all(self) -> None:
         it = self.store["iter"]

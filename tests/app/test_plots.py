@@ -3,7 +3,7 @@
 from PySide6.QtCore import Qt
 
 from app.metrics_store import MetricsStore
-from app.plots import TrainingPlots
+from app.plots import PLOT_SHARE, REDRAW_MS, SLOWEST_MS, TrainingPlots, redraw_interval_ms
 from tests.app.test_metrics_store import records
 
 
@@ -39,3 +39,19 @@ def test_hover_shows_the_values_of_the_nearest_iteration(qtbot):
     store.extend(records(1, 101))
     plots.show_values_at(41.7)
     assert "iter 42" in plots.hover_label.text() and "ms/iter" in plots.hover_label.text()
+
+
+def test_redraws_are_spaced_by_what_they_cost_repaints_included(qtbot):
+    assert redraw_interval_ms(0.0) == REDRAW_MS
+    assert redraw_interval_ms(0.010) == round(10 / PLOT_SHARE)
+    assert redraw_interval_ms(10.0) == SLOWEST_MS
+
+    store = MetricsStore()
+    plots = TrainingPlots(store)
+    qtbot.addWidget(plots)
+    plots.canvas.take_paint_s()
+    store.extend(records(1, 101))
+    plots.canvas.paint_s = 0.2  # as if the repaints since the last redraw had been slow
+    plots.redraw()
+    assert plots.timer.interval() == SLOWEST_MS
+    assert plots.canvas.paint_s == 0.0  # counted once
