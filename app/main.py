@@ -134,16 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         window = MainWindow()
     window.show()
-    if args.screenshot:
-        from app.batch import Screenshot
-
-        job = Screenshot(window, args)
-    elif args.measure_latency:
-        from app.batch import LatencyProbe
-
-        job = LatencyProbe(window, args)
-    else:
+    if not batch_mode:
         return int(app.exec())
+    from app.batch import LatencyProbe, Screenshot
+
+    job = (Screenshot if args.screenshot else LatencyProbe)(window, args)
     job.start()
     app.exec()
     return job.exit_code

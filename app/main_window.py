@@ -135,7 +135,9 @@ class MainWindow(QMainWindow):
             bar.addPermanentWidget(w)
         bar.addPermanentWidget(self.progress)
 
-    def _action(self, text: str, shortcut: QKeySequence | str | None, slot: Any) -> QAction:
+    def _action(
+        self, text: str, shortcut: QKeySequence | QKeySequence.StandardKey | str | None, slot: Any
+    ) -> QAction:
         action = QAction(text, self)
         if shortcut:
             action.setShortcut(QKeySequence(shortcut))
@@ -355,7 +357,7 @@ class MainWindow(QMainWindow):
             return
         it = self.store.last("iter")
         name = f"chargpt-{self.panel.preset_name()}-iter{0 if math.isnan(it) else int(it)}.safetensors"
-        start = str(Path(self.settings.value("export_dir", str(Path.home())) or Path.home()) / name)
+        start = str(Path(str(self.settings.value("export_dir", str(Path.home())) or Path.home())) / name)
         path, _ = QFileDialog.getSaveFileName(
             self, "Export checkpoint", start, "Checkpoints (*.safetensors);;All files (*)"
         )
@@ -621,7 +623,12 @@ class MainWindow(QMainWindow):
         loop = QEventLoop()
         result: dict[str, str] = {}
         worker.exported.connect(loop.quit)
-        worker.export_failed.connect(lambda m: (result.setdefault("error", m), loop.quit()))
+
+        def failed(message: str) -> None:
+            result["error"] = message
+            loop.quit()
+
+        worker.export_failed.connect(failed)
         worker.export(path)
         loop.exec()
         return "error" not in result

@@ -260,6 +260,24 @@ def test_closing_mid_training_can_save_first(make_window, qtbot, tmp_path, monke
     assert w.handle is None
 
 
+def test_closing_with_a_save_that_fails_keeps_the_window_and_the_training(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    w = make_window()
+    tiny(w)
+    (tmp_path / "a-file").write_text("x")
+    target = tmp_path / "a-file" / "on-close.safetensors"  # a folder that is a file: saving fails
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Save)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    assert not w.close()  # the close is refused
+    assert boxes(w, "Export failed") and w.handle is not None
+    at_refusal = last_iter(w)
+    qtbot.waitUntil(lambda: last_iter(w) > at_refusal + 3, timeout=10_000)
+    assert w.state == TRAINING
+
+
 def test_open_a_run_that_chargpt_train_is_writing(make_window, qtbot, tmp_path, corpus_file, monkeypatch):
     run_dir = tmp_path / "cli-run"
     cmd = [sys.executable, "-m", "engine.cli", "train", "--preset", "tiny", "--corpus", str(corpus_file)]
