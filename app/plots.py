@@ -143,7 +143,7 @@ class TrainingPlots(QWidget):
         plot.enableAutoRange(x=False, y=True)
         plot.setAutoVisible(y=True)  # y fits what is visible, not the whole history
         plot.hideButtons()
-        plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        plot.addLegend(offset=(-8, 8), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 220))
         plot.getAxis("left").setWidth(60)  # the three plots' axes line up
         for side in ("left", "bottom", "right"):
             # Two levels of ticks, not three: the third drew most of the lines, and computing and
@@ -158,6 +158,7 @@ class TrainingPlots(QWidget):
         """A curve on its own y axis at the right: RSS is ten times the arena, and would flatten it."""
         view = pg.ViewBox()
         plot.scene().addItem(view)
+        view.setZValue(plot.zValue() - 1)  # under the plot: its curve passes behind the legend
         plot.showAxis("right")
         plot.getAxis("right").linkToView(view)
         plot.getAxis("right").setLabel(name, units=units)
