@@ -48,7 +48,7 @@ class Arena:
     def alloc(self, shape: int | tuple[int, ...], dtype: DTypeLike = np.float32) -> NDArray[Any]:
         """An uninitialized array of ``shape`` that lives until the next ``reset``."""
         # Called ~100 times an iteration: kept to plain arithmetic and one array constructor.
-        dt = np.dtype(dtype)
+        dt = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)  # callers pass x.dtype
         shape_t = (shape,) if isinstance(shape, int) else tuple(shape)
         nbytes = math.prod(shape_t) * dt.itemsize
         padded = max(-(-nbytes // ALIGN) * ALIGN, ALIGN)

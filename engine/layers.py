@@ -17,6 +17,7 @@ beyond what the forward pass kept. A cache is therefore good for one backward.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,7 @@ def embedding_backward(dout: Array, cache: Any, dwte: Array, dwpe: Array, arena:
 def layernorm_forward(x: Array, w: Array, b: Array, arena: Arena) -> tuple[Array, Any]:
     """(N, C), (C,), (C,) -> (N, C)."""
     N, C = x.shape
-    inv_c = _fill(arena, C, 1.0 / C, x.dtype)
+    inv_c = _constant(C, 1.0 / C, x.dtype)
     mean = arena.alloc((N, 1), x.dtype)
     np.matmul(x, inv_c, out=mean[:, 0])
     xhat = arena.alloc((N, C), x.dtype)
@@ -105,7 +106,7 @@ def layernorm_backward(dout: Array, cache: Any, dw: Array, db: Array, arena: Are
     dxhat = dout
     dxhat *= w
     # xhat = (x - mean) * rstd  =>  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    inv_c = _fill(arena, C, 1.0 / C, dout.dtype)
+    inv_c = _constant(C, 1.0 / C, dout.dtype)
     m1 = arena.alloc((N, 1), dout.dtype)
     np.matmul(dxhat, inv_c, out=m1[:, 0])
     m2 = arena.alloc((N, 1), dout.dtype)
@@ -247,7 +248,7 @@ def attention_backward(dy: Array, cache: Any, arena: Arena) -> Array:
         datts.append(datt)
     _sum_into_keys(v, probs, dy_heads, arena)  # dv, over v
     # att = softmax(s)  =>  ds = att * datt - att * sum(att * datt)
-    ones = _fill(arena, T, 1.0, dy.dtype)
+    ones = _constant(T, 1.0, dy.dtype)
     for att, datt in zip(probs, datts, strict=True):
         datt *= att
         rowsum = arena.alloc((*att.shape[:-1], 1), dy.dtype)
@@ -287,18 +288,10 @@ def _sum_into_keys(out: Array, weights: list[Array], rows: Array, arena: Arena) 
         arena.release(mark)
 
 
-_MASKS: dict[tuple[int, str], Array] = {}
-
-
 def causal_mask(T: int, dtype: Any) -> Array:
     """(T, T) additive mask: 0 on and below the diagonal, -inf above."""
-    key = (T, np.dtype(dtype).str)
-    mask = _MASKS.get(key)
-    if mask is None:
-        mask = np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)
-        mask.setflags(write=False)
-        _MASKS[key] = mask
-    return mask
+    key = ("mask", T, np.dtype(dtype).str)
+    return _frozen(key, lambda: np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1))
 
 
 def softmax_lastdim(x: Array, arena: Arena) -> None:
@@ -308,19 +301,31 @@ def softmax_lastdim(x: Array, arena: Arena) -> None:
     np.maximum.reduce(x, axis=-1, keepdims=True, out=m)
     x -= m
     np.exp(x, out=x)
-    np.matmul(x, _fill(arena, x.shape[-1], 1.0, x.dtype), out=m[..., 0])  # row sums
+    np.matmul(x, _constant(x.shape[-1], 1.0, x.dtype), out=m[..., 0])  # row sums
     np.reciprocal(m, out=m)
     x *= m
     arena.release(mark)
 
 
-def _fill(arena: Arena, n: int, value: float, dtype: Any) -> Array:
-    """An (n,) vector of ``value``: row sums and means as BLAS matrix-vector products,
-    which beat NumPy's reductions over short rows. (Not column sums: BLAS may split that
-    reduction across its threads, and the result would depend on the thread count.)"""
-    v = arena.alloc(n, dtype)
-    v.fill(value)
-    return v
+def _constant(n: int, value: float, dtype: Any) -> Array:
+    """An (n,) vector of ``value``: row sums and means as BLAS matrix-vector products, which
+    beat NumPy's reductions over short rows. (Not column sums: BLAS may split that reduction
+    across its threads, and the result would depend on the thread count.)"""
+    return _frozen(("constant", n, value, np.dtype(dtype).str), lambda: np.full(n, value, dtype=dtype))
+
+
+_FROZEN: dict[tuple[Any, ...], Array] = {}
+
+
+def _frozen(key: tuple[Any, ...], make: Callable[[], Array]) -> Array:
+    """The read-only array ``make`` returns, made once per ``key``: constants that every step
+    needs, rather than made again in its arena each time (1 % of a tiny-preset step)."""
+    array = _FROZEN.get(key)
+    if array is None:
+        array = make()
+        array.setflags(write=False)
+        _FROZEN[key] = array
+    return array
 
 
 # -- softmax cross-entropy ---------------------------------------------------
@@ -333,7 +338,7 @@ def cross_entropy_forward(logits: Array, targets: NDArray[np.integer], arena: Ar
     logits -= m
     shifted_target = logits[rows, targets].astype(np.float64)  # logit[y] - max
     np.exp(logits, out=logits)
-    np.matmul(logits, _fill(arena, V, 1.0, logits.dtype), out=m[:, 0])
+    np.matmul(logits, _constant(V, 1.0, logits.dtype), out=m[:, 0])
     # loss_n = log(sum(exp(logits - max))) - (logit[y] - max), in float64 for the mean
     loss = float(np.mean(np.log(m[:, 0].astype(np.float64)) - shifted_target))
     np.reciprocal(m, out=m)
