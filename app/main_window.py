@@ -211,13 +211,26 @@ class MainWindow(QMainWindow):
         s.setValue("threads", self.panel.threads.value())
         s.sync()
 
+    def _dialog_dir(self, key: str, fallback: Path | None) -> str:
+        """The folder a file dialog opens in: the one last chosen for this kind of file (the
+        setting ``key``), else ``fallback``, if they still exist; else "" (the working folder)."""
+        for folder in (self.settings.value(key), fallback):
+            if folder and Path(str(folder)).is_dir():
+                return str(folder)
+        return ""
+
     # -- corpus ---------------------------------------------------------------------------------
     @Slot()
     def choose_corpus(self) -> None:
+        here = Path(self.corpus_path).parent if self.corpus_path else None
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open a text file to train on", "", "Text files (*.txt *.md);;All files (*)"
+            self,
+            "Open a text file to train on",
+            self._dialog_dir("corpus_dir", here),
+            "Text files (*.txt *.md);;All files (*)",
         )
         if path:
+            self.settings.setValue("corpus_dir", str(Path(path).parent))
             self.load_corpus(path)
 
     def load_corpus(self, path: str | None) -> None:
@@ -355,25 +368,35 @@ class MainWindow(QMainWindow):
     def choose_export(self) -> None:
         if self.handle is None or not self.handle.is_running():
             return
+        path = self._ask_export_path()
+        if path:
+            self.handle.worker.export(path)  # at the next iteration boundary, on the worker
+            self.statusBar().showMessage(f"Exporting to {path}…")
+
+    def _ask_export_path(self) -> str:
+        """Ask where to export, suggesting a name that says what and how far; "" if cancelled."""
         it = self.store.last("iter")
         name = f"chargpt-{self.panel.preset_name()}-iter{0 if math.isnan(it) else int(it)}.safetensors"
-        start = str(Path(str(self.settings.value("export_dir", str(Path.home())) or Path.home())) / name)
+        start = str(Path(self._dialog_dir("export_dir", Path.home())) / name)
         path, _ = QFileDialog.getSaveFileName(
             self, "Export checkpoint", start, "Checkpoints (*.safetensors);;All files (*)"
         )
         if path:
             self.settings.setValue("export_dir", str(Path(path).parent))
-            self.handle.worker.export(path)  # at the next iteration boundary, on the worker
-            self.statusBar().showMessage(f"Exporting to {path}…")
+        return path
 
     @Slot()
     def choose_checkpoint(self) -> None:
         if self.state in (TRAINING, PAUSED):
             return
         path, _ = QFileDialog.getOpenFileName(
-            self, "Load checkpoint", "", "Checkpoints (*.safetensors);;All files (*)"
+            self,
+            "Load checkpoint",
+            self._dialog_dir("checkpoint_dir", runs_dir()),  # every run's checkpoints are there
+            "Checkpoints (*.safetensors);;All files (*)",
         )
         if path:
+            self.settings.setValue("checkpoint_dir", str(Path(path).parent))
             self.load_checkpoint(path)
 
     def load_checkpoint(self, path: str) -> None:
@@ -411,8 +434,10 @@ class MainWindow(QMainWindow):
                 QMessageBox.Icon.Information, "Training", "Stop the current run before opening another."
             )
             return
-        path = QFileDialog.getExistingDirectory(self, "Open a run directory", str(runs_dir()))
+        start = self._dialog_dir("runs_parent_dir", runs_dir())
+        path = QFileDialog.getExistingDirectory(self, "Open a run directory", start)
         if path:
+            self.settings.setValue("runs_parent_dir", str(Path(path).parent))
             self.open_run(path)
 
     def open_run(self, path: str) -> None:
@@ -614,9 +639,7 @@ class MainWindow(QMainWindow):
     def _export_before_close(self) -> bool:
         """Export and wait for the result; False if the person gave up or it failed."""
         assert self.handle is not None
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export checkpoint", str(Path.home() / "chargpt.safetensors"), "Checkpoints (*.safetensors)"
-        )
+        path = self._ask_export_path()
         if not path:
             return False
         worker = self.handle.worker

@@ -15,6 +15,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from app.main_window import runs_dir
 from app.worker import FAILED, FINISHED, PAUSED, STOPPED, TRAINING
 from engine import checkpoint
 from engine.blas import set_blas_threads
@@ -109,6 +110,13 @@ def test_export_while_training_matches_the_trainer_at_that_iteration(
     ckpt = checkpoint.load(target)
     assert ckpt.iteration >= 10
     assert_same_as_a_straight_run(ckpt, corpus_file)
+    # the stopped model can still be exported; the next export suggests the same folder
+    suggested: list[str] = []
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda _w, _c, start, *a: (suggested.append(start), ("", ""))[1]
+    )
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    assert suggested == [str(target.parent / f"chargpt-tiny-iter{last_iter(w)}.safetensors")]
 
 
 def test_export_into_a_read_only_folder_says_so_and_training_goes_on(
@@ -407,3 +415,44 @@ def test_each_run_gets_the_blas_threads_it_asks_for(make_window, qtbot):
         assert w._threads_in_force == threads
         assert w.panel.threads.value() == threads
         assert w.threads_label.text() == f"{threads} threads"
+
+
+def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(
+    make_window, qtbot, tmp_path, corpus_file, monkeypatch
+):
+    opened_in: list[str] = []
+
+    def dialog_answering(path: Path | str):
+        def ask(_parent, _caption, folder, *_filters):
+            opened_in.append(folder)
+            return str(path), ""
+
+        return ask
+
+    w = make_window()
+    texts = tmp_path / "texts"
+    other = texts / "other.txt"
+    texts.mkdir()
+    other.write_text(corpus_file.read_text())
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog_answering(other))
+    w.open_corpus_action.trigger()  # at first beside the corpus in use
+    qtbot.waitUntil(lambda: w.corpus_path == str(other), timeout=10_000)
+    w.open_corpus_action.trigger()
+    assert opened_in == [str(corpus_file.parent), str(texts)]
+
+    opened_in.clear()
+    runs_dir().mkdir(parents=True)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "not-a-checkpoint.safetensors").write_text("text")
+    monkeypatch.setattr(
+        QFileDialog, "getOpenFileName", dialog_answering(saved / "not-a-checkpoint.safetensors")
+    )
+    w.load_action.trigger()  # at first where the runs are
+    qtbot.waitUntil(lambda: bool(boxes(w, "Training failed")), timeout=10_000)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog_answering(""))
+    w.load_action.trigger()
+    (saved / "not-a-checkpoint.safetensors").unlink()
+    saved.rmdir()
+    w.load_action.trigger()  # a folder that has gone: back to the runs
+    assert opened_in == [str(runs_dir()), str(saved), str(runs_dir())]
