@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         self._corpus_request = 0
         self.handle: WorkerThread | None = None
         self.run_info: RunInfo | None = None
+        self._cannot = ""  # the title of a failure to set up the run being launched
         self.state = IDLE
         self.confirm_close = True  # ask to save when closing mid-run (batch jobs turn it off)
         self._follower: Any = None
@@ -306,9 +307,11 @@ class MainWindow(QMainWindow):
             )
             return SessionSetup(session)
 
-        self._launch(factory, start_paused=False)
+        self._launch(factory, start_paused=False, cannot="Cannot start training")
 
-    def _launch(self, factory: SessionFactory, *, start_paused: bool) -> None:
+    def _launch(self, factory: SessionFactory, *, start_paused: bool, cannot: str) -> None:
+        """Run ``factory``'s session on a new worker; ``cannot`` titles a failure to set it up."""
+        self._cannot = cannot
         self._stop_following()
         self._shutdown_worker()
         self.store.clear()
@@ -424,7 +427,7 @@ class MainWindow(QMainWindow):
             )
             return SessionSetup(session, list(warnings), history)
 
-        self._launch(factory, start_paused=True)
+        self._launch(factory, start_paused=True, cannot="Cannot load this checkpoint")
 
     # -- opening a run directory ----------------------------------------------------------------
     @Slot()
@@ -556,7 +559,8 @@ class MainWindow(QMainWindow):
 
     @Slot(str, str)
     def _on_failed(self, message: str, details: str) -> None:
-        self._message(QMessageBox.Icon.Critical, "Training failed", message, details)
+        title = self._cannot if self.run_info is None else "Training failed"
+        self._message(QMessageBox.Icon.Critical, title, message, details)
 
     # -- status ---------------------------------------------------------------------------------
     def _set_state(self, state: str) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from engine.blas import ThreadTuner
+from engine.errors import InputError
 
 if TYPE_CHECKING:
     from engine.session import TrainingSession
@@ -320,7 +321,8 @@ class TrainingWorker(QObject):
 
     def _fail(self, e: BaseException) -> None:
         self.state = FAILED
-        details = "".join(traceback.format_exception(e))
+        # a bad file or folder is the person's to fix: the message says all; a bug keeps its traceback
+        details = "" if isinstance(e, InputError) else "".join(traceback.format_exception(e))
         self.failed.emit(str(e) or type(e).__name__, details)
         self.state_changed.emit(FAILED)
 

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 import engine
 from engine.config import ModelConfig, TrainConfig
 from engine.data import CharTokenizer, Corpus, CorpusError
+from engine.errors import InputError
 from engine.model import GPT
 from engine.trainer import Trainer, TrainerState
 
@@ -50,7 +51,7 @@ _UMASK = os.umask(0o022)  # read it (the only way is to set it), then put it bac
 os.umask(_UMASK)
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint that cannot be written or read; the message is one line for a person."""
 
 

@@ -25,19 +25,17 @@ import numpy as np
 import engine
 from engine import bench
 from engine.blas import ThreadTuner, blas_info, cpu_count, set_blas_threads
-from engine.checkpoint import CheckpointError
 from engine.config import (
     PRESETS,
     ModelConfig,
-    PresetError,
     TrainConfig,
     format_count,
     format_duration,
     get_preset,
 )
-from engine.data import Corpus, CorpusError
+from engine.data import Corpus
+from engine.errors import InputError
 from engine.parallel import ShardError
-from engine.runlog import RunLogError
 
 if TYPE_CHECKING:
     from engine.session import TrainingSession
@@ -46,7 +44,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """Bad input from the person at the keyboard: printed as one line, exit 2."""
 
 
@@ -445,7 +443,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args, out)
-    except (UsageError, PresetError, CorpusError, CheckpointError, RunLogError) as e:
+    except InputError as e:
         sys.stderr.write(f"chargpt: error: {e}\n")
         return EXIT_USAGE
     except ShardError as e:

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from engine.errors import InputError
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -187,7 +189,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class PresetError(ValueError):
+class PresetError(InputError, ValueError):
     pass
 
 

@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import InputError
+
 TOKEN_DTYPE = np.uint16
 MAX_VOCAB = int(np.iinfo(TOKEN_DTYPE).max) + 1
 VAL_FRACTION = 0.1
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError, ValueError):
     """A corpus that cannot be trained on; the message is one line meant for a person."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from engine.errors import InputError
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.txt"
@@ -32,7 +34,7 @@ FINAL = "final.safetensors"
 _PERIODIC = re.compile(r"iter_(\d+)\.safetensors")
 
 
-class RunLogError(ValueError):
+class RunLogError(InputError, ValueError):
     """A run directory that cannot be written or read; one line for a person."""
 
 
@@ -46,7 +48,10 @@ def new_run_dir(base: Path = Path("runs")) -> Path:
         except FileExistsError:
             continue  # two runs started in the same second
         except OSError as e:
-            raise RunLogError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
+            raise RunLogError(
+                f"cannot create the run folder {run_dir}: {e.strerror or e}; "
+                f"check that {base} is a folder you can write to"
+            ) from None
         return run_dir
     raise RunLogError(f"cannot find a free run folder name under {base}")
 

@@ -449,7 +449,11 @@ def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(
         QFileDialog, "getOpenFileName", dialog_answering(saved / "not-a-checkpoint.safetensors")
     )
     w.load_action.trigger()  # at first where the runs are
-    qtbot.waitUntil(lambda: bool(boxes(w, "Training failed")), timeout=10_000)
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot load this checkpoint")), timeout=10_000)
+    [box] = boxes(w, "Cannot load this checkpoint")
+    assert "not-a-checkpoint.safetensors" in box.text()
+    assert box.detailedText() == ""  # the person's to fix: no traceback
+    assert w.panel.start.isEnabled()
     monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog_answering(""))
     w.load_action.trigger()
     (saved / "not-a-checkpoint.safetensors").unlink()

@@ -16,6 +16,12 @@ def test_new_run_dirs_are_fresh_timestamped_folders(tmp_path):
     assert first.parent == tmp_path / "runs" and first.name[:4].isdigit()
 
 
+def test_a_run_folder_that_cannot_be_made_says_where_and_what_to_do(tmp_path):
+    (tmp_path / "a-file").write_text("x")  # a "folder" that is a file: fails for root too
+    with pytest.raises(RunLogError, match=r"cannot create the run folder .*a-file.* folder you can write to"):
+        new_run_dir(tmp_path / "a-file" / "runs")
+
+
 def test_a_written_run_reads_back(tmp_path):
     with RunLog(tmp_path / "run") as log:
         log.write_config({"model": {"d_model": 64}})
