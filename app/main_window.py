@@ -596,11 +596,14 @@ class MainWindow(QMainWindow):
     def _message(self, icon: QMessageBox.Icon, title: str, text: str, details: str = "") -> QMessageBox:
         """A non-blocking message box (details collapsible); the window stays usable behind it."""
         box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
-        box.setStyleSheet("QLabel { min-width: 380px; }")
+        # the text's label by its Qt name: a rule for every QLabel would widen the icon's too
+        box.setStyleSheet("QLabel#qt_msgbox_label { min-width: 380px; }")
         if details:
             box.setDetailedText(details)
-            wide = "QLabel { min-width: 420px; } QTextEdit { min-width: 640px; min-height: 260px; }"
-            box.setStyleSheet(wide)
+            box.setStyleSheet(
+                "QLabel#qt_msgbox_label { min-width: 420px; }"
+                " QTextEdit { min-width: 640px; min-height: 260px; }"
+            )
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.finished.connect(lambda _r, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
         self._dialogs.append(box)

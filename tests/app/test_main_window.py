@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QLabel, QMessageBox
 
 from app.main_window import runs_dir
 from app.worker import FAILED, FINISHED, PAUSED, STOPPED, TRAINING
@@ -450,13 +450,25 @@ def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(
     )
     w.load_action.trigger()  # at first where the runs are
     qtbot.waitUntil(lambda: bool(boxes(w, "Cannot load this checkpoint")), timeout=10_000)
-    [box] = boxes(w, "Cannot load this checkpoint")
-    assert "not-a-checkpoint.safetensors" in box.text()
-    assert box.detailedText() == ""  # the person's to fix: no traceback
-    assert w.panel.start.isEnabled()
     monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog_answering(""))
     w.load_action.trigger()
     (saved / "not-a-checkpoint.safetensors").unlink()
     saved.rmdir()
     w.load_action.trigger()  # a folder that has gone: back to the runs
     assert opened_in == [str(runs_dir()), str(saved), str(runs_dir())]
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_plain_message(make_window, qtbot, tmp_path, monkeypatch):
+    w = make_window()
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"\x00" * 64)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(damaged), ""))
+    qtbot.mouseClick(w.panel.load, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot load this checkpoint")), timeout=10_000)
+    [box] = boxes(w, "Cannot load this checkpoint")
+    assert "damaged.safetensors" in box.text() and "choose" in box.text()
+    assert box.detailedText() == ""  # the person's to fix: no traceback
+    text = box.findChild(QLabel, "qt_msgbox_label")
+    assert text.geometry().left() < 120  # beside its icon, not pushed right by a wide icon label
+    box.accept()
+    assert w.panel.start.isEnabled()
