@@ -136,7 +136,7 @@ class LatencyProbe(_Job):
         step_ms = 1e3 * self.window.store.median_recent("step_s", 1000)
         ok = med < 10 and p99 < 50
         sys.stdout.write(
-            f"preset {self.window.panel.preset_name()}, {self.window.panel.threads.value()} BLAS threads, "
+            f"preset {self.window.panel.preset_name()}, BLAS {self.window.threads_label.text()}, "
             f"{len(self.window.store)} iterations at {step_ms:.0f} ms/iter\n"
             f"50 ms GUI timer over {len(self.lateness)} ticks: lateness median {med:.1f} ms, "
             f"p99 {p99:.1f} ms, max {worst:.1f} ms (target: median < 10, p99 < 50): "

@@ -48,7 +48,7 @@ from app.worker import (
     wait_for_background,
 )
 from engine.blas import blas_info, cpu_count
-from engine.config import format_duration
+from engine.config import format_duration, plural
 from engine.data import Corpus
 from engine.default_corpus import data_dir
 
@@ -73,6 +73,8 @@ class MainWindow(QMainWindow):
         self.handle: WorkerThread | None = None
         self.run_info: RunInfo | None = None
         self._cannot = ""  # the title of a failure to set up the run being launched
+        self._export_wait: QEventLoop | None = None  # closing waits here for its export
+        self._export_ok = False
         self.state = IDLE
         self.confirm_close = True  # ask to save when closing mid-run (batch jobs turn it off)
         self._follower: Any = None
@@ -535,10 +537,10 @@ class MainWindow(QMainWindow):
         self.threads_label.setText(self._threads_text())
 
     def _threads_text(self) -> str:
-        n = self._threads_in_force
-        if self.panel.threads.value() != AUTO_THREADS:
-            return f"{self.panel.threads.value()} threads"
-        return f"auto: {n} thread{'s' * (n != 1)}" if n else "auto threads"
+        chosen, n = self.panel.threads.value(), self._threads_in_force
+        if chosen != AUTO_THREADS:
+            return plural(chosen, "thread")
+        return f"auto: {plural(n, 'thread')}" if n else "auto threads"
 
     @Slot(str)
     def _on_checkpoint_failed(self, message: str) -> None:
@@ -547,11 +549,17 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_exported(self, path: str) -> None:
         self.statusBar().showMessage(f"Checkpoint exported to {path}", 15000)
+        self._export_ok = True
+        if self._export_wait is not None:
+            self._export_wait.quit()
 
     @Slot(str)
     def _on_export_failed(self, message: str) -> None:
         self.statusBar().clearMessage()
         self._message(QMessageBox.Icon.Warning, "Export failed", f"The checkpoint was not saved: {message}")
+        self._export_ok = False
+        if self._export_wait is not None:
+            self._export_wait.quit()
 
     @Slot(str)
     def _on_sample_failed(self, message: str) -> None:
@@ -649,19 +657,15 @@ class MainWindow(QMainWindow):
         path = self._ask_export_path()
         if not path:
             return False
-        worker = self.handle.worker
-        loop = QEventLoop()
-        result: dict[str, str] = {}
-        worker.exported.connect(loop.quit)
-
-        def failed(message: str) -> None:
-            result["error"] = message
-            loop.quit()
-
-        worker.export_failed.connect(failed)
-        worker.export(path)
+        # The answer comes through _on_exported / _on_export_failed, on this thread, after the
+        # failure's message box is up. (A callback connected to the worker's signal ran on the
+        # worker's thread, could quit the loop before it ran, and raced the message box.)
+        self._export_wait = loop = QEventLoop()
+        self._export_ok = False
+        self.handle.worker.export(path)
         loop.exec()
-        return "error" not in result
+        self._export_wait = None
+        return self._export_ok
 
     def _shutdown_worker(self) -> None:
         """Stop the worker at its next iteration boundary and join its thread."""

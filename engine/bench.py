@@ -27,7 +27,7 @@ import numpy as np
 
 import engine
 from engine.blas import blas_info, cpu_count, set_blas_threads
-from engine.config import PRESETS, ModelConfig, TrainConfig, get_preset
+from engine.config import PRESETS, ModelConfig, TrainConfig, get_preset, plural
 from engine.data import Corpus
 from engine.session import ProcessMemory
 from engine.trainer import Trainer
@@ -288,7 +288,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
             f"BLAS {info['blas']}, {info['cores']} cores"
             + (f", PyTorch {info['torch']}" if args.torch else "")
             + "\nfloat32 matmul peak at the start: "
-            + ", ".join(f"{peaks[n]:.0f} GFLOP/s on {n} thread{'s' * (n > 1)}" for n in threads)
+            + ", ".join(f"{peaks[n]:.0f} GFLOP/s on {plural(n, 'thread')}" for n in threads)
             + "\n\n"
         )
         header = (

@@ -32,6 +32,7 @@ from engine.config import (
     format_count,
     format_duration,
     get_preset,
+    plural,
 )
 from engine.data import Corpus
 from engine.errors import InputError
@@ -153,11 +154,12 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     )
     log_every = args.log_every or max(1, train_cfg.max_iters // 20)
     what = f"resuming at iteration {trainer.iteration}" if args.resume else f"training {preset}"
+    blas = plural(threads, "BLAS thread") if threads else "BLAS threads chosen by timing the first iterations"
     say(
-        f"{what}: {model_cfg.n_layers} layers × {model_cfg.d_model}, "
+        f"{what}: {plural(model_cfg.n_layers, 'layer')} × {model_cfg.d_model}, "
         f"{format_count(model_cfg.n_params)} params, on {corpus.name} "
         f"({len(corpus.tokens):,} chars, vocab {corpus.vocab_size}), "
-        + (f"{threads} BLAS threads" if threads else "BLAS threads chosen by timing the first iterations")
+        f"{blas}"
     )
     say(f"run folder: {run_dir}")
     step_times: list[float] = []

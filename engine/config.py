@@ -130,6 +130,11 @@ class Preset:
         return f"{self.name}: {m.n_layers} × {m.d_model}, {format_count(m.n_params)}"
 
 
+def plural(n: int, noun: str) -> str:
+    """1 thread, 2 threads."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def format_count(n: int) -> str:
     if n >= 1_000_000:
         return f"{n / 1e6:.2f}M"

@@ -414,7 +414,7 @@ def test_each_run_gets_the_blas_threads_it_asks_for(make_window, qtbot):
         qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
         assert w._threads_in_force == threads
         assert w.panel.threads.value() == threads
-        assert w.threads_label.text() == f"{threads} threads"
+        assert w.threads_label.text() == {1: "1 thread", 2: "2 threads"}[threads]
 
 
 def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(
