@@ -119,11 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import engine
     from app.main_window import MainWindow
+    from app.worker import GuiThreadCollector
 
     QCoreApplication.setOrganizationName("chargpt-studio")
     QCoreApplication.setApplicationName("chargpt-studio")
     QCoreApplication.setApplicationVersion(engine.__version__)
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    _collector = GuiThreadCollector(parent=app)  # for as long as the app runs
     if batch_mode:  # never touch the person's remembered window state
         tmp = tempfile.mkdtemp(prefix="chargpt-studio-")
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)

@@ -12,6 +12,7 @@ asks that the limit be set on the thread that makes the BLAS calls.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import threading
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
 from engine.blas import ThreadTuner
 from engine.errors import InputError
@@ -405,3 +406,34 @@ def run_in_background(
 def wait_for_background() -> None:
     """Join every background task (before the window goes away)."""
     QThreadPool.globalInstance().waitForDone()
+
+
+class GuiThreadCollector(QObject):
+    """Python's cyclic garbage collector, run on the GUI thread on a timer instead of in
+    whichever thread allocates when a threshold is crossed.
+
+    Left automatic, a collection often runs on the training worker or a background task,
+    as those are the threads that allocate. If it frees a GUI object that was waiting in a
+    reference cycle, Qt destroys that object on the wrong thread, and the process may crash
+    later, far from the cause (once seen in the test suite). Collections here apply the same
+    per-generation thresholds as automatic ones.
+    """
+
+    def __init__(self, interval_ms: int = 500, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        gc.disable()
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.collect)
+        self._timer.start(interval_ms)
+
+    @Slot()
+    def collect(self) -> int:
+        """Collect the oldest generation over its threshold, if any; the objects freed."""
+        counts, thresholds = gc.get_count(), gc.get_threshold()
+        over = [g for g in range(3) if counts[g] > thresholds[g]]
+        return gc.collect(over[-1]) if over else 0
+
+    def close(self) -> None:
+        """Stop, and give collection back to Python."""
+        self._timer.stop()
+        gc.enable()

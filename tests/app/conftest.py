@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ from PySide6.QtCore import QCoreApplication, QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from app.main_window import MainWindow
+from app.worker import GuiThreadCollector
 
 # A few kilobytes of varied text: enough for the tiny preset's context and a validation split.
 LINES = [
@@ -19,6 +20,14 @@ LINES = [
     "rain on the window, tea on the table, a cat asleep by the fire.",
     "numbers: 0 1 2 3 4 5 6 7 8 9; punctuation: ( ) [ ] { } ! ? ; :",
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collector(qapp) -> Iterator[GuiThreadCollector]:
+    """Garbage collected on the GUI thread, as in the app (app/main.py)."""
+    c = GuiThreadCollector()
+    yield c
+    c.close()
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,32 @@
+"""The worker module's thread helpers, on their own."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+
+def test_garbage_in_cycles_is_freed_on_the_gui_thread_not_where_it_was_allocated(qtbot, collector):
+    assert not gc.isenabled()
+    freed_on: list[threading.Thread] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            freed_on.append(threading.current_thread())
+
+    Cycle()  # garbage at once, which only a collection frees
+
+    kept: list[list[object]] = []
+
+    def allocate() -> None:  # objects that live on, past generation 0's threshold
+        kept.extend([] for _ in range(5 * gc.get_threshold()[0]))
+
+    worker = threading.Thread(target=allocate)
+    worker.start()
+    worker.join()
+    assert freed_on == []  # automatic collection would have freed it on the worker
+    qtbot.waitUntil(lambda: bool(freed_on), timeout=5_000)
+    assert freed_on == [threading.main_thread()]
