@@ -56,7 +56,7 @@ class _TimedCanvas(pg.GraphicsLayoutWidget):  # type: ignore[misc]
 
 
 class TrainingPlots(QWidget):
-    """Loss (raw, smoothed, validation), s/iter and memory (arena in use, reserved, RSS)."""
+    """Loss (raw, smoothed, validation), time per iteration and memory (arena in use, reserved, RSS)."""
 
     def __init__(self, store: MetricsStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -106,7 +106,7 @@ class TrainingPlots(QWidget):
         self.loss_val = self.loss_plot.plot(
             pen=None, symbol="o", symbolSize=6, symbolBrush=ORANGE, symbolPen=None, name="validation"
         )
-        self.step_time = self.time_plot.plot(pen=_pen(GREEN), name="s/iter")
+        self.step_time = self.time_plot.plot(pen=_pen(GREEN), name="each iteration")  # unit on the axis
         self.mem_in_use = self.mem_plot.plot(pen=_pen(BLUE), name="arena in use")
         self.mem_reserved = self.mem_plot.plot(pen=_pen(ORANGE), name="arena reserved")
         self.mem_rss = self._add_right_curve(self.mem_plot, "RSS", "MB", _pen(GREY))
