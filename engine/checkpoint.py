@@ -217,7 +217,11 @@ def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
         meta.setdefault("best_val_loss", None)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path.name} has damaged metadata ({e}); use another checkpoint") from None
-    if len(vocabulary) != cfg.vocab_size or sorted(set(vocabulary)) != vocabulary:
+    if (
+        len(vocabulary) != cfg.vocab_size
+        or sorted(set(vocabulary)) != vocabulary
+        or any(len(c) != 1 for c in vocabulary)
+    ):
         raise CheckpointError(
             f"{path.name}: its vocabulary of {len(vocabulary)} characters does not fit its model "
             f"(vocab_size {cfg.vocab_size}); use another checkpoint"

@@ -235,6 +235,16 @@ def test_non_finite_values_are_refused(saved, tmp_path, value):
         checkpoint.load(path)
 
 
+def test_a_vocabulary_of_more_than_single_characters_is_refused(saved, tmp_path):
+    def double_the_first(m):
+        m["vocabulary"][0] *= 2  # "\n" -> "\n\n": still sorted, unique, as many entries
+        assert sorted(set(m["vocabulary"])) == m["vocabulary"]
+
+    path = rewrite(saved, tmp_path / "vocab.safetensors", meta=double_the_first)
+    with pytest.raises(CheckpointError, match=r"vocabulary .* does not fit"):
+        checkpoint.load(path)
+
+
 def test_a_newer_format_version_is_refused(saved, tmp_path):
     path = rewrite(saved, tmp_path / "v99.safetensors", meta=lambda m: m.update(version=99))
     with pytest.raises(CheckpointError, match="format version 99, this app reads version 1; update"):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from engine import data
 from engine.data import MAX_VOCAB, CharTokenizer, Corpus, CorpusError, UnknownCharactersError
 
 
@@ -8,6 +9,22 @@ def test_tokenizer_round_trips_and_sorts_its_vocabulary():
     tok = CharTokenizer.from_text("hello world")
     assert tok.chars == sorted(set("hello world"))
     assert tok.decode(tok.encode("low hole")) == "low hole"
+
+
+def test_vectorised_tokenizer_matches_one_character_at_a_time(monkeypatch):
+    monkeypatch.setattr(data, "ENCODE_CHUNK", 7)  # many chunks, and a short last one
+    rng = np.random.default_rng(0)
+    alphabet = [*"abc xyz\n\t.é", "\u4e2d", "\U0001f600", "\U0010fffd"]  # up to the last plane
+    text = "".join(rng.choice(alphabet, size=500))
+    tok = CharTokenizer.from_text(text)
+    assert tok.chars == sorted(set(text))
+    expected = [tok.stoi[c] for c in text]  # the plain reference
+    np.testing.assert_array_equal(tok.encode(text), expected)
+    assert tok.decode(tok.encode(text)) == text
+    with pytest.raises(UnknownCharactersError, match=r"'q'"):
+        tok.encode("abc " * 10 + "q")  # past the first chunk
+    with pytest.raises(UnknownCharactersError, match="U0010ffff"):
+        tok.encode("a\U0010ffff")  # beyond the highest code point of the vocabulary
 
 
 def test_unknown_characters_are_named():
