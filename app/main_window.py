@@ -10,7 +10,7 @@ import math
 import platform
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -51,6 +51,10 @@ from engine.blas import blas_info, cpu_count
 from engine.config import format_duration, plural
 from engine.data import Corpus
 from engine.default_corpus import data_dir
+
+if TYPE_CHECKING:
+    from engine.session import TrainingSession
+    from engine.trainer import Trainer
 
 APP_NAME = "CharGPT Studio"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
@@ -155,7 +159,7 @@ class MainWindow(QMainWindow):
         self.export_action = self._action("&Export checkpoint…", "Ctrl+E", self.choose_export)
         quit_action = self._action("&Quit", S.Quit, self.close)
         self.start_action = self._action("&Start", "F5", self.start)
-        self.pause_action = self._action("&Pause / Resume", "F6", self.toggle_pause)
+        self.pause_action = self._action("&Pause / Resume / Continue", "F6", self.toggle_pause)
         self.stop_action = self._action("S&top", "Shift+F5", self.stop)
         self.sample_action = self._action("&Generate sample", "Ctrl+G", self.samples.request)
         follow_action = self._action("&Follow newest", "Ctrl+F", self.plots.follow)
@@ -186,6 +190,7 @@ class MainWindow(QMainWindow):
         p = self.panel
         p.start_clicked.connect(self.start)
         p.pause_toggled.connect(self._on_pause_toggled)
+        p.continue_clicked.connect(self.continue_training)
         p.stop_clicked.connect(self.stop)
         p.export_clicked.connect(self.choose_export)
         p.load_clicked.connect(self.choose_checkpoint)
@@ -338,8 +343,26 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def toggle_pause(self) -> None:
-        if self.state in (TRAINING, PAUSED):
+        if self.panel.pause.isEnabled():  # pause, resume, or continue: what the button says
             self.panel.pause.toggle()
+
+    @Slot()
+    def continue_training(self) -> None:
+        """Train the finished or stopped model on to the Iterations total, in a new run folder."""
+        if self.handle is None or self.state not in (FINISHED, STOPPED):
+            return
+        base = runs_dir()
+        before = self.run_info.run_dir if self.run_info is not None else None
+        extra = {"continued_from": str(before) if before else None, "by": APP_NAME}
+
+        def make_session(trainer: Trainer) -> TrainingSession:
+            from engine.runlog import new_run_dir
+            from engine.session import TrainingSession
+
+            every = trainer.train_cfg.checkpoint_interval
+            return TrainingSession(trainer, new_run_dir(base), checkpoint_every=every, extra_config=extra)
+
+        self.handle.worker.continue_to(self.panel.iters.value(), make_session)
 
     @Slot(bool)
     def _on_pause_toggled(self, paused: bool) -> None:
@@ -577,7 +600,8 @@ class MainWindow(QMainWindow):
         panel_state = state if state in (TRAINING, PAUSED, STOPPED, FINISHED, FAILED) else IDLE
         if state == "starting":
             panel_state = TRAINING
-        self.panel.set_state(panel_state, has_model=has_model)
+        done = self.store.last("iter")
+        self.panel.set_state(panel_state, has_model=has_model, done=0 if math.isnan(done) else int(done))
         self.samples.generate_button.setEnabled(has_model)
         self.export_action.setEnabled(self.panel.export.isEnabled())
         self.state_label.setText(f"<b>{state}</b>")

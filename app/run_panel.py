@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.worker import AUTO_THREADS, IDLE, PAUSED, TRAINING
+from app.worker import AUTO_THREADS, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine.blas import cpu_count
 from engine.config import PRESETS, ModelConfig, TrainConfig, format_count
 
@@ -59,6 +59,7 @@ class ScientificSpinBox(QDoubleSpinBox):
 class RunPanel(QWidget):
     start_clicked = Signal()
     pause_toggled = Signal(bool)  # True: pause, False: resume
+    continue_clicked = Signal()  # train a finished or stopped model on to the Iterations total
     stop_clicked = Signal()
     export_clicked = Signal()
     load_clicked = Signal()
@@ -71,6 +72,7 @@ class RunPanel(QWidget):
         self._corpus_ready = False
         self._state = IDLE
         self._has_model = False
+        self._done = 0  # the iteration the model has reached
 
         self.preset = QComboBox()
         for i, (name, preset) in enumerate(PRESETS.items()):
@@ -147,6 +149,7 @@ class RunPanel(QWidget):
 
         self.preset.currentIndexChanged.connect(self._on_preset)
         self.threads.valueChanged.connect(self.threads_changed)
+        self.iters.valueChanged.connect(self._update_enabled)  # more than done: Continue
         self.start.clicked.connect(self.start_clicked)
         self.pause.toggled.connect(self._on_pause)
         self.stop.clicked.connect(self.stop_clicked)
@@ -188,13 +191,22 @@ class RunPanel(QWidget):
         self.threads.setValue(n)
         self.threads.blockSignals(False)
 
-    def set_state(self, state: str, *, has_model: bool) -> None:
-        """Enable what makes sense in ``state``; ``has_model``: a model exists to export or sample."""
-        self._state, self._has_model = state, has_model
+    def set_state(self, state: str, *, has_model: bool, done: int = 0) -> None:
+        """Enable what makes sense in ``state``; ``has_model``: a model exists to export or
+        sample; ``done``: the iteration it has reached.
+
+        The middle button pauses a run, resumes a paused one, and continues a finished or
+        stopped one to the Iterations total once that is raised past ``done``."""
+        self._state, self._has_model, self._done = state, has_model, done
         self.pause.blockSignals(True)
         self.pause.setChecked(state == PAUSED)
-        self.pause.setText("Resume" if state == PAUSED else "Pause")
         self.pause.blockSignals(False)
+        if self._can_continue_state():
+            self.pause.setText("Continue")
+            self.pause.setToolTip("Train this model on to the Iterations total (raise it first)")
+        else:
+            self.pause.setText("Resume" if state == PAUSED else "Pause")
+            self.pause.setToolTip("")
         self._update_enabled()
 
     def show_configs(self, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
@@ -240,15 +252,25 @@ class RunPanel(QWidget):
 
     @Slot(bool)
     def _on_pause(self, paused: bool) -> None:
+        if self._can_continue_state():
+            self.pause.blockSignals(True)
+            self.pause.setChecked(False)  # a click, not a toggle, in this role
+            self.pause.blockSignals(False)
+            self.continue_clicked.emit()
+            return
         self.pause.setText("Resume" if paused else "Pause")
         self.pause_toggled.emit(paused)
 
+    def _can_continue_state(self) -> bool:
+        return self._state in (FINISHED, STOPPED) and self._has_model
+
+    @Slot()
     def _update_enabled(self) -> None:
         running = self._state in (TRAINING, PAUSED)
         for w in (self.preset, self.batch, self.iters, self.lr, self.seed, self.open_corpus):
             w.setEnabled(not running)
         self.start.setEnabled(not running and self._corpus_ready)
-        self.pause.setEnabled(running)
+        self.pause.setEnabled(running or (self._can_continue_state() and self.iters.value() > self._done))
         self.stop.setEnabled(running)
         self.export.setEnabled(self._has_model and self._state != IDLE)
         self.load.setEnabled(not running)

@@ -80,7 +80,16 @@ class Sample:
     top_k: int | None
 
 
-Command = Pause | Resume | Stop | Quit | SetThreads | Export | Sample
+@dataclass(frozen=True)
+class Continue:
+    """Train a finished or stopped run on to ``total`` iterations, in the session that
+    ``make_session`` builds around its trainer (a new run folder)."""
+
+    total: int
+    make_session: Callable[[Trainer], TrainingSession]
+
+
+Command = Pause | Resume | Stop | Quit | SetThreads | Export | Sample | Continue
 
 
 class CommandQueue:
@@ -187,6 +196,9 @@ class TrainingWorker(QObject):
     def request_sample(self, prompt: str, n_tokens: int, temperature: float, top_k: int | None) -> None:
         self._queue.put(Sample(prompt, n_tokens, temperature, top_k))
 
+    def continue_to(self, total: int, make_session: Callable[[Trainer], TrainingSession]) -> None:
+        self._queue.put(Continue(total, make_session))
+
     @Slot()
     def run(self) -> None:
         try:
@@ -206,20 +218,9 @@ class TrainingWorker(QObject):
             self._fail(e)
             return
         session = setup.session
-        trainer = session.trainer
-        self._trainer = trainer
+        self._trainer = session.trainer
         self._apply_threads(self._threads)
-        self.ready.emit(
-            RunInfo(
-                trainer.model_cfg,
-                trainer.train_cfg,
-                trainer.iteration,
-                trainer.corpus.describe(),
-                session.run_dir,
-                setup.warnings,
-                setup.history,
-            )
-        )
+        self._announce(session, setup.warnings, setup.history)
         if session.finished:
             self._set_state(FINISHED)
         else:
@@ -233,9 +234,49 @@ class TrainingWorker(QObject):
                     if not session.finished and self.state != FAILED:
                         session.finish(evaluate=False)  # final.safetensors, quickly: we are closing
                     return
-                self._apply(cmd, session)
+                if isinstance(cmd, Continue):
+                    session = self._continue(cmd, session)
+                else:
+                    self._apply(cmd, session)
             if self.state == TRAINING:
                 self._step(session)
+
+    def _announce(
+        self,
+        session: TrainingSession,
+        warnings: list[str] | None = None,
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
+        trainer = session.trainer
+        self.ready.emit(
+            RunInfo(
+                trainer.model_cfg,
+                trainer.train_cfg,
+                trainer.iteration,
+                trainer.corpus.describe(),
+                session.run_dir,
+                warnings or [],
+                history or [],
+            )
+        )
+
+    def _continue(self, cmd: Continue, session: TrainingSession) -> TrainingSession:
+        """The session that trains on to ``cmd.total``; ``session`` itself if that cannot be."""
+        trainer = session.trainer
+        if self.state not in (FINISHED, STOPPED) or cmd.total <= trainer.iteration:
+            return session
+        session.finish(evaluate=False)  # a loaded run that was already complete has not been
+        finished_cfg = trainer.train_cfg
+        trainer.extend(cmd.total)
+        try:
+            new = cmd.make_session(trainer)
+        except Exception as e:  # no run folder: say so; the model stays as it was
+            trainer.train_cfg = finished_cfg
+            self._fail(e)
+            return session
+        self._announce(new)
+        self._set_state(TRAINING)
+        return new
 
     def _apply(self, cmd: Command, session: TrainingSession) -> None:
         if isinstance(cmd, Pause) and self.state == TRAINING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,13 @@ class Trainer:
     @property
     def finished(self) -> bool:
         return self.iteration >= self.train_cfg.max_iters
+
+    def extend(self, max_iters: int) -> None:
+        """Train on to ``max_iters`` in all. The cosine schedule stretches to the new total, as
+        when a checkpoint is resumed with a larger one (``chargpt train --resume --iters``)."""
+        if max_iters <= self.iteration:
+            raise ValueError(f"the run is at iteration {self.iteration}: a new total must be larger")
+        self.train_cfg = replace(self.train_cfg, max_iters=max_iters)
 
     def step(self) -> StepMetrics:
         """One optimizer step on a fresh training batch."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -472,3 +473,23 @@ def test_a_damaged_checkpoint_is_refused_in_one_plain_message(make_window, qtbot
     assert text.geometry().left() < 120  # beside its icon, not pushed right by a wide icon label
     box.accept()
     assert w.panel.start.isEnabled()
+
+
+def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot):
+    w = make_window()
+    tiny(w, iters=20)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    first = w.run_info.run_dir
+    assert w.panel.pause.text() == "Continue"
+    assert not w.panel.pause.isEnabled()  # until the total is raised past iteration 20
+    w.panel.iters.setValue(35)
+    assert w.panel.pause.isEnabled()
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED and last_iter(w) == 35, timeout=20_000)
+    assert list(w.store["iter"]) == list(range(1, 36))  # one curve on, no gap and no restart
+    second = w.run_info.run_dir
+    assert second != first and w.iter_label.text() == "iter 35 / 35"
+    assert checkpoint.load(second / "checkpoints" / "final.safetensors").iteration == 35
+    assert json.loads((second / "config.json").read_text())["continued_from"] == str(first)
+    assert w.panel.pause.text() == "Continue" and not w.panel.pause.isEnabled()

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from engine import checkpoint
 from engine.optim import lr_at
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
@@ -47,6 +48,20 @@ def test_metrics_describe_the_step(verse_corpus, one_thread):
     assert m.iteration == 1 and m.lr == pytest.approx(train_cfg.lr / 2)
     assert m.step_s > 0 and m.tokens_s > 0 and m.grad_norm > 0
     assert m.arena_in_use > 0 and m.arena_reserved >= m.arena_in_use
+
+
+def test_training_on_past_the_end_is_resuming_with_a_larger_total(verse_corpus, one_thread, tmp_path):
+    model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=10, batch_size=4, warmup_iters=2)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    list(trainer.run())
+    path = checkpoint.save(trainer, tmp_path / "at10.safetensors")
+    with pytest.raises(ValueError, match="must be larger"):
+        trainer.extend(10)
+    trainer.extend(25)
+    extended = [(m.loss, m.lr) for m in trainer.run()]
+    resumed, _ = checkpoint.restore(path, verse_corpus, train_overrides={"max_iters": 25})
+    assert extended == [(m.loss, m.lr) for m in resumed.run()]  # bit for bit, one thread
+    assert len(extended) == 15 and trainer.finished and extended[0][1] > train_cfg.min_lr
 
 
 def test_learning_rate_warms_up_then_decays_to_min(verse_corpus):
