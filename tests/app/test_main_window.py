@@ -493,3 +493,17 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot):
     assert checkpoint.load(second / "checkpoints" / "final.safetensors").iteration == 35
     assert json.loads((second / "config.json").read_text())["continued_from"] == str(first)
     assert w.panel.pause.text() == "Continue" and not w.panel.pause.isEnabled()
+
+
+def test_a_stopped_run_continues_with_f6(make_window, qtbot):
+    w = make_window()
+    tiny(w, iters=60)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    stopped_at = last_iter(w)
+    assert stopped_at < 60 and w.panel.pause.text() == "Continue" and w.panel.pause.isEnabled()
+    w.pause_action.trigger()  # F6
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    assert list(w.store["iter"]) == list(range(1, 61))
