@@ -469,18 +469,20 @@ class MainWindow(QMainWindow):
             self.open_run(path)
 
     def open_run(self, path: str) -> None:
-        """Show a run directory's curves and samples, and keep reading it while it grows."""
-        from engine.runlog import RunFollower, read_run
+        """Show a run directory's curves (with those of the runs it continued or resumed) and
+        samples, and keep reading it while it grows."""
+        from engine.runlog import RunFollower, history, read_run
 
         def read() -> Any:
-            return read_run(path)
+            return read_run(path), history(path)
 
-        def done(run: Any) -> None:
+        def done(read_back: Any) -> None:
+            run, records = read_back
             self._shutdown_worker()
             self.store.clear()
             self.plots.reset()
             self.samples.clear()
-            self.store.extend(run.records)
+            self.store.extend(records)
             for it, text in _samples_of(run):
                 self.samples.add(it, text, "periodic")
             self._follower = RunFollower(path)
@@ -710,17 +712,14 @@ def about_text() -> str:
 
 
 def _history_beside(checkpoint: Path, iteration: int) -> list[dict[str, Any]]:
-    """The metrics of the run directory a checkpoint sits in (or beside), up to its iteration."""
-    from engine.runlog import read_run
+    """The metrics behind a checkpoint in a run folder, up to its iteration, across the runs
+    it continued or resumed."""
+    from engine.runlog import history, run_dir_of
 
-    for run_dir in (checkpoint.parent, checkpoint.parent.parent):
-        if (run_dir / "metrics.jsonl").is_file():
-            try:
-                records = read_run(run_dir).records
-            except Exception:  # history is a nicety; the checkpoint loaded fine without it
-                return []
-            return [r for r in records if r.get("iter", math.inf) <= iteration]
-    return []
+    try:
+        return history(run_dir_of(checkpoint), iteration)
+    except Exception:  # history is a nicety; the checkpoint loaded fine without it
+        return []
 
 
 def _samples_of(run: Any) -> list[tuple[int, str]]:

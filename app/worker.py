@@ -233,6 +233,7 @@ class TrainingWorker(QObject):
                     self._flush()
                     if not session.finished and self.state != FAILED:
                         session.finish(evaluate=False)  # final.safetensors, quickly: we are closing
+                    session.close()
                     return
                 if isinstance(cmd, Continue):
                     session = self._continue(cmd, session)
@@ -265,7 +266,7 @@ class TrainingWorker(QObject):
         trainer = session.trainer
         if self.state not in (FINISHED, STOPPED) or cmd.total <= trainer.iteration:
             return session
-        session.finish(evaluate=False)  # a loaded run that was already complete has not been
+        session.close()  # if it trained, finish() has closed it already
         finished_cfg = trainer.train_cfg
         trainer.extend(cmd.total)
         try:

@@ -144,13 +144,14 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     model_cfg, train_cfg, corpus = trainer.model_cfg, trainer.train_cfg, trainer.corpus
     preset = None if args.resume else args.preset or "tiny"  # a checkpoint records configs, not names
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir()
+    resumed_from = str(Path(args.resume).resolve()) if args.resume else None  # read from anywhere later
     session = TrainingSession(
         trainer,
         run_dir,
         checkpoint_every=train_cfg.checkpoint_interval,
         keep=args.keep,
         sample_tokens=args.sample_chars,
-        extra_config={"preset": preset, "resumed_from": args.resume, "threads": threads or "auto"},
+        extra_config={"preset": preset, "resumed_from": resumed_from, "threads": threads or "auto"},
     )
     log_every = args.log_every or max(1, train_cfg.max_iters // 20)
     what = f"resuming at iteration {trainer.iteration}" if args.resume else f"training {preset}"

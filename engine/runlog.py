@@ -16,6 +16,7 @@ one that another process is still writing.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -154,6 +155,41 @@ def read_run(run_dir: str | Path) -> RunData:
     samples = samples_path.read_text(encoding="utf-8") if samples_path.exists() else ""
     checkpoints = sorted((run_dir / CHECKPOINTS).glob("*.safetensors"))
     return RunData(run_dir, config, records, samples, checkpoints)
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run folder a checkpoint belongs to: the one above its checkpoints/ folder, else
+    the folder it sits in."""
+    folder = Path(checkpoint).parent
+    return folder.parent if folder.name == CHECKPOINTS else folder
+
+
+def history(run_dir: str | Path, until: float = math.inf) -> list[dict[str, Any]]:
+    """Every metrics record behind the model of ``run_dir`` up to iteration ``until``, oldest
+    first: the run's own, after those of the run it continued (config.json ``continued_from``,
+    a run folder) or resumed (``resumed_from``, a checkpoint), and so on back. The chain ends
+    quietly at a folder that is gone or unreadable: history is shown, never needed."""
+    parts: list[list[dict[str, Any]]] = []
+    seen: set[Path] = set()
+    here: Path | None = Path(run_dir).resolve()
+    while here is not None and here not in seen:
+        seen.add(here)
+        try:
+            run = read_run(here)
+        except RunLogError:
+            break
+        records = [r for r in run.records if r.get("iter", math.inf) <= until]
+        parts.append(records)
+        if records:
+            until = records[0]["iter"] - 1  # the earlier run counts up to where this one began
+        continued, resumed = run.config.get("continued_from"), run.config.get("resumed_from")
+        if isinstance(continued, str):
+            here = Path(continued).resolve()
+        elif isinstance(resumed, str):
+            here = run_dir_of(resumed).resolve()
+        else:
+            here = None
+    return [r for part in reversed(parts) for r in part]
 
 
 class RunFollower:

@@ -141,9 +141,15 @@ class TrainingSession:
                 checkpoint.save(tr, self._log.best_path)
         if self._log is not None:
             self._final = checkpoint.save(tr, self._log.final_path)
+        self.close()
+        return self._final
+
+    def close(self) -> None:
+        """End the session without a final checkpoint: for one that trained nothing (a loaded
+        run already complete) or failed. Idempotent."""
+        if self._log is not None:
             self._log.close()
         self._closed = True
-        return self._final
 
     def _evaluate(self) -> tuple[float, bool]:
         best = self.trainer.best_val_loss

@@ -475,7 +475,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_plain_message(make_window, qtbot
     assert w.panel.start.isEnabled()
 
 
-def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot):
+def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypatch):
     w = make_window()
     tiny(w, iters=20)
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
@@ -493,6 +493,13 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot):
     assert checkpoint.load(second / "checkpoints" / "final.safetensors").iteration == 35
     assert json.loads((second / "config.json").read_text())["continued_from"] == str(first)
     assert w.panel.pause.text() == "Continue" and not w.panel.pause.isEnabled()
+    # later, the continued run's checkpoint shows the curves of both runs
+    later = make_window()
+    final = second / "checkpoints" / "final.safetensors"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(final), ""))
+    qtbot.mouseClick(later.panel.load, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
+    assert list(later.store["iter"]) == list(range(1, 36))
 
 
 def test_a_stopped_run_continues_with_f6(make_window, qtbot):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runlog import RunFollower, RunLog, RunLogError, new_run_dir, read_run
+from engine.runlog import RunFollower, RunLog, RunLogError, history, new_run_dir, read_run
 
 
 def test_new_run_dirs_are_fresh_timestamped_folders(tmp_path):
@@ -32,6 +32,32 @@ def test_a_written_run_reads_back(tmp_path):
     assert run.config == {"model": {"d_model": 64}}
     assert [r["iter"] for r in run.records] == [1, 2, 3] and run.records[1]["val_loss"] == 2.5
     assert "--- iter 2 ---\nTo be" in run.samples and run.checkpoints == []
+
+
+def write_run(run_dir: Path, iters: range, **config: str) -> Path:
+    with RunLog(run_dir) as log:
+        log.write_config(config)
+        for i in iters:
+            log.append({"iter": i, "loss": 1.0 / i})
+    return run_dir
+
+
+def test_history_goes_back_through_the_runs_a_run_continued_or_resumed(tmp_path):
+    first = write_run(tmp_path / "first", range(1, 601))
+    # resumed from first's checkpoint of iteration 200: first counts up to 200 only
+    second = write_run(
+        tmp_path / "second",
+        range(201, 401),
+        resumed_from=str(first / "checkpoints" / "iter_000200.safetensors"),
+    )
+    third = write_run(tmp_path / "third", range(401, 501), continued_from=str(second))
+    assert [r["iter"] for r in history(third)] == list(range(1, 501))
+    assert [r["iter"] for r in history(third, until=450)] == list(range(1, 451))
+    assert [r["iter"] for r in history(second)] == list(range(1, 401))
+    gone = write_run(tmp_path / "fourth", range(501, 511), continued_from=str(tmp_path / "deleted"))
+    assert [r["iter"] for r in history(gone)] == list(range(501, 511))  # the chain ends quietly
+    loop = write_run(tmp_path / "loop", range(1, 5), continued_from=str(tmp_path / "loop"))
+    assert [r["iter"] for r in history(loop)] == [1, 2, 3, 4]
 
 
 def test_reading_a_folder_that_is_not_a_run_says_so(tmp_path):

@@ -98,3 +98,14 @@ def test_a_checkpoint_that_cannot_be_written_is_reported_and_training_goes_on(
     assert "no space left" in report.checkpoint_error
     assert session.step().record["iter"] == 5  # the run goes on
     assert (tmp_path / "run" / "checkpoints" / "iter_000002.safetensors").read_bytes() == good
+
+
+def test_close_ends_a_session_that_trained_nothing_without_a_final_checkpoint(tmp_path, verse_corpus):
+    session = TrainingSession(make_trainer(verse_corpus), tmp_path / "run")
+    session.close()
+    session.close()  # idempotent
+    assert session.finished
+    with pytest.raises(RuntimeError, match="finished"):
+        session.step()
+    assert session.finish() is None  # closed: nothing more is written
+    assert not (tmp_path / "run" / "checkpoints" / "final.safetensors").exists()
