@@ -1,9 +1,9 @@
 """The training worker and the background helpers: the only module that touches threads.
 
 The worker is a QObject moved to a QThread. Its ``run`` slot drives a TrainingSession one
-iteration at a time. Commands (pause, resume, stop, set_threads, export, sample, quit) go
-through a thread-safe queue read between iterations, because queued calls to the worker's
-slots would not be delivered while it sits in its loop. Pause and the idle state after a
+iteration at a time. Commands (pause, resume, stop, continue, set_threads, export, sample,
+quit) go through a thread-safe queue read between iterations, because queued calls to the
+worker's slots would not be delivered while it sits in its loop. Pause and the idle state after a
 run block on the queue's condition; nothing polls. Metrics go back to the GUI in batches
 about every 50 ms as queued signals. The worker also owns the BLAS thread limit: threadpoolctl
 asks that the limit be set on the thread that makes the BLAS calls.
