@@ -399,7 +399,7 @@ class MainWindow(QMainWindow):
         path = self._ask_export_path()
         if path:
             self.handle.worker.export(path)  # at the next iteration boundary, on the worker
-            self.statusBar().showMessage(f"Exporting to {path}…")
+            self.statusBar().showMessage(f"Exporting to {_short(path)}…")
 
     def _ask_export_path(self) -> str:
         """Ask where to export, suggesting a name that says what and how far; "" if cancelled."""
@@ -525,7 +525,7 @@ class MainWindow(QMainWindow):
         self.panel.show_configs(info.model_cfg, info.train_cfg)
         for w in info.warnings:
             self._message(QMessageBox.Icon.Warning, "Checkpoint loaded with warnings", w)
-        where = f" — writing {info.run_dir}" if info.run_dir else ""
+        where = f" — writing {_short(info.run_dir)}" if info.run_dir else ""
         self.statusBar().showMessage(f"Run ready at iteration {info.iteration}{where}", 8000)
         self._update_status()
 
@@ -573,7 +573,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_exported(self, path: str) -> None:
-        self.statusBar().showMessage(f"Checkpoint exported to {path}", 15000)
+        self.statusBar().showMessage(f"Checkpoint exported to {_short(path)}", 15000)
         self._export_ok = True
         if self._export_wait is not None:
             self._export_wait.quit()
@@ -733,3 +733,9 @@ def _int(value: Any, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def _short(path: str | Path) -> str:
+    """A path for the status bar: the home folder as ~, which leaves room for the rest."""
+    p, home = Path(path), Path.home()
+    return f"~/{p.relative_to(home)}" if p.is_relative_to(home) else str(p)

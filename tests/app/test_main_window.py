@@ -16,7 +16,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QFileDialog, QLabel, QMessageBox
 
-from app.main_window import runs_dir
+from app.main_window import _short, runs_dir
 from app.worker import FAILED, FINISHED, PAUSED, STOPPED, TRAINING
 from engine import checkpoint
 from engine.blas import set_blas_threads
@@ -514,3 +514,8 @@ def test_a_stopped_run_continues_with_f6(make_window, qtbot):
     w.pause_action.trigger()  # F6
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
     assert list(w.store["iter"]) == list(range(1, 61))
+
+
+def test_status_bar_paths_show_the_home_folder_as_a_tilde():
+    assert _short(Path.home() / "runs" / "a") == "~/runs/a"
+    assert _short("/elsewhere/a") == "/elsewhere/a"
