@@ -159,8 +159,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     say(
         f"{what}: {plural(model_cfg.n_layers, 'layer')} × {model_cfg.d_model}, "
         f"{format_count(model_cfg.n_params)} params, on {corpus.name} "
-        f"({len(corpus.tokens):,} chars, vocab {corpus.vocab_size}), "
-        f"{blas}"
+        f"({len(corpus.tokens):,} chars, vocab {corpus.vocab_size}), {blas}"
     )
     say(f"run folder: {run_dir}")
     step_times: list[float] = []
