@@ -17,7 +17,16 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer, Slot
 from PySide6.QtGui import QPaintEvent
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.metrics_store import MetricsStore
 
@@ -78,6 +87,8 @@ class TrainingPlots(QWidget):
         self.follow_button.setVisible(False)
         self.hover_label = QLabel(" ")
         self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # cut at the right edge, whole in its tooltip: a long line must not widen the window
+        self.hover_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Smoothing"))
@@ -279,8 +290,16 @@ class TrainingPlots(QWidget):
         vi = np.searchsorted(s.val_iter.view(), it)
         if vi < len(s.val_iter) and s.val_iter.view()[vi] == it:
             parts.append(f"val {s.val_loss.view()[vi]:.4f}")
+        # the schedule and the gradient, which have no curve of their own: warmup, decay, and a
+        # stretched schedule after Continue show here
+        lr, grad = s["lr"][i], s["grad_norm"][i]
+        parts += [f"lr {lr:.3g}"] if math.isfinite(lr) else []
+        parts += [f"grad norm {grad:.3g}"] if math.isfinite(grad) else []
         parts.append(f"{1e3 * s['step_s'][i]:.1f} ms/iter")
-        mem = [(s["arena_in_use"][i], "arena in use"), (s["arena_reserved"][i], "reserved")]
-        mem.append((s["rss"][i], "RSS"))
-        parts += [f"{v / MB:.1f} MB {name}" for v, name in mem if math.isfinite(v)]
-        self.hover_label.setText("  ·  ".join(parts))
+        in_use, reserved, rss = (s[name][i] / MB for name in ("arena_in_use", "arena_reserved", "rss"))
+        if math.isfinite(in_use) and math.isfinite(reserved):
+            parts.append(f"arena {in_use:.1f} of {reserved:.1f} MB")
+        if math.isfinite(rss):
+            parts.append(f"RSS {rss:.0f} MB")
+        self.hover_label.setText(" · ".join(parts))
+        self.hover_label.setToolTip(self.hover_label.text())

@@ -36,9 +36,11 @@ def test_hover_shows_the_values_of_the_nearest_iteration(qtbot):
     store = MetricsStore()
     plots = TrainingPlots(store)
     qtbot.addWidget(plots)
-    store.extend(records(1, 101))
+    store.extend(records(1, 101, lr=1.5e-3, grad_norm=0.75))
     plots.show_values_at(41.7)
-    assert "iter 42" in plots.hover_label.text() and "ms/iter" in plots.hover_label.text()
+    text = plots.hover_label.text()
+    assert "iter 42" in text and "ms/iter" in text
+    assert "lr 0.0015" in text and "grad norm 0.75" in text
 
 
 def test_redraws_are_spaced_by_what_they_cost_repaints_included(qtbot):
