@@ -48,7 +48,7 @@ from app.worker import (
     wait_for_background,
 )
 from engine.blas import blas_info, cpu_count
-from engine.config import format_duration, plural
+from engine.config import PRESETS, ModelConfig, format_duration, plural
 from engine.data import Corpus
 from engine.default_corpus import data_dir
 
@@ -163,6 +163,8 @@ class MainWindow(QMainWindow):
         self.stop_action = self._action("S&top", "Shift+F5", self.stop)
         self.sample_action = self._action("&Generate sample", "Ctrl+G", self.samples.request)
         follow_action = self._action("&Follow newest", "Ctrl+F", self.plots.follow)
+        self.compare_action = self._action("&Compare with run…", "Ctrl+Shift+C", self.choose_comparison)
+        self.clear_compare_action = self._action("C&lear comparison", None, self.clear_comparison)
         about_action = self._action("&About CharGPT Studio", None, self.about)
 
         menu = self.menuBar().addMenu("&File")
@@ -174,7 +176,9 @@ class MainWindow(QMainWindow):
         for a in (self.start_action, self.pause_action, self.stop_action, self.sample_action):
             menu.addAction(a)
         menu = self.menuBar().addMenu("&View")
-        menu.addAction(follow_action)
+        for a in (follow_action, self.compare_action, self.clear_compare_action):
+            menu.addAction(a)
+        self.clear_compare_action.setEnabled(False)
         menu = self.menuBar().addMenu("&Help")
         menu.addAction(about_action)
         for button, action in (
@@ -499,6 +503,44 @@ class MainWindow(QMainWindow):
         run_in_background(read, done, failed)
 
     @Slot()
+    def choose_comparison(self) -> None:
+        start = self._dialog_dir("runs_parent_dir", runs_dir())
+        path = QFileDialog.getExistingDirectory(self, "Compare with the run in…", start)
+        if path:
+            self.settings.setValue("runs_parent_dir", str(Path(path).parent))
+            self.compare_with(path)
+
+    def compare_with(self, path: str) -> None:
+        """Draw a run folder's smoothed loss (as far back as it continued or resumed) under
+        the loss of the run in the window, whatever that one is doing."""
+        from engine.runlog import history, read_run
+
+        def read() -> tuple[str, MetricsStore]:
+            run = read_run(path)  # a folder that is not a run: say so, rather than compare with nothing
+            store = MetricsStore()
+            store.extend(history(path))
+            return _run_label(run.config, Path(path).name), store
+
+        def done(read_back: tuple[str, MetricsStore]) -> None:
+            label, store = read_back
+            if not len(store):
+                message = f"{Path(path).name} has no iterations yet; choose a run that has trained"
+                self._message(QMessageBox.Icon.Information, "Nothing to compare", message)
+                return
+            self.plots.set_reference(label, store)
+            self.clear_compare_action.setEnabled(True)
+
+        def failed(message: str, _details: str) -> None:
+            self._message(QMessageBox.Icon.Warning, "Cannot compare with this run", message)
+
+        run_in_background(read, done, failed)
+
+    @Slot()
+    def clear_comparison(self) -> None:
+        self.plots.clear_reference()
+        self.clear_compare_action.setEnabled(False)
+
+    @Slot()
     def _poll_run(self) -> None:
         if self._follower is None:
             return
@@ -739,3 +781,13 @@ def _short(path: str | Path) -> str:
     """A path for the status bar: the home folder as ~, which leaves room for the rest."""
     p, home = Path(path), Path.home()
     return f"~/{p.relative_to(home)}" if p.is_relative_to(home) else str(p)
+
+
+def _run_label(config: dict[str, Any], folder: str) -> str:
+    """A run in a legend: its preset (by its model's shape, if it is one's) and its folder."""
+    try:
+        model = ModelConfig(**config["model"])
+    except (KeyError, TypeError, ValueError):
+        return folder
+    names = [name for name, p in PRESETS.items() if p.model_for(model.vocab_size) == model]
+    return f"{names[0]} · {folder}" if names else folder

@@ -36,6 +36,7 @@ SLOWEST_MS = 500  # but the plots never look frozen
 MB = 1e6
 
 BLUE, ORANGE, GREEN, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (110, 110, 110)
+PURPLE = (148, 103, 189)
 
 
 def redraw_interval_ms(cost_s: float) -> int:
@@ -73,6 +74,8 @@ class TrainingPlots(QWidget):
         self.following = True
         self._drawn_version = -1
         self._redraw_s: float | None = None  # running average of what a redraw costs
+        self.reference: MetricsStore | None = None  # another run's metrics, to compare with
+        self.loss_reference: pg.PlotDataItem | None = None  # its smoothed loss
 
         self.log_loss = QCheckBox("Log scale")
         self.log_loss.setToolTip("Show the loss on a logarithmic axis")
@@ -246,8 +249,31 @@ class TrainingPlots(QWidget):
         self.following = False
         self.follow_button.setVisible(True)
 
+    # -- comparison ---------------------------------------------------------------------------
+    def set_reference(self, name: str, store: MetricsStore) -> None:
+        """Draw another run's smoothed loss, named ``name`` in the legend, with this one's until
+        cleared: does a bigger model, or another learning rate, learn faster?"""
+        self.clear_reference()
+        self.reference = store
+        self.loss_reference = self.loss_plot.plot(pen=_pen(PURPLE, 200), name=name)  # smoothed
+        self._draw_reference()
+
+    def clear_reference(self) -> None:
+        if self.loss_reference is not None:
+            self.loss_plot.removeItem(self.loss_reference)
+            self.loss_plot.legend.removeItem(self.loss_reference)
+        self.reference = self.loss_reference = None
+
+    def _draw_reference(self) -> None:
+        """Set when it is chosen and when the smoothing changes, not at every redraw: it is
+        fixed, and redraws are budgeted."""
+        if self.reference is not None and self.loss_reference is not None:
+            smooth = self.reference.smoothed_loss(self.smoothing.value())
+            self.loss_reference.setData(self.reference["iter"], smooth, connect="finite")
+
     def reset(self) -> None:
-        """Forget the view state for a new run (the store is cleared by its owner)."""
+        """Forget the view state for a new run (the store is cleared by its owner; a run to
+        compare with stays)."""
         self._drawn_version = -1
         self.follow()
         for line in self.cursors:
@@ -259,6 +285,7 @@ class TrainingPlots(QWidget):
     def _on_smoothing(self, window: int) -> None:
         self.smoothing_label.setText(f"{window} it")
         self._drawn_version = -1
+        self._draw_reference()
 
     @Slot(bool)
     def _on_log(self, on: bool) -> None:

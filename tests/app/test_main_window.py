@@ -519,3 +519,29 @@ def test_a_stopped_run_continues_with_f6(make_window, qtbot):
 def test_status_bar_paths_show_the_home_folder_as_a_tilde():
     assert _short(Path.home() / "runs" / "a") == "~/runs/a"
     assert _short("/elsewhere/a") == "/elsewhere/a"
+
+
+def test_compare_with_another_run_draws_its_loss_and_a_folder_that_is_not_a_run_says_so(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    from engine.runlog import RunLog
+
+    run = tmp_path / "tiny-run"
+    with RunLog(run) as log:
+        log.write_config({"model": PRESETS["tiny"].model_for(65).to_dict(), "train": {"max_iters": 50}})
+        for i in range(1, 51):
+            log.append({"iter": i, "loss": 4.0 - i / 50})
+    w = make_window()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(run))
+    w.compare_action.trigger()  # View → Compare with run…
+    qtbot.waitUntil(lambda: w.plots.loss_reference is not None, timeout=10_000)
+    assert list(w.plots.loss_reference.xData) == list(range(1, 51))
+    assert "tiny · tiny-run" in [label.text for _, label in w.plots.loss_plot.legend.items]
+    assert w.clear_compare_action.isEnabled()
+    w.clear_compare_action.trigger()
+    assert w.plots.loss_reference is None and not w.clear_compare_action.isEnabled()
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
+    w.compare_action.trigger()
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot compare with this run")), timeout=10_000)
+    assert "not a run folder" in boxes(w, "Cannot compare with this run")[0].text()

@@ -1,5 +1,6 @@
 """The plots on a long history: created once, downsampled, clipped to the view."""
 
+import numpy as np
 from PySide6.QtCore import Qt
 
 from app.metrics_store import MetricsStore
@@ -57,3 +58,23 @@ def test_redraws_are_spaced_by_what_they_cost_repaints_included(qtbot):
     plots.redraw()
     assert plots.timer.interval() == SLOWEST_MS
     assert plots.canvas.paint_s == 0.0  # counted once
+
+
+def test_another_runs_smoothed_loss_is_drawn_to_compare_until_cleared(qtbot):
+    plots = TrainingPlots(MetricsStore())
+    qtbot.addWidget(plots)
+    other = MetricsStore()
+    other.extend(records(1, 301))
+    plots.set_reference("tiny-run", other)
+    curve = plots.loss_reference
+    legend = [label.text for _, label in plots.loss_plot.legend.items]
+    assert "tiny-run" in legend
+    np.testing.assert_allclose(curve.xData, np.arange(1, 301))
+    np.testing.assert_allclose(curve.yData, other.smoothed_loss(plots.smoothing.value()))
+    plots.smoothing.setValue(5)
+    np.testing.assert_allclose(curve.yData, other.smoothed_loss(5))
+    plots.reset()  # a new run in the window: the comparison stays
+    assert plots.loss_reference is curve and curve in plots.loss_plot.items
+    plots.clear_reference()
+    assert curve not in plots.loss_plot.items
+    assert "tiny-run" not in [label.text for _, label in plots.loss_plot.legend.items]
