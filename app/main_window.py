@@ -466,11 +466,17 @@ class MainWindow(QMainWindow):
                 QMessageBox.Icon.Information, "Training", "Stop the current run before opening another."
             )
             return
+        path = self._ask_run_folder("Open a run directory")
+        if path:
+            self.open_run(path)
+
+    def _ask_run_folder(self, caption: str) -> str:
+        """Ask for a run folder, starting where the last one was chosen; "" if cancelled."""
         start = self._dialog_dir("runs_parent_dir", runs_dir())
-        path = QFileDialog.getExistingDirectory(self, "Open a run directory", start)
+        path = QFileDialog.getExistingDirectory(self, caption, start)
         if path:
             self.settings.setValue("runs_parent_dir", str(Path(path).parent))
-            self.open_run(path)
+        return path
 
     def open_run(self, path: str) -> None:
         """Show a run directory's curves (with those of the runs it continued or resumed) and
@@ -504,10 +510,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def choose_comparison(self) -> None:
-        start = self._dialog_dir("runs_parent_dir", runs_dir())
-        path = QFileDialog.getExistingDirectory(self, "Compare with the run in…", start)
+        path = self._ask_run_folder("Compare with the run in…")
         if path:
-            self.settings.setValue("runs_parent_dir", str(Path(path).parent))
             self.compare_with(path)
 
     def compare_with(self, path: str) -> None:
