@@ -189,6 +189,9 @@ class MainWindow(QMainWindow):
             (self.panel.load, self.load_action),
         ):
             button.setToolTip(f"{action.text().replace('&', '')} ({action.shortcut().toString()})")
+        self.panel.pause.setToolTip(
+            "Pause or resume (F6). After the last iteration or Stop: raise Iterations, then Continue"
+        )
 
     def _connect(self) -> None:
         p = self.panel

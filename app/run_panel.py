@@ -203,10 +203,8 @@ class RunPanel(QWidget):
         self.pause.blockSignals(False)
         if self._can_continue_state():
             self.pause.setText("Continue")
-            self.pause.setToolTip("Train this model on to the Iterations total (raise it first)")
         else:
             self.pause.setText("Resume" if state == PAUSED else "Pause")
-            self.pause.setToolTip("")
         self._update_enabled()
 
     def show_configs(self, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
