@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 APP_NAME = "CharGPT Studio"
+CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
+WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
 
 
@@ -403,22 +405,23 @@ class MainWindow(QMainWindow):
     def choose_export(self) -> None:
         if self.handle is None or not self.handle.is_running():
             return
-        path = self._ask_export_path()
+        path, weights_only = self._ask_export_path(weights_too=True)
         if path:
-            self.handle.worker.export(path)  # at the next iteration boundary, on the worker
+            # at the next iteration boundary, on the worker
+            self.handle.worker.export(path, weights_only=weights_only)
             self.statusBar().showMessage(f"Exporting to {_short(path)}…")
 
-    def _ask_export_path(self) -> str:
-        """Ask where to export, suggesting a name that says what and how far; "" if cancelled."""
+    def _ask_export_path(self, *, weights_too: bool = False) -> tuple[str, bool]:
+        """Ask where to export, suggesting a name that says what and how far, and (if
+        ``weights_too``) whether the weights alone; "" if cancelled."""
         it = self.store.last("iter")
         name = f"chargpt-{self.panel.preset_name()}-iter{0 if math.isnan(it) else int(it)}.safetensors"
         start = str(Path(self._dialog_dir("export_dir", Path.home())) / name)
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export checkpoint", start, "Checkpoints (*.safetensors);;All files (*)"
-        )
+        filters = [CHECKPOINT_FILTER, *([WEIGHTS_FILTER] if weights_too else []), "All files (*)"]
+        path, chosen = QFileDialog.getSaveFileName(self, "Export checkpoint", start, ";;".join(filters))
         if path:
             self.settings.setValue("export_dir", str(Path(path).parent))
-        return path
+        return path, chosen == WEIGHTS_FILTER
 
     @Slot()
     def choose_checkpoint(self) -> None:
@@ -729,7 +732,7 @@ class MainWindow(QMainWindow):
     def _export_before_close(self) -> bool:
         """Export and wait for the result; False if the person gave up or it failed."""
         assert self.handle is not None
-        path = self._ask_export_path()
+        path, _ = self._ask_export_path()  # the whole state: this is to keep the run
         if not path:
             return False
         # The answer comes through _on_exported / _on_export_failed, on this thread, after the

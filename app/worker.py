@@ -70,6 +70,7 @@ class SetThreads:
 @dataclass(frozen=True)
 class Export:
     path: Path
+    weights_only: bool = False  # the parameters alone, with PyTorch names
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,8 @@ class TrainingWorker(QObject):
     def set_threads(self, n: int) -> None:
         self._queue.put(SetThreads(n))
 
-    def export(self, path: str | Path) -> None:
-        self._queue.put(Export(Path(path)))
+    def export(self, path: str | Path, *, weights_only: bool = False) -> None:
+        self._queue.put(Export(Path(path), weights_only))
 
     def request_sample(self, prompt: str, n_tokens: int, temperature: float, top_k: int | None) -> None:
         self._queue.put(Sample(prompt, n_tokens, temperature, top_k))
@@ -293,7 +294,7 @@ class TrainingWorker(QObject):
             self._apply_threads(cmd.n)
         elif isinstance(cmd, Export):
             try:
-                path = session.export(cmd.path)
+                path = session.export(cmd.path, weights_only=cmd.weights_only)
             except Exception as e:  # CheckpointError, and any OSError the engine let through
                 self.export_failed.emit(str(e) or type(e).__name__)
             else:

@@ -424,19 +424,35 @@ def export_weights(checkpoint_path: str | Path, out_path: str | Path) -> Path:
     nanoGPT model of the same shape with untied ``lm_head`` (nanoGPT's causal-mask buffers
     are not parameters and are not in the file).
     """
-    ckpt = load(checkpoint_path)
-    out_path = Path(out_path)
+    c = load(checkpoint_path)
+    return _write_weights(out_path, c.model_cfg, c.train_cfg, c.vocabulary, c.iteration, c.params)
+
+
+def save_weights(trainer: Trainer, path: str | Path) -> Path:
+    """``export_weights`` from a trainer as it is now (between iterations)."""
+    t, vocabulary = trainer, trainer.corpus.tokenizer.chars
+    return _write_weights(path, t.model_cfg, t.train_cfg, vocabulary, t.iteration, t.model.params)
+
+
+def _write_weights(
+    path: str | Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    vocabulary: list[str],
+    iteration: int,
+    params: Mapping[str, NDArray[Any]],
+) -> Path:
     meta = {
         "format": WEIGHTS_FORMAT,
         "version": VERSION,
-        "model": ckpt.model_cfg.to_dict(),
-        "train": ckpt.train_cfg.to_dict(),
-        "vocabulary": ckpt.vocabulary,
-        "iteration": ckpt.iteration,
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "vocabulary": vocabulary,
+        "iteration": iteration,
         "app_version": engine.__version__,
         "created": _now(),
     }
-    tensors = {torch_name(name): value for name, value in ckpt.params.items()}
+    tensors = {torch_name(name): value for name, value in params.items()}
     data = safetensors.numpy.save(tensors, metadata={"format": "pt", META_KEY: json.dumps(meta)})
-    write_atomic(out_path, data, "weights")
-    return out_path
+    write_atomic(Path(path), data, "weights")
+    return Path(path)

@@ -125,8 +125,11 @@ class TrainingSession:
         n = self.sample_tokens if n_tokens is None else n_tokens
         return tr.generate(prompt, n, temperature=SAMPLE_TEMPERATURE, seed=seed)
 
-    def export(self, path: str | Path) -> Path:
-        """Checkpoint the trainer now (between iterations) to any path; training is untouched."""
+    def export(self, path: str | Path, *, weights_only: bool = False) -> Path:
+        """Checkpoint the trainer now (between iterations) to any path, or only its weights
+        with PyTorch names; training is untouched."""
+        if weights_only:
+            return checkpoint.save_weights(self.trainer, path)
         return checkpoint.save(self.trainer, path)
 
     def finish(self, *, evaluate: bool = True) -> Path | None:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.numpy
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QFileDialog, QLabel, QMessageBox
 
-from app.main_window import _short, runs_dir
+from app.main_window import WEIGHTS_FILTER, _short, runs_dir
 from app.worker import FAILED, FINISHED, PAUSED, STOPPED, TRAINING
 from engine import checkpoint
 from engine.blas import set_blas_threads
@@ -546,3 +547,22 @@ def test_compare_with_another_run_draws_its_loss_and_a_folder_that_is_not_a_run_
     w.compare_action.trigger()
     qtbot.waitUntil(lambda: bool(boxes(w, "Cannot compare with this run")), timeout=10_000)
     assert "not a run folder" in boxes(w, "Cannot compare with this run")[0].text()
+
+
+def test_the_weights_alone_export_with_pytorch_names(make_window, qtbot, tmp_path, monkeypatch):
+    w = make_window()
+    tiny(w, iters=15)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    full, weights = tmp_path / "full.safetensors", tmp_path / "weights.safetensors"
+    for target, kind in ((full, ""), (weights, WEIGHTS_FILTER)):
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, t=target, k=kind, **kw: (str(t), k))
+        qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(target.exists, timeout=10_000)
+    ckpt = checkpoint.load(full)
+    exported = safetensors.numpy.load_file(weights)
+    assert set(exported) == {checkpoint.torch_name(n) for n in ckpt.params}
+    for name, value in ckpt.params.items():
+        np.testing.assert_array_equal(exported[checkpoint.torch_name(name)], value)
+    with pytest.raises(checkpoint.CheckpointError):  # weights alone cannot resume
+        checkpoint.load(weights)
