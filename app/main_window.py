@@ -48,7 +48,7 @@ from app.worker import (
     wait_for_background,
 )
 from engine.blas import blas_info, cpu_count
-from engine.config import PRESETS, ModelConfig, format_duration, plural
+from engine.config import ModelConfig, format_duration, plural, preset_of
 from engine.data import Corpus
 from engine.default_corpus import data_dir
 
@@ -317,7 +317,7 @@ class MainWindow(QMainWindow):
             trainer = Trainer(model_cfg, train_cfg, corpus)
             session = TrainingSession(
                 trainer,
-                new_run_dir(base),
+                new_run_dir(base, preset_of(trainer.model_cfg)),
                 checkpoint_every=train_cfg.checkpoint_interval,
                 extra_config=extra,
             )
@@ -369,7 +369,12 @@ class MainWindow(QMainWindow):
             from engine.session import TrainingSession
 
             every = trainer.train_cfg.checkpoint_interval
-            return TrainingSession(trainer, new_run_dir(base), checkpoint_every=every, extra_config=extra)
+            return TrainingSession(
+                trainer,
+                new_run_dir(base, preset_of(trainer.model_cfg)),
+                checkpoint_every=every,
+                extra_config=extra,
+            )
 
         self.handle.worker.continue_to(self.panel.iters.value(), make_session)
 
@@ -456,7 +461,7 @@ class MainWindow(QMainWindow):
             history = _history_beside(Path(path), trainer.iteration)
             session = TrainingSession(
                 trainer,
-                new_run_dir(base),
+                new_run_dir(base, preset_of(trainer.model_cfg)),
                 checkpoint_every=trainer.train_cfg.checkpoint_interval,
                 extra_config={"resumed_from": str(path), "by": APP_NAME},
             )
@@ -796,8 +801,7 @@ def _short(path: str | Path) -> str:
 def _run_label(config: dict[str, Any], folder: str) -> str:
     """A run in a legend: its preset (by its model's shape, if it is one's) and its folder."""
     try:
-        model = ModelConfig(**config["model"])
+        name = preset_of(ModelConfig(**config["model"]))
     except (KeyError, TypeError, ValueError):
-        return folder
-    names = [name for name, p in PRESETS.items() if p.model_for(model.vocab_size) == model]
-    return f"{names[0]} · {folder}" if names else folder
+        name = None
+    return f"{name} · {folder}" if name and not folder.endswith(f"_{name}") else folder

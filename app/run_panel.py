@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from app.worker import AUTO_THREADS, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine.blas import cpu_count
-from engine.config import PRESETS, ModelConfig, TrainConfig, format_count
+from engine.config import PRESETS, ModelConfig, TrainConfig, format_count, preset_of
 
 DEFAULT_VOCAB = 65  # parameter counts before a corpus is known
 
@@ -209,12 +209,11 @@ class RunPanel(QWidget):
 
     def show_configs(self, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
         """Show a loaded run's settings (its preset when the model matches one)."""
-        for name, p in PRESETS.items():
-            if p.model_for(model_cfg.vocab_size) == model_cfg:
-                self.preset.blockSignals(True)
-                self.set_preset(name)
-                self.preset.blockSignals(False)
-                break
+        name = preset_of(model_cfg)
+        if name is not None:
+            self.preset.blockSignals(True)
+            self.set_preset(name)
+            self.preset.blockSignals(False)
         self.batch.setValue(train_cfg.batch_size)
         self.iters.setValue(train_cfg.max_iters)
         self.lr.setValue(train_cfg.lr)

@@ -33,6 +33,7 @@ from engine.config import (
     format_duration,
     get_preset,
     plural,
+    preset_of,
 )
 from engine.data import Corpus
 from engine.errors import InputError
@@ -143,7 +144,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         threads = trainer.set_threads(threads)
     model_cfg, train_cfg, corpus = trainer.model_cfg, trainer.train_cfg, trainer.corpus
     preset = None if args.resume else args.preset or "tiny"  # a checkpoint records configs, not names
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir()
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(label=preset_of(model_cfg))
     resumed_from = str(Path(args.resume).resolve()) if args.resume else None  # read from anywhere later
     session = TrainingSession(
         trainer,

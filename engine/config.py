@@ -194,6 +194,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_of(model: ModelConfig) -> str | None:
+    """The name of the preset whose model this is (at any vocabulary), or None."""
+    return next((name for name, p in PRESETS.items() if p.model_for(model.vocab_size) == model), None)
+
+
 class PresetError(InputError, ValueError):
     pass
 

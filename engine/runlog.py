@@ -1,6 +1,6 @@
 """A run directory: what a training run leaves behind, and how to read or follow it.
 
-    runs/2024-05-01_13-45-12/
+    runs/2024-05-01_13-45-12_small/
         config.json                 configs, corpus, app version, checkpoint settings
         metrics.jsonl               one JSON object per iteration, appended as training goes
         samples.txt                 the periodic samples, each under a "--- iter N ---" line
@@ -39,11 +39,13 @@ class RunLogError(InputError, ValueError):
     """A run directory that cannot be written or read; one line for a person."""
 
 
-def new_run_dir(base: Path = Path("runs")) -> Path:
-    """Create and return a fresh folder under ``base`` named by the local time."""
+def new_run_dir(base: Path = Path("runs"), label: str | None = None) -> Path:
+    """Create and return a fresh folder under ``base`` named by the local time, then ``label``
+    (the preset, say: runs/2024-05-01_13-45-12_small)."""
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    suffix = f"_{label}" if label else ""
     for n in range(1, 1000):
-        run_dir = base / (stamp if n == 1 else f"{stamp}-{n}")
+        run_dir = base / (f"{stamp}{suffix}" if n == 1 else f"{stamp}-{n}{suffix}")
         try:
             run_dir.mkdir(parents=True)
         except FileExistsError:

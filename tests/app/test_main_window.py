@@ -491,6 +491,7 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypa
     assert list(w.store["iter"]) == list(range(1, 36))  # one curve on, no gap and no restart
     second = w.run_info.run_dir
     assert second != first and w.iter_label.text() == "iter 35 / 35"
+    assert first.name.endswith("_tiny") and second.name.endswith("_tiny")  # folders named by preset
     assert checkpoint.load(second / "checkpoints" / "final.safetensors").iteration == 35
     assert json.loads((second / "config.json").read_text())["continued_from"] == str(first)
     assert w.panel.pause.text() == "Continue" and not w.panel.pause.isEnabled()

@@ -14,6 +14,8 @@ def test_new_run_dirs_are_fresh_timestamped_folders(tmp_path):
     first, second = new_run_dir(tmp_path / "runs"), new_run_dir(tmp_path / "runs")
     assert first != second and first.is_dir() and second.is_dir()
     assert first.parent == tmp_path / "runs" and first.name[:4].isdigit()
+    labelled = [new_run_dir(tmp_path / "runs", "small") for _ in range(2)]  # the preset, say
+    assert all(d.name.endswith("_small") for d in labelled) and labelled[0] != labelled[1]
 
 
 def test_a_run_folder_that_cannot_be_made_says_where_and_what_to_do(tmp_path):
