@@ -659,8 +659,10 @@ class MainWindow(QMainWindow):
         panel_state = state if state in (TRAINING, PAUSED, STOPPED, FINISHED, FAILED) else IDLE
         if state == "starting":
             panel_state = TRAINING
-        done = self.store.last("iter")
-        self.panel.set_state(panel_state, has_model=has_model, done=0 if math.isnan(done) else int(done))
+        # the model's iteration: the curves' last, or where a checkpoint without curves stood
+        last = self.store.last("iter")
+        done = max(0 if math.isnan(last) else int(last), self.run_info.iteration if self.run_info else 0)
+        self.panel.set_state(panel_state, has_model=has_model, done=done)
         self.samples.generate_button.setEnabled(has_model)
         self.export_action.setEnabled(self.panel.export.isEnabled())
         self.state_label.setText(f"<b>{state}</b>")

@@ -567,3 +567,27 @@ def test_the_weights_alone_export_with_pytorch_names(make_window, qtbot, tmp_pat
         np.testing.assert_array_equal(exported[checkpoint.torch_name(name)], value)
     with pytest.raises(checkpoint.CheckpointError):  # weights alone cannot resume
         checkpoint.load(weights)
+
+
+def test_a_complete_checkpoint_without_curves_continues_only_past_its_iteration(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    w = make_window()
+    tiny(w, iters=12)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    alone = tmp_path / "elsewhere" / "done.safetensors"  # outside any run folder: no history
+    alone.parent.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(alone), ""))
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(alone.exists, timeout=10_000)
+    later = make_window()
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(alone), ""))
+    qtbot.mouseClick(later.panel.load, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
+    assert len(later.store) == 0 and later.panel.iters.value() == 12
+    assert later.panel.pause.text() == "Continue" and not later.panel.pause.isEnabled()
+    later.panel.iters.setValue(20)
+    qtbot.mouseClick(later.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: later.state == FINISHED and last_iter(later) == 20, timeout=20_000)
+    assert list(later.store["iter"]) == list(range(13, 21))
