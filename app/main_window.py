@@ -495,7 +495,8 @@ class MainWindow(QMainWindow):
         from engine.runlog import RunFollower, history, read_run
 
         def read() -> Any:
-            return read_run(path), history(path)
+            run = read_run(path)
+            return run, history(run)
 
         def done(read_back: Any) -> None:
             run, records = read_back
@@ -533,7 +534,7 @@ class MainWindow(QMainWindow):
         def read() -> tuple[str, MetricsStore]:
             run = read_run(path)  # a folder that is not a run: say so, rather than compare with nothing
             store = MetricsStore()
-            store.extend(history(path))
+            store.extend(history(run))
             return _run_label(run.config, Path(path).name), store
 
         def done(read_back: tuple[str, MetricsStore]) -> None:
@@ -773,10 +774,10 @@ def about_text() -> str:
 def _history_beside(checkpoint: Path, iteration: int) -> list[dict[str, Any]]:
     """The metrics behind a checkpoint in a run folder, up to its iteration, across the runs
     it continued or resumed."""
-    from engine.runlog import history, run_dir_of
+    from engine.runlog import history, read_run, run_dir_of
 
     try:
-        return history(run_dir_of(checkpoint), iteration)
+        return history(read_run(run_dir_of(checkpoint)), iteration)
     except Exception:  # history is a nicety; the checkpoint loaded fine without it
         return []
 

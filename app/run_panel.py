@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from app.worker import AUTO_THREADS, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine.blas import cpu_count
-from engine.config import PRESETS, ModelConfig, TrainConfig, format_count, preset_of
+from engine.config import PRESETS, ModelConfig, TrainConfig, format_count, plural, preset_of
 
 DEFAULT_VOCAB = 65  # parameter counts before a corpus is known
 
@@ -274,8 +274,8 @@ class RunPanel(QWidget):
 
 
 def _describe_model(m: ModelConfig) -> str:
-    layers = "layer" if m.n_layers == 1 else "layers"
     return (
         f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>"
-        f"{m.n_layers} {layers} × {m.d_model}, {m.n_heads} heads, MLP {m.d_ff}, context {m.context}"
+        f"{plural(m.n_layers, 'layer')} × {m.d_model}, {plural(m.n_heads, 'head')}, MLP {m.d_ff}, "
+        f"context {m.context}"
     )

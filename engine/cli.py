@@ -386,8 +386,9 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
     for name, p in PRESETS.items():
         m = p.model_for(65)
         out.write(
-            f"  {name:<7} {m.n_layers} layers × {m.d_model:<4} heads {m.n_heads:<3} ff {m.d_ff:<5}"
-            f"context {m.context:<4} {format_count(m.n_params):>7} params  "
+            f"  {name:<7} {plural(m.n_layers, 'layer'):<8} × {m.d_model:<4} "
+            f"heads {m.n_heads:<3} ff {m.d_ff:<5}context {m.context:<4} "
+            f"{format_count(m.n_params):>7} params  "
             f"batch {p.train.batch_size}, {p.train.max_iters} iters, lr {p.train.lr:g}\n"
         )
     return EXIT_OK

@@ -166,31 +166,32 @@ def run_dir_of(checkpoint: str | Path) -> Path:
     return folder.parent if folder.name == CHECKPOINTS else folder
 
 
-def history(run_dir: str | Path, until: float = math.inf) -> list[dict[str, Any]]:
-    """Every metrics record behind the model of ``run_dir`` up to iteration ``until``, oldest
-    first: the run's own, after those of the run it continued (config.json ``continued_from``,
-    a run folder) or resumed (``resumed_from``, a checkpoint), and so on back. The chain ends
-    quietly at a folder that is gone or unreadable: history is shown, never needed."""
+def history(run: RunData, until: float = math.inf) -> list[dict[str, Any]]:
+    """Every metrics record behind the model of ``run`` (as read) up to iteration ``until``,
+    oldest first: the run's own, after those of the run it continued (config.json
+    ``continued_from``, a run folder) or resumed (``resumed_from``, a checkpoint), and so on
+    back. The chain ends quietly at a folder that is gone or unreadable: history is shown,
+    never needed."""
     parts: list[list[dict[str, Any]]] = []
     seen: set[Path] = set()
-    here: Path | None = Path(run_dir).resolve()
-    while here is not None and here not in seen:
-        seen.add(here)
-        try:
-            run = read_run(here)
-        except RunLogError:
-            break
-        records = [r for r in run.records if r.get("iter", math.inf) <= until]
+    current: RunData | None = run
+    while current is not None and current.run_dir.resolve() not in seen:
+        seen.add(current.run_dir.resolve())
+        records = [r for r in current.records if r.get("iter", math.inf) <= until]
         parts.append(records)
         if records:
             until = records[0]["iter"] - 1  # the earlier run counts up to where this one began
-        continued, resumed = run.config.get("continued_from"), run.config.get("resumed_from")
+        continued, resumed = current.config.get("continued_from"), current.config.get("resumed_from")
         if isinstance(continued, str):
-            here = Path(continued).resolve()
+            earlier: Path | None = Path(continued)
         elif isinstance(resumed, str):
-            here = run_dir_of(resumed).resolve()
+            earlier = run_dir_of(resumed)
         else:
-            here = None
+            earlier = None
+        try:
+            current = read_run(earlier) if earlier is not None else None
+        except RunLogError:
+            current = None
     return [r for part in reversed(parts) for r in part]
 
 

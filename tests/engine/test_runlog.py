@@ -53,13 +53,13 @@ def test_history_goes_back_through_the_runs_a_run_continued_or_resumed(tmp_path)
         resumed_from=str(first / "checkpoints" / "iter_000200.safetensors"),
     )
     third = write_run(tmp_path / "third", range(401, 501), continued_from=str(second))
-    assert [r["iter"] for r in history(third)] == list(range(1, 501))
-    assert [r["iter"] for r in history(third, until=450)] == list(range(1, 451))
-    assert [r["iter"] for r in history(second)] == list(range(1, 401))
+    assert [r["iter"] for r in history(read_run(third))] == list(range(1, 501))
+    assert [r["iter"] for r in history(read_run(third), until=450)] == list(range(1, 451))
+    assert [r["iter"] for r in history(read_run(second))] == list(range(1, 401))
     gone = write_run(tmp_path / "fourth", range(501, 511), continued_from=str(tmp_path / "deleted"))
-    assert [r["iter"] for r in history(gone)] == list(range(501, 511))  # the chain ends quietly
+    assert [r["iter"] for r in history(read_run(gone))] == list(range(501, 511))  # the chain ends quietly
     loop = write_run(tmp_path / "loop", range(1, 5), continued_from=str(tmp_path / "loop"))
-    assert [r["iter"] for r in history(loop)] == [1, 2, 3, 4]
+    assert [r["iter"] for r in history(read_run(loop))] == [1, 2, 3, 4]
 
 
 def test_reading_a_folder_that_is_not_a_run_says_so(tmp_path):
