@@ -175,7 +175,9 @@ class RunPanel(QWidget):
             self.corpus_label.setText("no corpus: open a text file")
         else:
             self._vocab = vocab
-            self.corpus_label.setText(f"<b>{name}</b><br>{characters:,} characters, vocabulary {vocab}")
+            self.corpus_label.setText(
+                f"<b>{name}</b><br>{_phrases(f'{characters:,} characters', f'vocabulary {vocab}')}"
+            )
         for i in range(self.preset.count()):
             self.preset.setItemText(i, PRESETS[self.preset.itemData(i)].summary(self._vocab))
         self._show_model()
@@ -274,8 +276,15 @@ class RunPanel(QWidget):
 
 
 def _describe_model(m: ModelConfig) -> str:
-    return (
-        f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>"
-        f"{plural(m.n_layers, 'layer')} × {m.d_model}, {plural(m.n_heads, 'head')}, MLP {m.d_ff}, "
-        f"context {m.context}"
+    shape = _phrases(
+        f"{plural(m.n_layers, 'layer')} × {m.d_model}",
+        plural(m.n_heads, "head"),
+        f"MLP {m.d_ff}",
+        f"context {m.context}",
     )
+    return f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>{shape}"
+
+
+def _phrases(*phrases: str) -> str:
+    """Comma-separated rich text that wraps between phrases, never inside one ("context / 32")."""
+    return ", ".join(p.replace(" ", "\N{NO-BREAK SPACE}") for p in phrases)
