@@ -178,8 +178,6 @@ class RunPanel(QWidget):
             self.corpus_label.setText(
                 f"<b>{name}</b><br>{_phrases(f'{characters:,} characters', f'vocabulary {vocab}')}"
             )
-        for i in range(self.preset.count()):
-            self.preset.setItemText(i, PRESETS[self.preset.itemData(i)].summary(self._vocab))
         self._show_model()
         self._update_enabled()
 
@@ -247,6 +245,9 @@ class RunPanel(QWidget):
         self._show_model()
 
     def _show_model(self) -> None:
+        """Every preset's entry and the chosen one's description, at the current vocabulary."""
+        for i in range(self.preset.count()):
+            self.preset.setItemText(i, PRESETS[self.preset.itemData(i)].summary(self._vocab))
         self.model_label.setText(_describe_model(PRESETS[self.preset_name()].model_for(self._vocab)))
 
     @Slot(bool)
