@@ -192,7 +192,8 @@ class MainWindow(QMainWindow):
         ):
             button.setToolTip(f"{action.text().replace('&', '')} ({action.shortcut().toString()})")
         self.panel.pause.setToolTip(
-            "Pause or resume (F6). After the last iteration or Stop: raise Iterations, then Continue"
+            "Pause or resume (F6). After the last iteration or Stop: raise Iterations, then Continue\n"
+            "trains the same model on, with its own settings and corpus (to change those, Start anew)"
         )
 
     def _connect(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QValidator
@@ -73,6 +74,8 @@ class RunPanel(QWidget):
         self._state = IDLE
         self._has_model = False
         self._done = 0  # the iteration the model has reached
+        self._corpus: tuple[str, int, int] | None = None
+        self._held: tuple[Any, ...] | None = None  # the held model's settings, as shown
 
         self.preset = QComboBox()
         for i, (name, preset) in enumerate(PRESETS.items()):
@@ -149,7 +152,9 @@ class RunPanel(QWidget):
 
         self.preset.currentIndexChanged.connect(self._on_preset)
         self.threads.valueChanged.connect(self.threads_changed)
-        self.iters.valueChanged.connect(self._update_enabled)  # more than done: Continue
+        # Continue needs Iterations past done and every other setting as the model has it
+        for spin in (self.iters, self.batch, self.lr, self.seed):
+            spin.valueChanged.connect(self._update_enabled)
         self.start.clicked.connect(self.start_clicked)
         self.pause.toggled.connect(self._on_pause)
         self.stop.clicked.connect(self.stop_clicked)
@@ -171,6 +176,7 @@ class RunPanel(QWidget):
     def set_corpus(self, name: str | None, characters: int = 0, vocab: int = 0) -> None:
         """Show the corpus (None: none usable yet) and recount every preset's parameters."""
         self._corpus_ready = name is not None
+        self._corpus = None if name is None else (name, characters, vocab)
         if name is None:
             self.corpus_label.setText("no corpus: open a text file")
         else:
@@ -219,6 +225,12 @@ class RunPanel(QWidget):
         self.lr.setValue(train_cfg.lr)
         self.seed.setValue(train_cfg.seed)
         self.model_label.setText(_describe_model(model_cfg))
+        self._held = self._settings()
+        self._update_enabled()
+
+    def _settings(self) -> tuple[Any, ...]:
+        """What Continue would have to change to follow the controls: all but Iterations."""
+        return (self.preset_name(), self.batch.value(), self.lr.value(), self.seed.value(), self._corpus)
 
     # -- view -> model ------------------------------------------------------------------------
     def configs(self, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
@@ -243,6 +255,7 @@ class RunPanel(QWidget):
         self.lr.setValue(t.lr)
         self.seed.setValue(t.seed)
         self._show_model()
+        self._update_enabled()
 
     def _show_model(self) -> None:
         """Every preset's entry and the chosen one's description, at the current vocabulary."""
@@ -264,13 +277,19 @@ class RunPanel(QWidget):
     def _can_continue_state(self) -> bool:
         return self._state in (FINISHED, STOPPED) and self._has_model
 
+    def _can_continue(self) -> bool:
+        """Continue trains the held model on with its own settings; other settings are for Start."""
+        return (
+            self._can_continue_state() and self.iters.value() > self._done and self._settings() == self._held
+        )
+
     @Slot()
     def _update_enabled(self) -> None:
         running = self._state in (TRAINING, PAUSED)
         for w in (self.preset, self.batch, self.iters, self.lr, self.seed, self.open_corpus):
             w.setEnabled(not running)
         self.start.setEnabled(not running and self._corpus_ready)
-        self.pause.setEnabled(running or (self._can_continue_state() and self.iters.value() > self._done))
+        self.pause.setEnabled(running or self._can_continue())
         self.stop.setEnabled(running)
         self.export.setEnabled(self._has_model and self._state != IDLE)
         self.load.setEnabled(not running)

@@ -506,6 +506,29 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypa
     assert list(later.store["iter"]) == list(range(1, 36))
 
 
+def test_continue_is_offered_only_while_the_other_settings_are_the_models(make_window, qtbot, tmp_path):
+    w = make_window()
+    tiny(w, iters=20)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    w.panel.iters.setValue(35)
+    assert w.panel.pause.isEnabled()
+    # a setting the model cannot take is for a new run: Continue would silently ignore it
+    w.panel.lr.setValue(0.01)
+    assert not w.panel.pause.isEnabled() and w.panel.start.isEnabled()
+    w.panel.lr.setValue(0.003)
+    assert w.panel.pause.isEnabled()
+    w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))
+    assert not w.panel.pause.isEnabled()
+    tiny(w, iters=35)
+    assert w.panel.pause.isEnabled()
+    other = tmp_path / "other.txt"
+    other.write_text("zebra quagga okapi\n" * 40, encoding="utf-8")
+    w.load_corpus(str(other))
+    qtbot.waitUntil(lambda: "other.txt" in w.panel.corpus_label.text(), timeout=10_000)
+    assert not w.panel.pause.isEnabled()
+
+
 def test_a_stopped_run_continues_with_f6(make_window, qtbot):
     w = make_window()
     tiny(w, iters=60)
