@@ -27,6 +27,7 @@ from engine import bench
 from engine.blas import ThreadTuner, blas_info, cpu_count, set_blas_threads
 from engine.config import (
     PRESETS,
+    ConfigError,
     ModelConfig,
     TrainConfig,
     format_count,
@@ -73,6 +74,8 @@ TRAIN_OVERRIDES = {  # flag -> TrainConfig field
     "checkpoint_every": "checkpoint_interval",
 }
 
+FIELD_FLAGS = {field: flag for flag, field in (MODEL_OVERRIDES | TRAIN_OVERRIDES).items()}
+
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default: tiny)")
@@ -102,8 +105,9 @@ def build_configs(args: argparse.Namespace, vocab_size: int) -> tuple[ModelConfi
     try:
         model_cfg = replace(preset.model_for(vocab_size), **model_kw)
         train_cfg = replace(preset.train, **train_kw)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    except ConfigError as e:
+        flag = FIELD_FLAGS.get(e.field)
+        raise UsageError(f"--{flag.replace('_', '-')} {e.problem}" if flag else str(e)) from None
     return model_cfg, train_cfg
 
 

@@ -9,6 +9,14 @@ from typing import Any
 from engine.errors import InputError
 
 
+class ConfigError(ValueError):
+    """A setting out of its range: ``field`` names it, ``problem`` says what it must be."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 65
@@ -21,9 +29,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             if getattr(self, f.name) < 1:
-                raise ValueError(f"{f.name} must be at least 1, got {getattr(self, f.name)}")
+                raise ConfigError(f.name, f"must be at least 1, got {getattr(self, f.name)}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+            raise ConfigError("n_heads", f"must divide the model width ({self.d_model}), got {self.n_heads}")
 
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """Every parameter as (name, shape), in storage and file order.
@@ -102,13 +110,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_iters", "eval_iters"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.min_lr < 0 or self.warmup_iters < 0 or self.weight_decay < 0:
-            raise ValueError("min_lr, warmup_iters and weight_decay must not be negative")
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError("lr", f"must be a positive number, got {self.lr}")
+        # 0 turns clipping and each periodic task off
+        for name in (
+            "min_lr",
+            "warmup_iters",
+            "weight_decay",
+            "grad_clip",
+            "eval_interval",
+            "sample_interval",
+            "checkpoint_interval",
+        ):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(name, f"must be 0 or more, got {getattr(self, name)}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+            raise ConfigError("dtype", f"must be float32 or float64, got {self.dtype!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
