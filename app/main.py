@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     import engine
-    from app.main_window import MainWindow
+    from app.main_window import DEFAULT_SIZE, MainWindow
     from app.worker import GuiThreadCollector
 
     QCoreApplication.setOrganizationName("chargpt-studio")
@@ -132,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.corpus:
             settings.setValue("corpus", str(Path(args.corpus).resolve()))
         window = MainWindow(settings)
+        window.resize(DEFAULT_SIZE)  # the same picture on any screen, or none
         window.confirm_close = False
     else:
         window = MainWindow()

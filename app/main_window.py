@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyqtgraph as pg
 import PySide6
-from PySide6.QtCore import QByteArray, QEventLoop, QSettings, Qt, QTimer, Slot, qVersion
+from PySide6.QtCore import QByteArray, QEventLoop, QSettings, QSize, Qt, QTimer, Slot, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -60,6 +60,7 @@ APP_NAME = "CharGPT Studio"
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
+DEFAULT_SIZE = QSize(1320, 860)  # first launch (within the screen) and screenshots
 
 
 def runs_dir() -> Path:
@@ -214,8 +215,8 @@ class MainWindow(QMainWindow):
         geometry = s.value("geometry")
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
-        else:
-            self.resize(1320, 860)
+        else:  # first launch: a roomy window, but never larger than the screen (a 1366x768 laptop)
+            self.resize(DEFAULT_SIZE.boundedTo(self.screen().availableGeometry().size() * 0.9))
         self.panel.set_preset(str(s.value("preset", "tiny")))
         self.corpus_path = str(s.value("corpus", "") or "")
         threads = _int(s.value("threads"), AUTO_THREADS)

@@ -352,11 +352,16 @@ def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
 
 def test_settings_are_remembered(make_window, qtbot, settings):
     w = make_window()
+    room = w.screen().availableGeometry()
+    assert w.width() <= room.width() and w.height() <= room.height()  # first launch fits the screen
     w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))
     w.panel.threads.setValue(1)
+    w.resize(w.width() - 20, w.height() - 10)
+    size = w.size()
     corpus = w.corpus_path
     w.close()
     again = make_window(corpus=None)
+    assert again.size() == size
     assert again.panel.preset_name() == "small"
     assert again.panel.threads.value() == 1
     qtbot.waitUntil(lambda: again.corpus is not None, timeout=10_000)
