@@ -276,7 +276,11 @@ class MainWindow(QMainWindow):
 
         def failed(message: str, _details: str) -> None:
             if request == self._corpus_request:
-                self._show_corpus()
+                if self.corpus is None and path:  # the text of a past session, moved or deleted since
+                    message += "\n\nThe built-in corpus is open instead; Open… chooses another."
+                    self.load_corpus(None)  # ready to train, as on a first launch
+                else:
+                    self._show_corpus()
             self._message(QMessageBox.Icon.Warning, "Cannot use this corpus", message)
 
         run_in_background(read, done, failed)
@@ -450,14 +454,18 @@ class MainWindow(QMainWindow):
         base = runs_dir()
 
         def factory() -> SessionSetup:
-            from engine.checkpoint import CheckpointError, restore
+            from engine.checkpoint import CheckpointError, CorpusNeeded, restore
             from engine.runlog import new_run_dir
             from engine.session import TrainingSession
 
             try:  # the corpus the checkpoint records, reopened
                 trainer, warnings = restore(path)
-            except CheckpointError:
+            except CheckpointError as e:
                 if corpus is None:
+                    if isinstance(e, CorpusNeeded):
+                        raise CorpusNeeded(
+                            f"{e}; open the text (Corpus: Open…), then load the checkpoint again"
+                        ) from None
                     raise
                 trainer, warnings = restore(path, corpus)  # else the open one, with a warning
             history = _history_beside(Path(path), trainer.iteration)

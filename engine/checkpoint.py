@@ -55,6 +55,10 @@ class CheckpointError(InputError):
     """A checkpoint that cannot be written or read; the message is one line for a person."""
 
 
+class CorpusNeeded(CheckpointError):
+    """The text a checkpoint was trained on cannot be reopened: the caller says how to give it."""
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     model_cfg: ModelConfig
@@ -395,14 +399,11 @@ def _reopen_corpus(path: Path, record: Mapping[str, Any]) -> Corpus:
 
         return load_default_corpus()
     if not source:
-        raise CheckpointError(
-            f"{path.name} was trained on text that was not read from a file "
-            f"({record.get('name', '?')}); open the corpus file to resume"
+        raise CorpusNeeded(
+            f"{path.name} was trained on text that was not read from a file ({record.get('name', '?')})"
         )
     if not Path(source).is_file():
-        raise CheckpointError(
-            f"the corpus this checkpoint was trained on is gone ({source}); open the corpus file to resume"
-        )
+        raise CorpusNeeded(f"the corpus this checkpoint was trained on is gone ({source})")
     return Corpus.from_file(source)
 
 

@@ -247,7 +247,7 @@ def run_session(
 
 def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
     """The trainer of ``--resume CKPT``; only settings that keep the run's arithmetic may change."""
-    from engine.checkpoint import RESUMABLE, restore
+    from engine.checkpoint import RESUMABLE, CorpusNeeded, restore
 
     fixed = [f"--{flag.replace('_', '-')}" for flag in MODEL_OVERRIDES if getattr(args, flag) is not None]
     fixed += [
@@ -268,7 +268,10 @@ def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
         if getattr(args, flag) is not None and name in RESUMABLE
     }
     corpus = Corpus.from_file(args.corpus) if args.corpus else None
-    return restore(args.resume, corpus, train_overrides=overrides)
+    try:
+        return restore(args.resume, corpus, train_overrides=overrides)
+    except CorpusNeeded as e:
+        raise UsageError(f"{e}; give the text with --corpus FILE to resume") from None
 
 
 @contextmanager

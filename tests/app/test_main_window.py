@@ -324,6 +324,19 @@ def test_dropping_a_file_that_is_not_text_is_refused_with_a_message(make_window,
     assert w.corpus is good and w.panel.start.isEnabled()
 
 
+def test_a_remembered_corpus_that_is_gone_gives_way_to_the_built_in_one(
+    make_window, qtbot, tmp_path, corpus_file, monkeypatch
+):
+    import engine.default_corpus
+
+    builtin = Corpus(corpus_file.read_text(encoding="utf-8"), engine.default_corpus.NAME)
+    monkeypatch.setattr(engine.default_corpus, "load_default_corpus", lambda: builtin)  # not the stdlib's
+    w = make_window(corpus=tmp_path / "moved-away.txt")  # waits until a corpus is open
+    assert w.corpus is builtin and w.panel.start.isEnabled()
+    [box] = boxes(w, "Cannot use this corpus")
+    assert "moved-away.txt" in box.text() and "built-in corpus is open instead" in box.text()
+
+
 def test_dropping_a_text_file_makes_it_the_corpus(make_window, qtbot, tmp_path):
     w = make_window()
     other = tmp_path / "other.txt"
@@ -480,6 +493,36 @@ def test_a_damaged_checkpoint_is_refused_in_one_plain_message(make_window, qtbot
     assert text.geometry().left() < 120  # beside its icon, not pushed right by a wide icon label
     box.accept()
     assert w.panel.start.isEnabled()
+
+
+def test_a_checkpoint_whose_corpus_is_gone_asks_for_the_text(
+    make_window, qtbot, tmp_path, corpus_file, monkeypatch
+):
+    import engine.default_corpus
+    from engine.data import CorpusError
+
+    text = tmp_path / "moved.txt"
+    text.write_text(corpus_file.read_text(encoding="utf-8"), encoding="utf-8")
+    corpus = Corpus.from_file(text)
+    preset = PRESETS["tiny"]
+    train = dataclasses.replace(preset.train, batch_size=4)
+    saved = checkpoint.save(
+        Trainer(preset.model_for(corpus.vocab_size), train, corpus), tmp_path / "c.safetensors"
+    )
+    text.unlink()
+
+    def no_builtin() -> Corpus:
+        raise CorpusError("no standard library here")
+
+    monkeypatch.setattr(engine.default_corpus, "load_default_corpus", no_builtin)
+    w = make_window(corpus=None)  # no corpus open at all
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot use this corpus")), timeout=10_000)
+    boxes(w, "Cannot use this corpus")[0].accept()
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(saved), ""))
+    w.load_action.trigger()
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot load this checkpoint")), timeout=10_000)
+    [box] = boxes(w, "Cannot load this checkpoint")
+    assert "moved.txt" in box.text() and "Open…" in box.text()
 
 
 def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypatch):

@@ -281,12 +281,12 @@ def test_the_recorded_corpus_file_is_reopened_or_asked_for(tmp_path, one_thread)
     trainer, warnings = checkpoint.restore(path)
     assert trainer.corpus.path == text_file.resolve() and not warnings
     text_file.unlink()
-    with pytest.raises(CheckpointError, match=r"is gone .*; open the corpus file"):
+    with pytest.raises(checkpoint.CorpusNeeded, match=r"is gone \(.*verse.txt\)"):
         checkpoint.restore(path)
 
 
 def test_text_not_from_a_file_must_be_given_to_resume(saved):
-    with pytest.raises(CheckpointError, match="open the corpus file to resume"):
+    with pytest.raises(checkpoint.CorpusNeeded, match=r"not read from a file \(verse\)"):
         checkpoint.restore(saved)
 
 

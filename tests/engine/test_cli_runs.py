@@ -81,6 +81,20 @@ def test_resume_refuses_settings_the_checkpoint_fixes(trained):
     assert "--lr cannot change when resuming" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_resume_asks_for_a_corpus_that_is_gone(tmp_path, corpus_file):
+    text = tmp_path / "moved.txt"
+    text.write_text(corpus_file.read_text(encoding="utf-8"), encoding="utf-8")
+    r = chargpt("train", "--iters", "2", "--corpus", str(text), "--run-dir", "r", *FAST)
+    assert r.returncode == 0, r.stderr
+    text.rename(tmp_path / "elsewhere.txt")
+    final = str(tmp_path / "r" / "checkpoints" / "final.safetensors")
+    r = chargpt("train", "--resume", final, "--iters", "3", "--threads", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "moved.txt" in r.stderr and "--corpus FILE" in r.stderr
+    r = chargpt("train", "--resume", final, "--iters", "3", "--corpus", str(tmp_path / "elsewhere.txt"))
+    assert r.returncode == 0, r.stderr
+
+
 def test_ctrl_c_saves_at_the_iteration_boundary_and_exits_130(tmp_path, corpus_file):
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "train", "--iters", "100000", "--log-every", "1",
