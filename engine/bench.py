@@ -29,6 +29,7 @@ import engine
 from engine.blas import blas_info, cpu_count, set_blas_threads
 from engine.config import PRESETS, ModelConfig, TrainConfig, get_preset, plural
 from engine.data import Corpus
+from engine.model import activation_bytes
 from engine.session import ProcessMemory
 from engine.trainer import Trainer
 
@@ -136,7 +137,7 @@ def bench_row(
     flops = cfg.flops_per_token() * tokens
     gflops = flops / median / 1e9
     torch_s = float(np.median(torch_times)) if torch_times else None
-    activation = trainer.model.activation_bytes(batch)
+    activation = activation_bytes(cfg, batch, trainer.model.dtype.itemsize)
     return Row(
         preset=name,
         batch=batch,

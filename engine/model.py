@@ -176,18 +176,6 @@ class GPT:
             dx = self._block_backward(i, dx, caches[i], arena)
         L.embedding_backward(dx, emb_cache, g["wte"], g["wpe"], arena)
 
-    def activation_bytes(self, batch_size: int, T: int | None = None) -> int:
-        """What the forward pass must keep for backward, counted from the shapes alone:
-        the floor any implementation of these layers needs, to compare the arena against."""
-        c = self.cfg
-        T = T or c.context
-        N, C, F, V, H = batch_size * T, c.d_model, c.d_ff, c.vocab_size, c.n_heads
-        scores = sum((r1 - r0) * r1 for r0, r1 in L.attention_blocks(T))  # per head, as computed
-        per_layer = 8 * N * C + 3 * N * F + batch_size * H * scores + 2 * N
-        # xhat, ln out, qkv (3), y, xhat, ln out: 8 NC; gelu in, sigmoid, out: 3 NF; att; 2 rstd
-        final = 3 * N * C + N * V + N  # residual stream, ln_f xhat and out, logits, rstd
-        return int((c.n_layers * per_layer + final) * self.dtype.itemsize)
-
     def _block_backward(self, i: int, dx: Array, cache: Any, arena: Arena) -> Array:
         g, pre = self.grads, f"h.{i}."
         ln1, fc_attn, attn, proj_attn, ln2, fc, gelu, proj = cache
@@ -219,3 +207,15 @@ class KVCache:
         self.k = np.empty(shape, dtype)
         self.v = np.empty(shape, dtype)
         self.length = 0  # positions held
+
+
+def activation_bytes(c: ModelConfig, batch_size: int, itemsize: int = 4) -> int:
+    """What the forward pass must keep for backward, counted from the shapes alone: the floor
+    any implementation of these layers needs, to compare the arena against."""
+    T = c.context
+    N, C, F, V, H = batch_size * T, c.d_model, c.d_ff, c.vocab_size, c.n_heads
+    scores = sum((r1 - r0) * r1 for r0, r1 in L.attention_blocks(T))  # per head, as computed
+    per_layer = 8 * N * C + 3 * N * F + batch_size * H * scores + 2 * N
+    # xhat, ln out, qkv (3), y, xhat, ln out: 8 NC; gelu in, sigmoid, out: 3 NF; att; 2 rstd
+    final = 3 * N * C + N * V + N  # residual stream, ln_f xhat and out, logits, rstd
+    return (c.n_layers * per_layer + final) * itemsize

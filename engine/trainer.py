@@ -9,13 +9,15 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import psutil
 from numpy.typing import NDArray
 
 from engine.arena import Arena, ArenaStats
 from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
-from engine.model import GPT, KVCache
+from engine.errors import InputError
+from engine.model import GPT, KVCache, activation_bytes
 from engine.optim import AdamW, clip_scale, lr_at
 from engine.parallel import ShardedStep, ShardError, TrainingBuffers, plan_threads
 
@@ -47,6 +49,44 @@ class TrainerState:
     best_val_loss: float  # inf until the first evaluation
 
 
+ARENA_MARGIN = 1.2  # the arena's high-water mark over the activations: 1.02-1.17 (chargpt bench)
+
+
+class NotEnoughMemory(InputError):
+    """Training as asked would need more memory than the machine has available."""
+
+
+def memory_needed(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_size: int | None = None) -> int:
+    """Bytes a training iteration needs at most: the arena's activations, and the parameters,
+    their gradients and AdamW's two moments (the interpreter and its libraries not counted)."""
+    itemsize = np.dtype(train_cfg.dtype).itemsize
+    batch = train_cfg.batch_size if batch_size is None else batch_size
+    arena = ARENA_MARGIN * activation_bytes(model_cfg, batch, itemsize)
+    return math.ceil(arena) + 4 * model_cfg.n_params * itemsize
+
+
+def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, available: int | None = None) -> None:
+    """Refuse, with the largest batch that fits, a run that would exhaust the memory available
+    (by default, what the OS reports now): better than swapping for hours or being killed."""
+    free = psutil.virtual_memory().available if available is None else available
+    need = memory_needed(model_cfg, train_cfg)
+    if need <= free:
+        return
+    fixed = memory_needed(model_cfg, train_cfg, batch_size=0)
+    fits = int((free - fixed) / (memory_needed(model_cfg, train_cfg, batch_size=1) - fixed))
+    while fits > 0 and memory_needed(model_cfg, train_cfg, fits) > free:  # the estimate rounds up
+        fits -= 1
+    advice = f"lower the batch size to {fits:,} or less" if fits >= 1 else "choose a smaller model"
+    raise NotEnoughMemory(
+        f"training at batch {train_cfg.batch_size:,} needs about {_size(need)} of memory and "
+        f"{_size(free)} is available here; {advice}, or close other programs"
+    )
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
 class Trainer:
     def __init__(
         self,
@@ -61,6 +101,7 @@ class Trainer:
                 f"model vocabulary ({model_cfg.vocab_size}) differs from the corpus's ({corpus.vocab_size})"
             )
         corpus.check_context(model_cfg.context)
+        check_memory(model_cfg, train_cfg)
         self.model_cfg, self.train_cfg, self.corpus = model_cfg, train_cfg, corpus
         # In shared memory from the start, for helper processes to map when set_threads splits
         # the batch (engine.parallel).

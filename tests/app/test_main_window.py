@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -523,6 +524,20 @@ def test_a_checkpoint_whose_corpus_is_gone_asks_for_the_text(
     qtbot.waitUntil(lambda: bool(boxes(w, "Cannot load this checkpoint")), timeout=10_000)
     [box] = boxes(w, "Cannot load this checkpoint")
     assert "moved.txt" in box.text() and "Open…" in box.text()
+
+
+def test_a_batch_too_big_for_the_memory_cannot_start(make_window, qtbot, monkeypatch):
+    import psutil
+
+    w = make_window()
+    tiny(w, batch=64)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=2 * 10**6))
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot start training")), timeout=10_000)
+    [box] = boxes(w, "Cannot start training")
+    assert "lower the batch size to" in box.text() and box.detailedText() == ""
+    box.accept()
+    assert w.panel.start.isEnabled()
 
 
 def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypatch):

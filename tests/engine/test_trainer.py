@@ -1,12 +1,16 @@
+import dataclasses
 import itertools
 import math
+from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 
 from engine import checkpoint
+from engine.model import activation_bytes
 from engine.optim import lr_at
-from engine.trainer import Trainer
+from engine.trainer import ARENA_MARGIN, NotEnoughMemory, Trainer, check_memory, memory_needed
 from tests.engine.conftest import tiny_configs
 
 
@@ -100,3 +104,25 @@ def test_adamw_moves_weights_against_the_gradient_and_decays_only_matrices(verse
     model.flat[...] = 0.0
     trainer.optimizer.step(lr=0.1)
     assert (model.flat < 0).all()
+
+
+def test_a_batch_too_big_for_the_memory_is_refused_with_one_that_fits(verse_corpus, monkeypatch):
+    model_cfg, train_cfg = tiny_configs(verse_corpus)
+    big = dataclasses.replace(train_cfg, batch_size=1000)
+    available = memory_needed(model_cfg, big) - 1
+    with pytest.raises(
+        NotEnoughMemory, match=r"batch 1,000 needs about .* lower the batch size to 999 or less"
+    ):
+        check_memory(model_cfg, big, available)
+    check_memory(model_cfg, dataclasses.replace(train_cfg, batch_size=999), available)
+    with pytest.raises(NotEnoughMemory, match="choose a smaller model"):
+        check_memory(model_cfg, big, memory_needed(model_cfg, big, batch_size=0))
+    # the activations it counts are the arena's, which never outgrows them by more than the margin
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    trainer.step()
+    assert trainer.arena_stats().high_water <= ARENA_MARGIN * activation_bytes(
+        model_cfg, train_cfg.batch_size
+    )
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=10**6))
+    with pytest.raises(NotEnoughMemory):  # before anything is allocated
+        Trainer(model_cfg, train_cfg, verse_corpus)
