@@ -27,7 +27,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
 from engine.blas import ThreadTuner
-from engine.errors import InputError
+from engine.errors import InputError, out_of_memory
 
 if TYPE_CHECKING:
     from engine.session import TrainingSession
@@ -365,9 +365,13 @@ class TrainingWorker(QObject):
 
     def _fail(self, e: BaseException) -> None:
         self.state = FAILED
-        # a bad file or folder is the person's to fix: the message says all; a bug keeps its traceback
-        details = "" if isinstance(e, InputError) else "".join(traceback.format_exception(e))
-        self.failed.emit(str(e) or type(e).__name__, details)
+        # a bad file or folder is the person's to fix, and memory the machine's: the message says
+        # all; a bug keeps its traceback
+        if isinstance(e, MemoryError):
+            self.failed.emit(out_of_memory(e), "")
+        else:
+            details = "" if isinstance(e, InputError) else "".join(traceback.format_exception(e))
+            self.failed.emit(str(e) or type(e).__name__, details)
         self.state_changed.emit(FAILED)
 
 

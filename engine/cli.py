@@ -37,7 +37,7 @@ from engine.config import (
     preset_of,
 )
 from engine.data import Corpus
-from engine.errors import InputError
+from engine.errors import InputError, out_of_memory
 from engine.parallel import ShardError
 
 if TYPE_CHECKING:
@@ -171,7 +171,12 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     t_start = time.perf_counter()
     with _deferred_sigint() as interrupted:
         tuner = None if threads else ThreadTuner(apply=trainer.set_threads)
-        status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
+        try:
+            status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
+        except Exception:
+            _save_before_failing(session, say, train_cfg.max_iters)
+            trainer.close()
+            raise
         threads = threads or trainer.threads
         final = session.finish(evaluate=status == EXIT_OK)
         trainer.close()
@@ -243,6 +248,18 @@ def run_session(
             eta = ms / 1e3 * (max_iters - it)
             say(f"iter {it:>6}/{max_iters}  loss {loss:.4f}  {ms:7.2f} ms/iter  ETA {format_duration(eta)}")
     return EXIT_OK, loss
+
+
+def _save_before_failing(session: TrainingSession, say: Callable[[str], None], max_iters: int) -> None:
+    """Keep the iterations done when training fails (out of memory, a helper gone): the failed
+    step left the run as it was before it."""
+    try:
+        final = session.finish(evaluate=False)
+    except Exception:  # the error being raised says more than this one
+        session.close()
+        return
+    if final is not None:
+        say(f"saved {final}\ncontinue with: chargpt train --resume {final} --iters {max_iters}")
 
 
 def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
@@ -459,6 +476,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_USAGE
     except ShardError as e:
         sys.stderr.write(f"chargpt: error: {e}; --threads 1 trains without helper processes\n")
+        return EXIT_FAILED
+    except MemoryError as e:  # others took the memory that the check before training saw free
+        sys.stderr.write(f"chargpt: error: {out_of_memory(e)}\n")
         return EXIT_FAILED
     except KeyboardInterrupt:
         sys.stderr.write("chargpt: interrupted\n")

@@ -1,4 +1,4 @@
-"""The one kind of error that is a person's to fix, not a bug of ours."""
+"""The errors that are a person's to fix, or the machine's limits, not bugs of ours."""
 
 from __future__ import annotations
 
@@ -7,3 +7,9 @@ class InputError(Exception):
     """Bad input (a file, a setting, a folder): the message is one line that says what is wrong
     and what to do. The command line prints it alone and the window shows it without a
     traceback; any other exception is a bug, and keeps its traceback for the report."""
+
+
+def out_of_memory(e: MemoryError) -> str:
+    """What to tell a person when an allocation fails after all: the machine's memory, not a
+    bug, ran out (other programs may have taken what was free when training started)."""
+    return f"out of memory ({e or 'an allocation failed'}); lower the batch size, or close other programs"

@@ -144,12 +144,20 @@ class Trainer:
         """One optimizer step on a fresh training batch."""
         t0 = time.perf_counter()
         cfg = self.train_cfg
-        x, y = self.corpus.batch(self.data_rng, "train", cfg.batch_size, self.model_cfg.context)
-        loss = self._passes.loss_and_grads(x, y)
-        grad_norm = self._passes.grad_norm()
-        lr = lr_at(self.iteration, cfg)
-        if math.isfinite(loss) and math.isfinite(grad_norm):
-            self._passes.update(lr, clip_scale(grad_norm, cfg.grad_clip))
+        position = self.data_rng.bit_generator.state
+        try:
+            x, y = self.corpus.batch(self.data_rng, "train", cfg.batch_size, self.model_cfg.context)
+            loss = self._passes.loss_and_grads(x, y)
+            grad_norm = self._passes.grad_norm()
+            lr = lr_at(self.iteration, cfg)
+            if math.isfinite(loss) and math.isfinite(grad_norm):
+                self._passes.update(lr, clip_scale(grad_norm, cfg.grad_clip))
+        except BaseException:
+            # A step that fails (out of memory, a helper gone) leaves the run where it was, the
+            # same batch next, so that a checkpoint saved now resumes it as if nothing happened.
+            self.data_rng.bit_generator.state = position
+            self._passes.reset()
+            raise
         # A non-finite loss leaves the weights as they were, so a paused run can still be saved.
         stats = self.arena_stats()
         self._passes.reset()

@@ -139,3 +139,27 @@ def test_bench_runs_from_the_command_line():
     r = chargpt("bench", "--presets", "nope")
     assert r.returncode == 2
     assert "unknown preset" in r.stderr
+
+
+def test_running_out_of_memory_is_one_line_not_a_traceback(corpus_file, monkeypatch, capsys):
+    from engine import checkpoint, cli
+    from engine.trainer import Trainer
+
+    real_step = Trainer.step
+
+    def starved(self: Trainer):
+        if self.iteration == 2:
+            raise MemoryError("Unable to allocate 3.1 GiB")
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "step", starved)
+    code = cli.main(
+        ["train", "--iters", "5", "--corpus", str(corpus_file), "--threads", "1", "--run-dir", "r"]
+    )
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 1
+    # the iterations done are kept, with the command that carries on from them
+    assert checkpoint.load("r/checkpoints/final.safetensors").iteration == 2
+    assert "continue with: chargpt train --resume r/checkpoints/final.safetensors --iters 5" in captured.out
+    assert err[-1].startswith("chargpt: error: out of memory (Unable to allocate 3.1 GiB); lower the batch")

@@ -126,3 +126,25 @@ def test_a_batch_too_big_for_the_memory_is_refused_with_one_that_fits(verse_corp
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=10**6))
     with pytest.raises(NotEnoughMemory):  # before anything is allocated
         Trainer(model_cfg, train_cfg, verse_corpus)
+
+
+def test_a_failed_step_leaves_the_run_as_it_was(verse_corpus, one_thread):
+    model_cfg, train_cfg = tiny_configs(verse_corpus, batch_size=4)
+    straight = Trainer(model_cfg, train_cfg, verse_corpus)
+    losses = [straight.step().loss for _ in range(4)]
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    trainer.step()
+    trainer.step()
+    passes = trainer._passes
+    real = passes.loss_and_grads
+
+    def starved(x, y):
+        real(x, y)  # the arena full of this step's work, as when memory runs out late in it
+        raise MemoryError("Unable to allocate 3.1 GiB")
+
+    passes.loss_and_grads = starved
+    with pytest.raises(MemoryError):
+        trainer.step()
+    passes.loss_and_grads = real
+    assert trainer.iteration == 2 and trainer.arena_stats().in_use == 0
+    assert [trainer.step().loss for _ in range(2)] == losses[2:]  # the same batches, bit for bit
