@@ -349,7 +349,7 @@ class MainWindow(QMainWindow):
         worker.threads_changed.connect(self._on_threads)
         worker.exported.connect(self._on_exported)
         worker.export_failed.connect(self._on_export_failed)
-        worker.checkpoint_failed.connect(self._on_checkpoint_failed)
+        worker.warned.connect(self._on_warned)
         worker.sample_failed.connect(self._on_sample_failed)
         worker.failed.connect(self._on_failed)
         self.handle = WorkerThread(worker)
@@ -636,8 +636,8 @@ class MainWindow(QMainWindow):
         return f"auto: {plural(n, 'thread')}" if n else "auto threads"
 
     @Slot(str)
-    def _on_checkpoint_failed(self, message: str) -> None:
-        self.statusBar().showMessage(f"Checkpoint not saved, training goes on: {message}", 20000)
+    def _on_warned(self, message: str) -> None:
+        self.statusBar().showMessage(f"{message[:1].upper()}{message[1:]}; training goes on", 20000)
 
     @Slot(str)
     def _on_exported(self, path: str) -> None:

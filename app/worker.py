@@ -156,7 +156,7 @@ class TrainingWorker(QObject):
     state_changed = Signal(str)
     nonfinite = Signal(int, float)  # iteration, loss: training paused itself
     threads_changed = Signal(int)
-    checkpoint_failed = Signal(str)  # a best/periodic checkpoint could not be written; training goes on
+    warned = Signal(str)  # something went wrong that training survived (a checkpoint not written)
     exported = Signal(str)
     export_failed = Signal(str)
     sample_failed = Signal(str)
@@ -325,8 +325,8 @@ class TrainingWorker(QObject):
         if tuner is not None and tuner.after_step(report.record["step_s"]):
             self.threads_changed.emit(tuner.chosen)
             self._tuner = None
-        if report.checkpoint_error:
-            self.checkpoint_failed.emit(report.checkpoint_error)
+        for warning in report.warnings:
+            self.warned.emit(warning)
         if report.sample is not None:
             self._flush()
             self.sample.emit(int(report.record["iter"]), report.sample, "periodic")

@@ -236,8 +236,8 @@ def run_session(
         if tuner is not None and tuner.after_step(report.record["step_s"]):
             timings = ", ".join(f"{n}: {1e3 * sorted(t)[len(t) // 2]:.1f} ms" for n, t in tuner.times.items())
             say(f"BLAS threads: {tuner.chosen} is fastest here ({timings} per iteration)")
-        if report.checkpoint_error:
-            say(f"warning: {report.checkpoint_error}; training goes on")
+        for warning in report.warnings:
+            say(f"warning: {warning}; training goes on")
         if not math.isfinite(loss):
             say(f"iter {it}: loss is {loss}; lower the learning rate (--lr) and try again")
             return EXIT_FAILED, loss

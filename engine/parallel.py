@@ -330,7 +330,7 @@ class _Helper:
         try:
             self._conn.send((kind, *args))
         except OSError as e:
-            raise ShardError(f"a training helper process is gone ({e}); set the threads again") from e
+            raise ShardError(f"a training helper process is gone ({e})") from e
 
     def receive_pass(self) -> float:
         """A pass's reply: its loss, and its arena's statistics kept as ``stats``."""

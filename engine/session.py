@@ -21,6 +21,7 @@ import psutil
 
 import engine
 from engine import checkpoint
+from engine.parallel import ShardError
 from engine.runlog import RunLog
 from engine.trainer import Trainer
 
@@ -33,7 +34,8 @@ class IterationReport:
     val_loss: float | None  # set on iterations where evaluation ran
     sample: str | None  # set on iterations where a periodic sample was generated
     checkpoint: Path | None  # set when a periodic or best checkpoint was written
-    checkpoint_error: str | None = None  # a periodic or best checkpoint that could not be written
+    # what went wrong and training survived: a checkpoint not written, a helper process lost
+    warnings: tuple[str, ...] = ()
 
 
 class TrainingSession:
@@ -77,17 +79,26 @@ class TrainingSession:
             raise RuntimeError("the session is finished; start a new one to train further")
         tr = self.trainer
         cfg = tr.train_cfg
-        m = tr.step()
+        warnings: list[str] = []
+        try:
+            m = tr.step()
+        except ShardError as e:
+            # A helper process gone (killed by the system short of memory, say): the failed step
+            # left the run as it was, so new helpers take it again; a second failure ends the run.
+            threads = tr.threads
+            tr.close()
+            tr.set_threads(threads)
+            m = tr.step()
+            warnings.append(f"{e}, and new helpers took over")
         it = m.iteration
         record: dict[str, Any] = {"iter": it, "loss": m.loss}
         val_loss = None
         saved: Path | None = None
-        error: str | None = None
         if (cfg.eval_interval > 0 and it % cfg.eval_interval == 0) or it == cfg.max_iters:
             val_loss, improved = self._evaluate()
             record["val_loss"] = val_loss
             if improved and self._log is not None:
-                saved, error = self._save(self._log.best_path)
+                saved = self._save(self._log.best_path, warnings)
         record |= {
             "lr": m.lr,
             "grad_norm": m.grad_norm,
@@ -104,19 +115,20 @@ class TrainingSession:
                 self._log.add_sample(it, sample)
         if self._log is not None:
             if self.checkpoint_every > 0 and it % self.checkpoint_every == 0:
-                saved, error = self._save(self._log.periodic_path(it))
+                saved = self._save(self._log.periodic_path(it), warnings)
                 if saved is not None:
                     self._log.rotate(self.keep)
             self._log.append(record)
-        return IterationReport(record, val_loss, sample, saved, error)
+        return IterationReport(record, val_loss, sample, saved, tuple(warnings))
 
-    def _save(self, path: Path) -> tuple[Path | None, str | None]:
+    def _save(self, path: Path, warnings: list[str]) -> Path | None:
         """A periodic or best checkpoint. A failure (disk full, say) must not end the run:
-        the earlier file stays intact, and the error is reported for the caller to show."""
+        the earlier file stays intact, and the error joins ``warnings`` for the caller to show."""
         try:
-            return checkpoint.save(self.trainer, path), None
+            return checkpoint.save(self.trainer, path)
         except checkpoint.CheckpointError as e:
-            return None, str(e)
+            warnings.append(f"checkpoint not saved: {e}")
+            return None
 
     def sample(self, prompt: str = "", n_tokens: int | None = None) -> str:
         """A sample seeded from the seed and the iteration: the same at the same point of a run."""

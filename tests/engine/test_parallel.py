@@ -181,6 +181,42 @@ def test_the_memory_a_session_records_includes_the_helper_processes(verse_corpus
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_helper_killed_mid_run_is_replaced_and_the_run_goes_on_unchanged(verse_corpus):
+    model_cfg = ModelConfig(
+        vocab_size=verse_corpus.vocab_size, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=32
+    )
+    _, train_cfg = tiny_configs(verse_corpus, max_iters=10, batch_size=16, eval_interval=0)
+
+    def run(kill_after: int | None) -> tuple[list[float], list[tuple[str, ...]]]:
+        session = TrainingSession(Trainer(model_cfg, train_cfg, verse_corpus))
+        trainer = session.trainer
+        trainer.set_threads(2)
+        losses, warnings = [], []
+        try:
+            for i in range(4):
+                if i == kill_after:  # as the system's out-of-memory killer would
+                    (pid,) = trainer.helper_pids
+                    os.kill(pid, signal.SIGKILL)
+                    psutil.Process(pid).wait(timeout=10)
+                report = session.step()
+                losses.append(report.record["loss"])
+                warnings.append(report.warnings)
+            assert len(trainer.helper_pids) == 1
+        finally:
+            trainer.close()
+            set_blas_threads(1)
+        return losses, warnings
+
+    straight, _ = run(None)
+    losses, warnings = run(2)
+    assert losses == straight
+    assert warnings[:2] == [(), ()] and warnings[3] == ()
+    [warning] = warnings[2]
+    assert warning.startswith("a training helper process is gone") and warning.endswith(
+        ", and new helpers took over"
+    )
+
+
 def test_without_posix_the_buffers_are_ordinary_memory(monkeypatch):
     monkeypatch.setattr(parallel.os, "name", "nt")  # no descriptor inheritance, no helpers
     buffers = TrainingBuffers(100, np.float32)
