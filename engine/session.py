@@ -10,7 +10,7 @@ the model is trained on.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ class TrainingSession:
         self._evaluated_at = -1  # the iteration of the last evaluation
         self._final: Path | None = None
         self._closed = False
+        self._log_error: str | None = None  # why the run folder's records stopped, if they did
         self._memory = ProcessMemory()
         self._log = RunLog(self.run_dir) if self.run_dir is not None else None
         if self._log is not None:
@@ -111,15 +112,24 @@ class TrainingSession:
         sample = None
         if cfg.sample_interval > 0 and it % cfg.sample_interval == 0:
             sample = self.sample()
-            if self._log is not None:
-                self._log.add_sample(it, sample)
-        if self._log is not None:
-            if self.checkpoint_every > 0 and it % self.checkpoint_every == 0:
-                saved = self._save(self._log.periodic_path(it), warnings)
-                if saved is not None:
-                    self._log.rotate(self.keep)
-            self._log.append(record)
+            self._write(lambda log: log.add_sample(it, sample), warnings)
+        if self._log is not None and self.checkpoint_every > 0 and it % self.checkpoint_every == 0:
+            saved = self._save(self._log.periodic_path(it), warnings)
+            if saved is not None:
+                self._log.rotate(self.keep)
+        self._write(lambda log: log.append(record), warnings)
         return IterationReport(record, val_loss, sample, saved, tuple(warnings))
+
+    def _write(self, write: Callable[[RunLog], None], warnings: list[str]) -> None:
+        """A record or a sample into the run folder. A failure (disk full, say) must not end the
+        run either: the folder's records stop there, with a warning, and training goes on."""
+        if self._log is None or self._log_error is not None:
+            return
+        try:
+            write(self._log)
+        except OSError as e:
+            self._log_error = str(e)
+            warnings.append(f"the run folder cannot be written ({e}); its records stop here")
 
     def _save(self, path: Path, warnings: list[str]) -> Path | None:
         """A periodic or best checkpoint. A failure (disk full, say) must not end the run:
@@ -163,7 +173,8 @@ class TrainingSession:
         """End the session without a final checkpoint: for one that trained nothing (a loaded
         run already complete) or failed. Idempotent."""
         if self._log is not None:
-            self._log.close()
+            with contextlib.suppress(OSError):  # every whole record was flushed when written
+                self._log.close()
         self._closed = True
 
     def _evaluate(self) -> tuple[float, bool]:

@@ -2,7 +2,7 @@ import pytest
 
 from engine import checkpoint
 from engine.checkpoint import CheckpointError
-from engine.runlog import read_run
+from engine.runlog import RunLog, read_run
 from engine.session import TrainingSession
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
@@ -99,6 +99,31 @@ def test_a_checkpoint_that_cannot_be_written_is_reported_and_training_goes_on(
     assert warning.startswith("checkpoint not saved: cannot write") and "no space left" in warning
     assert session.step().record["iter"] == 5  # the run goes on
     assert (tmp_path / "run" / "checkpoints" / "iter_000002.safetensors").read_bytes() == good
+
+
+def test_a_run_folder_that_cannot_be_written_is_reported_once_and_training_goes_on(
+    tmp_path, verse_corpus, one_thread, monkeypatch
+):
+    trainer = make_trainer(verse_corpus, eval_interval=0, sample_interval=3)
+    session = TrainingSession(trainer, tmp_path / "run")
+    session.step()
+    session.step()
+    real_append = RunLog.append
+
+    def disk_full(self: RunLog, record: dict) -> None:
+        self._metrics.write('{"iter": 3, "lo')  # half a line reached the disk
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RunLog, "append", disk_full)
+    [warning] = session.step().warnings  # iteration 3, its sample written, its record not
+    assert warning.startswith("the run folder cannot be written") and "No space left" in warning
+    monkeypatch.setattr(RunLog, "append", real_append)
+    assert [session.step().warnings for _ in range(3)] == [(), (), ()]  # said once; training goes on
+    assert trainer.iteration == 6
+    assert session.finish(evaluate=False) is not None  # the final checkpoint is still written
+    run = read_run(tmp_path / "run")
+    assert [r["iter"] for r in run.records] == [1, 2]  # whole records, up to where writing failed
+    assert "--- iter 3 ---" in run.samples
 
 
 def test_close_ends_a_session_that_trained_nothing_without_a_final_checkpoint(tmp_path, verse_corpus):
