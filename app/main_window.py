@@ -350,6 +350,7 @@ class MainWindow(QMainWindow):
         worker.exported.connect(self._on_exported)
         worker.export_failed.connect(self._on_export_failed)
         worker.warned.connect(self._on_warned)
+        worker.final_failed.connect(self._on_final_failed)
         worker.sample_failed.connect(self._on_sample_failed)
         worker.failed.connect(self._on_failed)
         self.handle = WorkerThread(worker)
@@ -638,6 +639,15 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_warned(self, message: str) -> None:
         self.statusBar().showMessage(f"{message[:1].upper()}{message[1:]}; training goes on", 20000)
+
+    @Slot(str)
+    def _on_final_failed(self, message: str) -> None:
+        self._message(
+            QMessageBox.Icon.Warning,
+            "Final checkpoint not saved",
+            f"The run ended, but its final checkpoint was not saved: {message}\n\n"
+            "The model is still here: Export checkpoint… saves it where there is room.",
+        )
 
     @Slot(str)
     def _on_exported(self, path: str) -> None:

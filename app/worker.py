@@ -159,6 +159,7 @@ class TrainingWorker(QObject):
     warned = Signal(str)  # something went wrong that training survived (a checkpoint not written)
     exported = Signal(str)
     export_failed = Signal(str)
+    final_failed = Signal(str)  # the run ended but final.safetensors could not be written
     sample_failed = Signal(str)
     failed = Signal(str, str)  # one-line message, details (traceback)
     done = Signal()
@@ -288,7 +289,7 @@ class TrainingWorker(QObject):
             self._set_state(TRAINING)
         elif isinstance(cmd, Stop) and self.state in (TRAINING, PAUSED):
             self._flush()
-            session.finish()
+            self._finish(session)
             self._set_state(STOPPED)
         elif isinstance(cmd, SetThreads):
             self._apply_threads(cmd.n)
@@ -337,10 +338,19 @@ class TrainingWorker(QObject):
             self._set_state(PAUSED)
         elif session.finished:
             self._flush()
-            session.finish()
+            self._finish(session)
             self._set_state(FINISHED)
         elif time.monotonic() - self._last_flush >= FLUSH_S:
             self._flush()
+
+    def _finish(self, session: TrainingSession) -> None:
+        """End the run with its final checkpoint. One that cannot be written (disk full) must
+        not take the model with it: the run ends all the same, and the model stays to export."""
+        try:
+            session.finish()
+        except InputError as e:  # CheckpointError: no room, no permission
+            session.close()
+            self.final_failed.emit(str(e))
 
     def _flush(self) -> None:
         if self._buffer:

@@ -554,6 +554,32 @@ def test_a_batch_too_big_for_the_memory_cannot_start(make_window, qtbot, monkeyp
     assert w.panel.start.isEnabled()
 
 
+def test_a_final_checkpoint_that_cannot_be_written_leaves_the_model_to_export(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    real_save = checkpoint.save
+
+    def disk_full(trainer, path):
+        if Path(path).name == "final.safetensors":
+            raise checkpoint.CheckpointError(f"cannot write {path}: no space left on device")
+        return real_save(trainer, path)
+
+    monkeypatch.setattr(checkpoint, "save", disk_full)
+    w = make_window()
+    tiny(w, iters=12)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(boxes(w, "Final checkpoint not saved")), timeout=20_000)
+    [box] = boxes(w, "Final checkpoint not saved")
+    assert "no space left" in box.text() and "Export checkpoint…" in box.text()
+    box.accept()
+    assert w.state == FINISHED and w.panel.export.isEnabled()
+    target = tmp_path / "elsewhere.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(target.exists, timeout=10_000)
+    assert checkpoint.load(target).iteration == 12
+
+
 def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypatch):
     w = make_window()
     tiny(w, iters=20)
