@@ -70,11 +70,10 @@ class RunPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._vocab = DEFAULT_VOCAB
-        self._corpus_ready = False
         self._state = IDLE
         self._has_model = False
         self._done = 0  # the iteration the model has reached
-        self._corpus: tuple[str, int, int] | None = None
+        self._corpus: tuple[str, int, int] | None = None  # name, characters, vocabulary; None: none yet
         self._held: tuple[Any, ...] | None = None  # the held model's settings, as shown
 
         self.preset = QComboBox()
@@ -175,7 +174,6 @@ class RunPanel(QWidget):
 
     def set_corpus(self, name: str | None, characters: int = 0, vocab: int = 0) -> None:
         """Show the corpus (None: none usable yet) and recount every preset's parameters."""
-        self._corpus_ready = name is not None
         self._corpus = None if name is None else (name, characters, vocab)
         if name is None:
             self.corpus_label.setText("no corpus: open a text file")
@@ -288,7 +286,7 @@ class RunPanel(QWidget):
         running = self._state in (TRAINING, PAUSED)
         for w in (self.preset, self.batch, self.iters, self.lr, self.seed, self.open_corpus):
             w.setEnabled(not running)
-        self.start.setEnabled(not running and self._corpus_ready)
+        self.start.setEnabled(not running and self._corpus is not None)
         self.pause.setEnabled(running or self._can_continue())
         self.stop.setEnabled(running)
         self.export.setEnabled(self._has_model and self._state != IDLE)

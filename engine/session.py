@@ -64,7 +64,7 @@ class TrainingSession:
         self._evaluated_at = -1  # the iteration of the last evaluation
         self._final: Path | None = None
         self._closed = False
-        self._log_error: str | None = None  # why the run folder's records stopped, if they did
+        self._log_failed = False  # the run folder's records stopped at a write that failed
         self._memory = ProcessMemory()
         self._log = RunLog(self.run_dir) if self.run_dir is not None else None
         if self._log is not None:
@@ -123,12 +123,12 @@ class TrainingSession:
     def _write(self, write: Callable[[RunLog], None], warnings: list[str]) -> None:
         """A record or a sample into the run folder. A failure (disk full, say) must not end the
         run either: the folder's records stop there, with a warning, and training goes on."""
-        if self._log is None or self._log_error is not None:
+        if self._log is None or self._log_failed:
             return
         try:
             write(self._log)
         except OSError as e:
-            self._log_error = str(e)
+            self._log_failed = True
             warnings.append(f"the run folder cannot be written ({e}); its records stop here")
 
     def _save(self, path: Path, warnings: list[str]) -> Path | None:
