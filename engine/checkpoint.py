@@ -35,7 +35,7 @@ from engine.config import ModelConfig, TrainConfig
 from engine.data import CharTokenizer, Corpus, CorpusError
 from engine.errors import InputError
 from engine.model import GPT
-from engine.trainer import Trainer, TrainerState
+from engine.trainer import Trainer, TrainerState, check_memory
 
 FORMAT = "chargpt-checkpoint"
 WEIGHTS_FORMAT = "chargpt-weights"
@@ -384,6 +384,7 @@ def restore(
             train_cfg = TrainConfig(**{**train_cfg.to_dict(), **overrides})
         except (TypeError, ValueError) as e:
             raise CheckpointError(str(e)) from None
+    check_memory(ckpt.model_cfg, train_cfg, resuming=True)
     try:
         trainer = Trainer(ckpt.model_cfg, train_cfg, corpus)
     except ValueError as e:

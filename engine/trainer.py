@@ -65,9 +65,12 @@ def memory_needed(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_size: in
     return math.ceil(arena) + 4 * model_cfg.n_params * itemsize
 
 
-def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, available: int | None = None) -> None:
+def check_memory(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, available: int | None = None, *, resuming: bool = False
+) -> None:
     """Refuse, with the largest batch that fits, a run that would exhaust the memory available
-    (by default, what the OS reports now): better than swapping for hours or being killed."""
+    (by default, what the OS reports now): better than swapping for hours or being killed.
+    ``resuming``: a checkpoint's run, whose batch size cannot change."""
     free = psutil.virtual_memory().available if available is None else available
     need = memory_needed(model_cfg, train_cfg)
     if need <= free:
@@ -76,7 +79,12 @@ def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, available: int 
     fits = int((free - fixed) / (memory_needed(model_cfg, train_cfg, batch_size=1) - fixed))
     while fits > 0 and memory_needed(model_cfg, train_cfg, fits) > free:  # the estimate rounds up
         fits -= 1
-    advice = f"lower the batch size to {fits:,} or less" if fits >= 1 else "choose a smaller model"
+    if resuming:
+        advice = "a checkpoint keeps its batch size: resume it on a machine with more memory"
+    elif fits >= 1:
+        advice = f"lower the batch size to {fits:,} or less"
+    else:
+        advice = "choose a smaller model"
     raise NotEnoughMemory(
         f"training at batch {train_cfg.batch_size:,} needs about {_size(need)} of memory and "
         f"{_size(free)} is available here; {advice}, or close other programs"

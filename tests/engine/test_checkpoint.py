@@ -7,8 +7,10 @@ import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 import safetensors
 import safetensors.numpy
@@ -17,7 +19,7 @@ from engine import checkpoint
 from engine.checkpoint import CheckpointError
 from engine.config import PRESETS
 from engine.data import Corpus
-from engine.trainer import Trainer
+from engine.trainer import NotEnoughMemory, Trainer
 from tests.engine.conftest import VERSE, tiny_configs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,6 +285,12 @@ def test_the_recorded_corpus_file_is_reopened_or_asked_for(tmp_path, one_thread)
     text_file.unlink()
     with pytest.raises(checkpoint.CorpusNeeded, match=r"is gone \(.*verse.txt\)"):
         checkpoint.restore(path)
+
+
+def test_a_checkpoint_too_big_to_train_here_says_its_batch_cannot_change(saved, verse_corpus, monkeypatch):
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=10**6))
+    with pytest.raises(NotEnoughMemory, match="a checkpoint keeps its batch size"):
+        checkpoint.restore(saved, Corpus(VERSE, "verse"))
 
 
 def test_text_not_from_a_file_must_be_given_to_resume(saved):
