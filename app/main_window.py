@@ -589,6 +589,10 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_ready(self, info: RunInfo) -> None:
         self.run_info = info
+        if info.corpus is not self.corpus:  # a loaded checkpoint's text: shown, and Start's too
+            self._corpus_request += 1  # a load still under way must not replace it
+            self.corpus, self.corpus_path = info.corpus, str(info.corpus.path or "")
+            self._show_corpus()
         if info.history:
             self.store.extend(info.history)
         self.panel.show_configs(info.model_cfg, info.train_cfg)

@@ -30,6 +30,7 @@ from engine.blas import ThreadTuner
 from engine.errors import InputError, out_of_memory
 
 if TYPE_CHECKING:
+    from engine.data import Corpus
     from engine.session import TrainingSession
     from engine.trainer import Trainer
 
@@ -129,7 +130,7 @@ class RunInfo:
     model_cfg: Any
     train_cfg: Any
     iteration: int
-    corpus: dict[str, Any]
+    corpus: Corpus  # the text it trains on (a loaded checkpoint's may not be the window's)
     run_dir: Path | None
     warnings: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)  # earlier records of a loaded run
@@ -256,7 +257,7 @@ class TrainingWorker(QObject):
                 trainer.model_cfg,
                 trainer.train_cfg,
                 trainer.iteration,
-                trainer.corpus.describe(),
+                trainer.corpus,
                 session.run_dir,
                 warnings or [],
                 history or [],

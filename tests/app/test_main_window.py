@@ -166,7 +166,7 @@ def test_pause_and_resume_end_with_the_same_parameters_as_a_straight_run(
 
 
 def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
-    make_window, qtbot, isolated_user, monkeypatch
+    make_window, qtbot, isolated_user, monkeypatch, corpus_file, tmp_path
 ):
     first = make_window()
     tiny(first, iters=500)
@@ -180,11 +180,15 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
     qtbot.waitUntil(target.exists, timeout=10_000)
     first.close()
 
-    second = make_window()
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text(encoding="utf-8").upper(), encoding="utf-8")
+    second = make_window(corpus=other)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(target), ""))
     qtbot.mouseClick(second.panel.load, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: second.state == PAUSED, timeout=10_000)
     assert second.panel.preset_name() == "tiny" and second.panel.iters.value() == 500
+    # the text it trains on is the run's, not the one open before
+    assert "corpus.txt" in second.panel.corpus_label.text() and second.corpus_path == str(corpus_file)
     assert second.panel.batch.value() == 4
     assert last_iter(second) == k  # the history of the run the checkpoint sits in
     qtbot.waitUntil(lambda: plotted(second) == k, timeout=5_000)
