@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyqtgraph as pg
 import PySide6
-from PySide6.QtCore import QByteArray, QEventLoop, QSettings, QSize, Qt, QTimer, Slot, qVersion
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import QByteArray, QEventLoop, QSettings, QSize, Qt, QTimer, QUrl, Slot, qVersion
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
@@ -53,6 +53,7 @@ from engine.data import Corpus
 from engine.default_corpus import data_dir
 
 if TYPE_CHECKING:
+    from engine.runlog import RunFollower
     from engine.session import TrainingSession
     from engine.trainer import Trainer
 
@@ -84,7 +85,7 @@ class MainWindow(QMainWindow):
         self._export_ok = False
         self.state = IDLE
         self.confirm_close = True  # ask to save when closing mid-run (batch jobs turn it off)
-        self._follower: Any = None
+        self._follower: RunFollower | None = None
         self._dialogs: list[QMessageBox] = []
 
         self.store = MetricsStore()
@@ -160,6 +161,7 @@ class MainWindow(QMainWindow):
         self.open_run_action = self._action("Open &run…", "Ctrl+Shift+O", self.choose_run)
         self.load_action = self._action("&Load checkpoint…", "Ctrl+L", self.choose_checkpoint)
         self.export_action = self._action("&Export checkpoint…", "Ctrl+E", self.choose_export)
+        self.show_folder_action = self._action("S&how run folder", None, self.show_run_folder)
         quit_action = self._action("&Quit", S.Quit, self.close)
         self.start_action = self._action("&Start", "F5", self.start)
         self.pause_action = self._action("&Pause / Resume / Continue", "F6", self.toggle_pause)
@@ -173,6 +175,7 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu("&File")
         for a in (self.open_corpus_action, self.open_run_action, self.load_action, self.export_action):
             menu.addAction(a)
+        menu.addAction(self.show_folder_action)
         menu.addSeparator()
         menu.addAction(quit_action)
         menu = self.menuBar().addMenu("&Run")
@@ -512,6 +515,7 @@ class MainWindow(QMainWindow):
         def done(read_back: Any) -> None:
             run, records = read_back
             self._shutdown_worker()
+            self.run_info = None  # the window shows this run now, not the one it trained
             self.store.clear()
             self.plots.reset()
             self.samples.clear()
@@ -530,6 +534,23 @@ class MainWindow(QMainWindow):
             self._message(QMessageBox.Icon.Warning, "Cannot open this run", message)
 
         run_in_background(read, done, failed)
+
+    def shown_run_dir(self) -> Path:
+        """The folder of the run in the window (viewed, training or loaded), else of all runs."""
+        if self._follower is not None:
+            return self._follower.path.parent
+        if self.run_info is not None and self.run_info.run_dir is not None:
+            return self.run_info.run_dir
+        return runs_dir()
+
+    @Slot()
+    def show_run_folder(self) -> None:
+        """Open the run's folder in the desktop's file manager: under a hidden folder
+        (~/.local/share), it is hard to find by hand."""
+        folder = self.shown_run_dir()
+        folder.mkdir(parents=True, exist_ok=True)  # runs/ before the first run
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self._message(QMessageBox.Icon.Information, "Run folder", f"The run folder is {folder}")
 
     @Slot()
     def choose_comparison(self) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDropEvent
+from PySide6.QtGui import QDesktopServices, QDropEvent
 from PySide6.QtWidgets import QFileDialog, QLabel, QMessageBox
 
 from app.main_window import WEIGHTS_FILTER, _short, runs_dir
@@ -328,6 +329,30 @@ def test_open_a_run_that_chargpt_train_is_writing(make_window, qtbot, tmp_path, 
     qtbot.waitUntil(lambda: plotted(w) == 150, timeout=10_000)  # followed to the end
     assert list(w.plots.loss_val.xData) == [50, 100, 150]
     assert "150" in w.iter_label.text()
+
+
+def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, qtbot, tmp_path, monkeypatch):
+    opened: list[str] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    w = make_window()
+    w.show_folder_action.trigger()  # no run yet: the folder all runs go to, made for the occasion
+    assert opened == [str(runs_dir())] and runs_dir().is_dir()
+    tiny(w, iters=10)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    trained = w.run_info.run_dir
+    w.show_folder_action.trigger()
+    viewed = tmp_path / "viewed"
+    shutil.copytree(trained, viewed)
+    w.open_run(str(viewed))
+    qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
+    w.show_folder_action.trigger()
+    assert opened[1:] == [str(trained), str(viewed)]
+    # a desktop without a file manager: the path is said instead
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: False)
+    w.show_folder_action.trigger()
+    [box] = boxes(w, "Run folder")
+    assert str(viewed) in box.text()
 
 
 def test_dropping_a_file_that_is_not_text_is_refused_with_a_message(make_window, qtbot, tmp_path):
