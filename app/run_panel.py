@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import psutil
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
@@ -23,7 +24,8 @@ from PySide6.QtWidgets import (
 
 from app.worker import AUTO_THREADS, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine.blas import cpu_count
-from engine.config import PRESETS, ModelConfig, TrainConfig, format_count, plural, preset_of
+from engine.config import PRESETS, ModelConfig, TrainConfig, format_bytes, format_count, plural, preset_of
+from engine.trainer import memory_needed
 
 DEFAULT_VOCAB = 65  # parameter counts before a corpus is known
 
@@ -154,6 +156,7 @@ class RunPanel(QWidget):
         # Continue needs Iterations past done and every other setting as the model has it
         for spin in (self.iters, self.batch, self.lr, self.seed):
             spin.valueChanged.connect(self._update_enabled)
+        self.batch.valueChanged.connect(self._show_model)  # the memory training takes
         self.start.clicked.connect(self.start_clicked)
         self.pause.toggled.connect(self._on_pause)
         self.stop.clicked.connect(self.stop_clicked)
@@ -222,7 +225,7 @@ class RunPanel(QWidget):
         self.iters.setValue(train_cfg.max_iters)
         self.lr.setValue(train_cfg.lr)
         self.seed.setValue(train_cfg.seed)
-        self.model_label.setText(_describe_model(model_cfg))
+        self.model_label.setText(_describe_model(model_cfg, train_cfg))
         self._held = self._settings()
         self._update_enabled()
 
@@ -259,7 +262,7 @@ class RunPanel(QWidget):
         """Every preset's entry and the chosen one's description, at the current vocabulary."""
         for i in range(self.preset.count()):
             self.preset.setItemText(i, PRESETS[self.preset.itemData(i)].summary(self._vocab))
-        self.model_label.setText(_describe_model(PRESETS[self.preset_name()].model_for(self._vocab)))
+        self.model_label.setText(_describe_model(*self.configs(self._vocab)))
 
     @Slot(bool)
     def _on_pause(self, paused: bool) -> None:
@@ -293,16 +296,21 @@ class RunPanel(QWidget):
         self.load.setEnabled(not running)
 
 
-def _describe_model(m: ModelConfig) -> str:
+def _describe_model(m: ModelConfig, train: TrainConfig) -> str:
+    """Its size, its shape, and the memory training it takes (which the batch size sets)."""
     shape = _phrases(
         f"{plural(m.n_layers, 'layer')} × {m.d_model}",
         plural(m.n_heads, "head"),
         f"MLP {m.d_ff}",
         f"context {m.context}",
     )
-    return f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>{shape}"
+    need, free = memory_needed(m, train), psutil.virtual_memory().available
+    memory = _phrases(f"about {format_bytes(need)} to train", f"at batch {train.batch_size:,}", sep=" ")
+    if need > free:  # Start would be refused: say so before
+        memory += f"<br><b>{_phrases(f'more than the {format_bytes(free)} free here')}</b>"
+    return f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>{shape}<br>{memory}"
 
 
-def _phrases(*phrases: str) -> str:
-    """Comma-separated rich text that wraps between phrases, never inside one ("context / 32")."""
-    return ", ".join(p.replace(" ", "\N{NO-BREAK SPACE}") for p in phrases)
+def _phrases(*phrases: str, sep: str = ", ") -> str:
+    """Rich text that wraps between phrases, never inside one ("context / 32")."""
+    return sep.join(p.replace(" ", "\N{NO-BREAK SPACE}") for p in phrases)

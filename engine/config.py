@@ -161,6 +161,11 @@ def format_count(n: int) -> str:
     return str(n)
 
 
+def format_bytes(n: float) -> str:
+    """A memory size for a person: 182 MB, 61.3 GB."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
 def format_duration(seconds: float) -> str:
     """A duration for a progress line or a status bar: 42s, 3m07s, 2h05m; ? if unknown."""
     if not math.isfinite(seconds):

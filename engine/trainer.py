@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from engine.arena import Arena, ArenaStats
 from engine.blas import get_blas_threads, set_blas_threads
-from engine.config import ModelConfig, TrainConfig
+from engine.config import ModelConfig, TrainConfig, format_bytes
 from engine.data import Corpus
 from engine.errors import InputError
 from engine.model import GPT, KVCache, activation_bytes
@@ -86,13 +86,9 @@ def check_memory(
     else:
         advice = "choose a smaller model"
     raise NotEnoughMemory(
-        f"training at batch {train_cfg.batch_size:,} needs about {_size(need)} of memory and "
-        f"{_size(free)} is available here; {advice}, or close other programs"
+        f"training at batch {train_cfg.batch_size:,} needs about {format_bytes(need)} of memory and "
+        f"{format_bytes(free)} is available here; {advice}, or close other programs"
     )
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 class Trainer:

@@ -1,5 +1,10 @@
+from types import SimpleNamespace
+
+import psutil
+
 from app.run_panel import DEFAULT_VOCAB, RunPanel
-from engine.config import PRESETS
+from engine.config import PRESETS, format_bytes
+from engine.trainer import memory_needed
 
 
 def test_entries_and_counts_agree_before_and_after_the_corpus_is_read(qtbot):
@@ -15,3 +20,17 @@ def test_entries_and_counts_agree_before_and_after_the_corpus_is_read(qtbot):
     assert shows(DEFAULT_VOCAB)  # the built-in corpus is still being read
     panel.set_corpus("corpus.txt", 10_000, 96)
     assert shows(96)
+
+
+def test_the_memory_training_takes_follows_the_batch_and_warns_past_what_is_free(qtbot, monkeypatch):
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_preset("small")
+    panel.batch.setValue(64)
+    model, train = panel.configs(DEFAULT_VOCAB)
+    text = panel.model_label.text().replace("\N{NO-BREAK SPACE}", " ")
+    assert f"about {format_bytes(memory_needed(model, train))} to train at batch 64" in text
+    assert "free here" not in text
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=10**6))
+    panel.batch.setValue(65)
+    assert "more than the 1 MB free here" in panel.model_label.text().replace("\N{NO-BREAK SPACE}", " ")
