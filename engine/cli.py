@@ -30,6 +30,7 @@ from engine.config import (
     ConfigError,
     ModelConfig,
     TrainConfig,
+    format_bytes,
     format_count,
     format_duration,
     get_preset,
@@ -369,6 +370,10 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
 
 # -- chargpt info --------------------------------------------------------------
 def info_dict() -> dict[str, Any]:
+    import psutil
+
+    from engine.trainer import memory_needed
+
     b = blas_info()
     return {
         "chargpt": engine.__version__,
@@ -382,6 +387,7 @@ def info_dict() -> dict[str, Any]:
             "threading_layer": b.threading_layer,
             "threads": b.num_threads,
         },
+        "memory_available": psutil.virtual_memory().available,
         "presets": {
             name: {
                 **p.model.to_dict(),
@@ -389,6 +395,7 @@ def info_dict() -> dict[str, Any]:
                 "batch_size": p.train.batch_size,
                 "max_iters": p.train.max_iters,
                 "lr": p.train.lr,
+                "train_bytes_at_vocab_65": memory_needed(p.model_for(65), p.train),
             }
             for name, p in PRESETS.items()
         },
@@ -404,8 +411,9 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
     out.write(
         f"chargpt {info['chargpt']}  Python {info['python']}  NumPy {info['numpy']}\n"
         f"{info['platform']}, {info['cores']} cores\n"
-        f"BLAS: {b['library']} {b['version']} ({b['threading_layer']}), {b['threads']} threads\n\n"
-        "presets (parameters at a 65-character vocabulary):\n"
+        f"BLAS: {b['library']} {b['version']} ({b['threading_layer']}), {b['threads']} threads\n"
+        f"memory: {format_bytes(info['memory_available'])} available\n\n"
+        "presets (parameters, and the memory training takes, at a 65-character vocabulary):\n"
     )
     for name, p in PRESETS.items():
         m = p.model_for(65)
@@ -413,7 +421,8 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
             f"  {name:<7} {plural(m.n_layers, 'layer'):<8} × {m.d_model:<4} "
             f"heads {m.n_heads:<3} ff {m.d_ff:<5}context {m.context:<4} "
             f"{format_count(m.n_params):>7} params  "
-            f"batch {p.train.batch_size}, {p.train.max_iters} iters, lr {p.train.lr:g}\n"
+            f"batch {p.train.batch_size}, {p.train.max_iters} iters, lr {p.train.lr:g}  "
+            f"{format_bytes(info['presets'][name]['train_bytes_at_vocab_65']):>7} to train\n"
         )
     return EXIT_OK
 

@@ -121,6 +121,8 @@ def test_info_lists_presets_with_parameter_counts_and_blas():
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["presets"]["small"]["params_at_vocab_65"] == 421_632
+    # the memory training takes at the preset's batch, against what this machine has
+    assert 30e6 < info["presets"]["small"]["train_bytes_at_vocab_65"] < 45e6 and info["memory_available"] > 0
     assert info["blas"]["library"] and info["cores"] >= 1
 
 
