@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self.state = IDLE
         self.confirm_close = True  # ask to save when closing mid-run (batch jobs turn it off)
         self._follower: RunFollower | None = None
+        self._total_iters = 0  # of a viewed run: its config's, read when it was opened
         self._dialogs: list[QMessageBox] = []
 
         self.store = MetricsStore()
@@ -716,7 +717,7 @@ class MainWindow(QMainWindow):
 
     def _update_status(self) -> None:
         s = self.store
-        total = self.run_info.train_cfg.max_iters if self.run_info else getattr(self, "_total_iters", 0)
+        total = self.run_info.train_cfg.max_iters if self.run_info else self._total_iters
         it = s.last("iter")
         done = 0 if math.isnan(it) else int(it)
         self.iter_label.setText(f"iter {done:,} / {total:,}" if total else f"iter {done:,}")

@@ -344,8 +344,12 @@ def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, 
     w.show_folder_action.trigger()
     viewed = tmp_path / "viewed"
     shutil.copytree(trained, viewed)
+    config = json.loads((viewed / "config.json").read_text())
+    config["train"]["max_iters"] = 99  # as if it had been stopped at 10 of 99
+    (viewed / "config.json").write_text(json.dumps(config))
     w.open_run(str(viewed))
     qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
+    assert w.iter_label.text() == "iter 10 / 99"  # the viewed run's, not the one trained before
     w.show_folder_action.trigger()
     assert opened[1:] == [str(trained), str(viewed)]
     # a desktop without a file manager: the path is said instead
