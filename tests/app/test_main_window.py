@@ -580,7 +580,7 @@ def test_a_batch_too_big_for_the_memory_cannot_start(make_window, qtbot, monkeyp
     tiny(w, batch=64)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=2 * 10**6))
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot start training")), timeout=10_000)
+    qtbot.waitUntil(lambda: w.state == FAILED and bool(boxes(w, "Cannot start training")), timeout=10_000)
     [box] = boxes(w, "Cannot start training")
     assert "lower the batch size to" in box.text() and box.detailedText() == ""
     box.accept()
@@ -601,11 +601,14 @@ def test_a_final_checkpoint_that_cannot_be_written_leaves_the_model_to_export(
     w = make_window()
     tiny(w, iters=12)
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: bool(boxes(w, "Final checkpoint not saved")), timeout=20_000)
+    # the message comes just before the state: wait for both
+    qtbot.waitUntil(
+        lambda: w.state == FINISHED and bool(boxes(w, "Final checkpoint not saved")), timeout=20_000
+    )
     [box] = boxes(w, "Final checkpoint not saved")
     assert "no space left" in box.text() and "Export checkpoint…" in box.text()
     box.accept()
-    assert w.state == FINISHED and w.panel.export.isEnabled()
+    assert w.panel.export.isEnabled()
     target = tmp_path / "elsewhere.safetensors"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
