@@ -732,6 +732,11 @@ class MainWindow(QMainWindow):
         self.threads_label.setText(self._threads_text())
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(min(done, max(total, 1)))
+        # the progress where a person sees it with the window behind others: the taskbar
+        progress = f"{100 * min(done, total) // total} % · " if total else ""
+        title = APP_NAME if self.state == IDLE else f"{progress}{self.state} — {APP_NAME}"
+        if title != self.windowTitle():
+            self.setWindowTitle(title)
 
     def _message(self, icon: QMessageBox.Icon, title: str, text: str, details: str = "") -> QMessageBox:
         """A non-blocking message box (details collapsible); the window stays usable behind it."""

@@ -636,6 +636,7 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypa
     assert json.loads((second / "config.json").read_text())["continued_from"] == str(first)
     assert w.panel.pause.text() == "Continue" and not w.panel.pause.isEnabled()
     assert "raise Iterations" in w.panel.pause.toolTip()  # how to enable it, through every state
+    assert w.windowTitle() == "100 % · finished — CharGPT Studio"  # in the taskbar too
     # later, the continued run's checkpoint shows the curves of both runs
     later = make_window()
     final = second / "checkpoints" / "final.safetensors"
