@@ -196,24 +196,8 @@ def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
     """Read and validate a checkpoint. With ``model_cfg``, it must also be of that model."""
     path = Path(path)
     header, meta = _read_header(path)
-    version = meta.get("version")
-    if meta.get("format") == WEIGHTS_FORMAT:
-        raise CheckpointError(
-            f"{path.name} holds exported weights only, without the training state; "
-            "use the checkpoint it was exported from"
-        )
-    if meta.get("format") != FORMAT or not isinstance(version, int):
-        raise CheckpointError(
-            f"{path.name} is not a CharGPT checkpoint (unknown format); choose another file"
-        )
-    if version != VERSION:
-        advice = "update CharGPT Studio to open it" if version > VERSION else "it is from an older app"
-        raise CheckpointError(
-            f"{path.name} is checkpoint format version {version}, this app reads version {VERSION}; {advice}"
-        )
+    cfg, train_cfg = _settings(path, meta)
     try:
-        cfg = ModelConfig(**meta["model"])
-        train_cfg = TrainConfig(**meta["train"])
         vocabulary = [str(c) for c in meta["vocabulary"]]
         iteration = int(meta["iteration"])
         int(meta["optimizer_step"])
@@ -248,6 +232,35 @@ def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
                 "use an earlier checkpoint"
             )
     return Checkpoint(cfg, train_cfg, vocabulary, iteration, meta, tensors)
+
+
+def read_settings(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
+    """A checkpoint's model and training settings, from its header alone (no tensors read)."""
+    path = Path(path)
+    return _settings(path, _read_header(path)[1])
+
+
+def _settings(path: Path, meta: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
+    """The settings in a checkpoint's metadata, once its format and version are ours."""
+    version = meta.get("version")
+    if meta.get("format") == WEIGHTS_FORMAT:
+        raise CheckpointError(
+            f"{path.name} holds exported weights only, without the training state; "
+            "use the checkpoint it was exported from"
+        )
+    if meta.get("format") != FORMAT or not isinstance(version, int):
+        raise CheckpointError(
+            f"{path.name} is not a CharGPT checkpoint (unknown format); choose another file"
+        )
+    if version != VERSION:
+        advice = "update CharGPT Studio to open it" if version > VERSION else "it is from an older app"
+        raise CheckpointError(
+            f"{path.name} is checkpoint format version {version}, this app reads version {VERSION}; {advice}"
+        )
+    try:
+        return ModelConfig(**meta["model"]), TrainConfig(**meta["train"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path.name} has damaged metadata ({e}); use another checkpoint") from None
 
 
 def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

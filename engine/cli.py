@@ -264,21 +264,28 @@ def _save_before_failing(session: TrainingSession, say: Callable[[str], None], m
 
 
 def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
-    """The trainer of ``--resume CKPT``; only settings that keep the run's arithmetic may change."""
-    from engine.checkpoint import RESUMABLE, CorpusNeeded, restore
+    """The trainer of ``--resume CKPT``. Only settings that keep the run's arithmetic may change;
+    the others may be given as the checkpoint has them, so the first command line can be reused."""
+    from engine.checkpoint import RESUMABLE, CorpusNeeded, read_settings, restore
 
-    fixed = [f"--{flag.replace('_', '-')}" for flag in MODEL_OVERRIDES if getattr(args, flag) is not None]
-    fixed += [
-        f"--{flag.replace('_', '-')}"
-        for flag, name in TRAIN_OVERRIDES.items()
-        if getattr(args, flag) is not None and name not in RESUMABLE
+    model_cfg, train_cfg = read_settings(args.resume)
+    differ = []
+    if args.preset is not None and get_preset(args.preset).model_for(model_cfg.vocab_size) != model_cfg:
+        differ.append(
+            f"--preset {args.preset} (the checkpoint's model is {preset_of(model_cfg) or 'another'})"
+        )
+    given: list[tuple[str, str, ModelConfig | TrainConfig]] = [
+        (flag, field, model_cfg) for flag, field in MODEL_OVERRIDES.items()
     ]
-    if args.preset is not None:
-        fixed.insert(0, "--preset")
-    if fixed:
+    given += [(flag, field, train_cfg) for flag, field in TRAIN_OVERRIDES.items() if field not in RESUMABLE]
+    for flag, field, cfg in given:
+        value, held = getattr(args, flag), getattr(cfg, field)
+        if value is not None and value != held:
+            differ.append(f"--{flag.replace('_', '-')} {value:g} (the checkpoint's is {held:g})")
+    if differ:
         raise UsageError(
-            f"{', '.join(fixed)} cannot change when resuming (the checkpoint fixes them); "
-            "drop them, or start a new run"
+            f"{', '.join(differ)}: a resumed run keeps its checkpoint's settings; "
+            "drop these, or start a new run"
         )
     overrides = {
         name: getattr(args, flag)

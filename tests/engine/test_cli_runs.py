@@ -75,10 +75,20 @@ def test_resume_reproduces_the_uninterrupted_run(trained, tmp_path):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def test_resume_refuses_settings_the_checkpoint_fixes(trained):
-    r = chargpt("train", "--resume", str(trained / "checkpoints" / "final.safetensors"), "--lr", "0.1")
-    assert r.returncode == 2
-    assert "--lr cannot change when resuming" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_resume_refuses_settings_the_checkpoint_fixes_and_takes_them_as_they_are(trained, corpus_file):
+    final = str(trained / "checkpoints" / "final.safetensors")
+    r = chargpt("train", "--resume", final, "--lr", "0.1", "--preset", "small", "--heads", "2")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    for said in ("--preset small (the checkpoint's model is tiny)", "--lr 0.1 (the checkpoint's is 0.003)"):
+        assert said in r.stderr
+    assert "--heads" not in r.stderr  # tiny has 2
+    # the first command line, with --resume and a new total: what is fixed is given as it is
+    r = chargpt(
+        "train", "--iters", "20", "--corpus", str(corpus_file), "--run-dir", "again", *FAST,
+        "--preset", "tiny", "--resume", final,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.load(Path("again") / "checkpoints" / "final.safetensors").iteration == 20
 
 
 def test_resume_asks_for_a_corpus_that_is_gone(tmp_path, corpus_file):
