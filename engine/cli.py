@@ -148,8 +148,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     if threads:
         threads = trainer.set_threads(threads)
     model_cfg, train_cfg, corpus = trainer.model_cfg, trainer.train_cfg, trainer.corpus
-    preset = None if args.resume else args.preset or "tiny"  # a checkpoint records configs, not names
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(label=preset_of(model_cfg))
+    preset = preset_of(model_cfg)  # by the model's shape: --layers and the like make a model of no preset
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(label=preset)
     resumed_from = str(Path(args.resume).resolve()) if args.resume else None  # read from anywhere later
     session = TrainingSession(
         trainer,
@@ -160,7 +160,11 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         extra_config={"preset": preset, "resumed_from": resumed_from, "threads": threads or "auto"},
     )
     log_every = args.log_every or max(1, train_cfg.max_iters // 20)
-    what = f"resuming at iteration {trainer.iteration}" if args.resume else f"training {preset}"
+    what = (
+        f"resuming at iteration {trainer.iteration}"
+        if args.resume
+        else f"training {preset or 'a custom model'}"
+    )
     blas = plural(threads, "BLAS thread") if threads else "BLAS threads chosen by timing the first iterations"
     say(
         f"{what}: {plural(model_cfg.n_layers, 'layer')} × {model_cfg.d_model}, "

@@ -75,6 +75,15 @@ def test_resume_reproduces_the_uninterrupted_run(trained, tmp_path):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+def test_a_model_of_no_preset_is_not_called_one(corpus_file):
+    r = chargpt("train", "--layers", "2", "--iters", "2", "--corpus", str(corpus_file), "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("training a custom model: 2 layers × 64")  # not "training tiny"
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["preset"] is None and read_run(Path(summary["run_dir"])).config["preset"] is None
+    assert not Path(summary["run_dir"]).name.endswith("_tiny")
+
+
 def test_resume_refuses_settings_the_checkpoint_fixes_and_takes_them_as_they_are(trained, corpus_file):
     final = str(trained / "checkpoints" / "final.safetensors")
     r = chargpt("train", "--resume", final, "--lr", "0.1", "--preset", "small", "--heads", "2")
