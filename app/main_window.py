@@ -317,7 +317,7 @@ class MainWindow(QMainWindow):
         model_cfg, train_cfg = self.panel.configs(corpus.vocab_size)
         base = runs_dir()
 
-        extra = {"preset": self.panel.preset_name(), "threads": self.panel.threads.value(), "by": APP_NAME}
+        extra = {"threads": self.panel.threads.value(), "by": APP_NAME}
 
         def factory() -> SessionSetup:
             from engine.runlog import new_run_dir

@@ -157,7 +157,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         checkpoint_every=train_cfg.checkpoint_interval,
         keep=args.keep,
         sample_tokens=args.sample_chars,
-        extra_config={"preset": preset, "resumed_from": resumed_from, "threads": threads or "auto"},
+        extra_config={"resumed_from": resumed_from, "threads": threads or "auto"},
     )
     log_every = args.log_every or max(1, train_cfg.max_iters // 20)
     what = (

@@ -21,6 +21,7 @@ import psutil
 
 import engine
 from engine import checkpoint
+from engine.config import preset_of
 from engine.parallel import ShardError
 from engine.runlog import RunLog
 from engine.trainer import Trainer
@@ -55,7 +56,7 @@ class TrainingSession:
         checkpoint_every: int = 0,
         keep: int = 3,
         sample_tokens: int = 200,
-        extra_config: Mapping[str, Any] | None = None,  # more for config.json (preset, resumed from)
+        extra_config: Mapping[str, Any] | None = None,  # more for config.json (resumed from, threads)
     ) -> None:
         self.trainer = trainer
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -186,6 +187,7 @@ class TrainingSession:
     def _config(self, extra: Mapping[str, Any]) -> dict[str, Any]:
         tr = self.trainer
         return {
+            "preset": preset_of(tr.model_cfg),  # by the model's shape; None for a model of no preset
             "model": tr.model_cfg.to_dict(),
             "train": tr.train_cfg.to_dict(),
             "params": tr.model_cfg.n_params,

@@ -633,7 +633,8 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypa
     assert second != first and w.iter_label.text() == "iter 35 / 35"
     assert first.name.endswith("_tiny") and second.name.endswith("_tiny")  # folders named by preset
     assert checkpoint.load(second / "checkpoints" / "final.safetensors").iteration == 35
-    assert json.loads((second / "config.json").read_text())["continued_from"] == str(first)
+    config = json.loads((second / "config.json").read_text())
+    assert config["continued_from"] == str(first) and config["preset"] == "tiny"  # by the model's shape
     assert w.panel.pause.text() == "Continue" and not w.panel.pause.isEnabled()
     assert "raise Iterations" in w.panel.pause.toolTip()  # how to enable it, through every state
     assert w.windowTitle() == "100 % · finished — CharGPT Studio"  # in the taskbar too
