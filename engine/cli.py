@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
+import psutil
 
 import engine
 from engine import bench
@@ -40,6 +41,7 @@ from engine.config import (
 from engine.data import Corpus
 from engine.errors import InputError, out_of_memory
 from engine.parallel import ShardError
+from engine.trainer import memory_needed
 
 if TYPE_CHECKING:
     from engine.session import TrainingSession
@@ -381,10 +383,6 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
 
 # -- chargpt info --------------------------------------------------------------
 def info_dict() -> dict[str, Any]:
-    import psutil
-
-    from engine.trainer import memory_needed
-
     b = blas_info()
     return {
         "chargpt": engine.__version__,
