@@ -315,23 +315,13 @@ class MainWindow(QMainWindow):
             return
         corpus = self.corpus
         model_cfg, train_cfg = self.panel.configs(corpus.vocab_size)
-        base = runs_dir()
-
-        extra = {"threads": self.panel.threads.value(), "by": APP_NAME}
+        base, threads = runs_dir(), self.panel.threads.value()
 
         def factory() -> SessionSetup:
-            from engine.runlog import new_run_dir
-            from engine.session import TrainingSession
             from engine.trainer import Trainer
 
             trainer = Trainer(model_cfg, train_cfg, corpus)
-            session = TrainingSession(
-                trainer,
-                new_run_dir(base, preset_of(trainer.model_cfg)),
-                checkpoint_every=train_cfg.checkpoint_interval,
-                extra_config=extra,
-            )
-            return SessionSetup(session)
+            return SessionSetup(_session_in_new_folder(trainer, base, threads=threads))
 
         self._launch(factory, start_paused=False, cannot="Cannot start training")
 
@@ -373,19 +363,10 @@ class MainWindow(QMainWindow):
             return
         base = runs_dir()
         before = self.run_info.run_dir if self.run_info is not None else None
-        extra = {"continued_from": str(before) if before else None, "by": APP_NAME}
+        continued_from = str(before) if before else None
 
         def make_session(trainer: Trainer) -> TrainingSession:
-            from engine.runlog import new_run_dir
-            from engine.session import TrainingSession
-
-            every = trainer.train_cfg.checkpoint_interval
-            return TrainingSession(
-                trainer,
-                new_run_dir(base, preset_of(trainer.model_cfg)),
-                checkpoint_every=every,
-                extra_config=extra,
-            )
+            return _session_in_new_folder(trainer, base, continued_from=continued_from)
 
         self.handle.worker.continue_to(self.panel.iters.value(), make_session)
 
@@ -460,8 +441,6 @@ class MainWindow(QMainWindow):
 
         def factory() -> SessionSetup:
             from engine.checkpoint import CheckpointError, CorpusNeeded, restore
-            from engine.runlog import new_run_dir
-            from engine.session import TrainingSession
 
             try:  # the corpus the checkpoint records, reopened
                 trainer, warnings = restore(path)
@@ -474,12 +453,7 @@ class MainWindow(QMainWindow):
                     raise
                 trainer, warnings = restore(path, corpus)  # else the open one, with a warning
             history = _history_beside(Path(path), trainer.iteration)
-            session = TrainingSession(
-                trainer,
-                new_run_dir(base, preset_of(trainer.model_cfg)),
-                checkpoint_every=trainer.train_cfg.checkpoint_interval,
-                extra_config={"resumed_from": str(path), "by": APP_NAME},
-            )
+            session = _session_in_new_folder(trainer, base, resumed_from=str(path))
             return SessionSetup(session, list(warnings), history)
 
         self._launch(factory, start_paused=True, cannot="Cannot load this checkpoint")
@@ -850,6 +824,17 @@ def _short(path: str | Path) -> str:
     """A path for the status bar: the home folder as ~, which leaves room for the rest."""
     p, home = Path(path), Path.home()
     return f"~/{p.relative_to(home)}" if p.is_relative_to(home) else str(p)
+
+
+def _session_in_new_folder(trainer: Trainer, base: Path, **config: Any) -> TrainingSession:
+    """A session of ``trainer`` writing a new run folder under ``base``, named by its preset;
+    ``config`` joins its config.json. Built on the worker thread (it makes the folder)."""
+    from engine.runlog import new_run_dir
+    from engine.session import TrainingSession
+
+    run_dir = new_run_dir(base, preset_of(trainer.model_cfg))
+    every = trainer.train_cfg.checkpoint_interval
+    return TrainingSession(trainer, run_dir, checkpoint_every=every, extra_config={**config, "by": APP_NAME})
 
 
 def _run_label(config: dict[str, Any], folder: str) -> str:
