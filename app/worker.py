@@ -235,7 +235,10 @@ class TrainingWorker(QObject):
                 if isinstance(cmd, Quit):
                     self._flush()
                     if not session.finished and self.state != FAILED:
-                        session.finish(evaluate=False)  # final.safetensors, quickly: we are closing
+                        # final.safetensors, quickly: we are closing. A full disk can only be
+                        # suffered now; closing asked whether to export first.
+                        with contextlib.suppress(InputError):
+                            session.finish(evaluate=False)
                     session.close()
                     return
                 if isinstance(cmd, Continue):
