@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import psutil
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
@@ -25,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.worker import AUTO_THREADS, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine.blas import cpu_count
 from engine.config import PRESETS, ModelConfig, TrainConfig, format_bytes, format_count, plural, preset_of
-from engine.trainer import memory_needed
+from engine.trainer import memory_for_training, memory_needed
 
 DEFAULT_VOCAB = 65  # parameter counts before a corpus is known
 
@@ -304,10 +303,10 @@ def _describe_model(m: ModelConfig, train: TrainConfig) -> str:
         f"MLP {m.d_ff}",
         f"context {m.context}",
     )
-    need, free = memory_needed(m, train), psutil.virtual_memory().available
+    need, room = memory_needed(m, train), memory_for_training()
     memory = _phrases(f"about {format_bytes(need)} to train", f"at batch {train.batch_size:,}", sep=" ")
-    if need > free:  # Start would be refused: say so before
-        memory += f"<br><b>{_phrases(f'more than the {format_bytes(free)} free here')}</b>"
+    if need > room:  # Start would be refused: say so before
+        memory += f"<br><b>{_phrases(f'more than the {format_bytes(room)} this machine can spare')}</b>"
     return f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>{shape}<br>{memory}"
 
 

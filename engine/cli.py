@@ -21,7 +21,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
-import psutil
 
 import engine
 from engine import bench
@@ -40,6 +39,7 @@ from engine.config import (
 )
 from engine.data import Corpus
 from engine.errors import InputError, out_of_memory
+from engine.memory import available_memory
 from engine.parallel import ShardError
 from engine.trainer import memory_needed
 
@@ -396,7 +396,7 @@ def info_dict() -> dict[str, Any]:
             "threading_layer": b.threading_layer,
             "threads": b.num_threads,
         },
-        "memory_available": psutil.virtual_memory().available,
+        "memory_available": available_memory(),
         "presets": {
             name: {
                 **p.model.to_dict(),

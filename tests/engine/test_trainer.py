@@ -10,7 +10,14 @@ import pytest
 from engine import checkpoint
 from engine.model import activation_bytes
 from engine.optim import lr_at
-from engine.trainer import ARENA_MARGIN, NotEnoughMemory, Trainer, check_memory, memory_needed
+from engine.trainer import (
+    ARENA_MARGIN,
+    TRAINING_SHARE,
+    NotEnoughMemory,
+    Trainer,
+    check_memory,
+    memory_needed,
+)
 from tests.engine.conftest import tiny_configs
 
 
@@ -109,12 +116,15 @@ def test_adamw_moves_weights_against_the_gradient_and_decays_only_matrices(verse
 def test_a_batch_too_big_for_the_memory_is_refused_with_one_that_fits(verse_corpus, monkeypatch):
     model_cfg, train_cfg = tiny_configs(verse_corpus)
     big = dataclasses.replace(train_cfg, batch_size=1000)
-    available = memory_needed(model_cfg, big) - 1
+    # what training can have is a share of what is available: the rest is the system's
+    available = math.ceil((memory_needed(model_cfg, big) - 1) / TRAINING_SHARE)
     with pytest.raises(
         NotEnoughMemory, match=r"batch 1,000 needs about .* lower the batch size to 999 or less"
     ):
         check_memory(model_cfg, big, available)
     check_memory(model_cfg, dataclasses.replace(train_cfg, batch_size=999), available)
+    with pytest.raises(NotEnoughMemory, match=r"can spare .* \(90% of the .* available\)"):
+        check_memory(model_cfg, big, memory_needed(model_cfg, big))
     with pytest.raises(NotEnoughMemory, match="choose a smaller model"):
         check_memory(model_cfg, big, memory_needed(model_cfg, big, batch_size=0))
     # the activations it counts are the arena's, which never outgrows them by more than the margin
