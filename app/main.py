@@ -3,6 +3,7 @@
 chargpt-studio                                   # the window
 python -m app --screenshot shot.png --preset small --iters 300
 python -m app --measure-latency --preset large --seconds 20
+chargpt-studio --install-launcher                 # an entry in the desktop's application menu
 """
 
 from __future__ import annotations
@@ -101,11 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", help="a text file to train on (default: the built-in corpus)")
     p.add_argument("--seconds", type=float, default=20.0, help="how long to measure (default 20)")
     p.add_argument("--threads", type=int, help="BLAS threads (screenshot and measure modes)")
+    launcher = p.add_mutually_exclusive_group()
+    launcher.add_argument(
+        "--install-launcher",
+        action="store_true",
+        help="add CharGPT Studio, with its icon, to the desktop's application menu (Linux) and exit",
+    )
+    launcher.add_argument(
+        "--remove-launcher", action="store_true", help="take it out of the application menu again and exit"
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.install_launcher or args.remove_launcher:
+        return _launcher(install=args.install_launcher)
     batch_mode = bool(args.screenshot or args.measure_latency)
     if batch_mode and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
@@ -115,9 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from PySide6.QtCore import QCoreApplication, QSettings
+    from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
     import engine
+    from app.icon import app_icon
+    from app.launcher import APP_ID
     from app.main_window import DEFAULT_SIZE, MainWindow
     from app.worker import GuiThreadCollector
 
@@ -125,10 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     QCoreApplication.setApplicationName("chargpt-studio")
     QCoreApplication.setApplicationVersion(engine.__version__)
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    QGuiApplication.setDesktopFileName(APP_ID)  # Wayland matches the window to its menu entry by it
+    QGuiApplication.setWindowIcon(app_icon())
     _collector = GuiThreadCollector(parent=app)  # for as long as the app runs
     if batch_mode:  # never touch the person's remembered window state
-        tmp = tempfile.mkdtemp(prefix="chargpt-studio-")
-        settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        tmp = tempfile.TemporaryDirectory(prefix="chargpt-studio-")
+        settings = QSettings(str(Path(tmp.name) / "settings.ini"), QSettings.Format.IniFormat)
         if args.corpus:
             settings.setValue("corpus", str(Path(args.corpus).resolve()))
         window = MainWindow(settings)
@@ -144,7 +161,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     job = (Screenshot if args.screenshot else LatencyProbe)(window, args)
     job.start()
     app.exec()
+    tmp.cleanup()
     return job.exit_code
+
+
+def _launcher(*, install: bool) -> int:
+    """--install-launcher, --remove-launcher: say what was written or removed."""
+    from app.launcher import install_launcher, remove_launcher
+
+    if not sys.platform.startswith("linux"):
+        sys.stderr.write("chargpt-studio: the application menu entry is for Linux desktops only\n")
+        return 2
+    if not install:
+        removed = remove_launcher()
+        sys.stdout.write("".join(f"removed {p}\n" for p in removed) or "no launcher was installed\n")
+        return 0
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # painting the icon needs no screen
+    from PySide6.QtGui import QGuiApplication
+
+    _app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])
+    try:
+        written = install_launcher()
+    except OSError as e:
+        sys.stderr.write(f"chargpt-studio: could not add the launcher: {e}\n")
+        return 1
+    sys.stdout.write("".join(f"wrote {p}\n" for p in written))
+    sys.stdout.write("CharGPT Studio is in the application menu now (--remove-launcher takes it out).\n")
+    return 0
 
 
 if __name__ == "__main__":
