@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine import __version__
+
 # Every system library Qt's xcb platform plugin (and Qt GUI under it) loads from the system,
 # with the Debian/Ubuntu package that ships it. README.md lists the same packages in one
 # apt-get line beside the Quick start; keep the two in step.
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chargpt-studio", description="Train a character-level GPT and watch it."
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--screenshot", metavar="PNG", help="train, render the window to PNG and exit")
     p.add_argument(
         "--measure-latency",
@@ -130,7 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
-    import engine
     from app.icon import app_icon
     from app.launcher import APP_ID
     from app.main_window import DEFAULT_SIZE, MainWindow
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     QCoreApplication.setOrganizationName("chargpt-studio")
     QCoreApplication.setApplicationName("chargpt-studio")
-    QCoreApplication.setApplicationVersion(engine.__version__)
+    QCoreApplication.setApplicationVersion(__version__)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     QGuiApplication.setDesktopFileName(APP_ID)  # Wayland matches the window to its menu entry by it
     QGuiApplication.setWindowIcon(app_icon())

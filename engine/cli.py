@@ -443,6 +443,7 @@ COMMANDS: dict[str, Command] = {}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chargpt", description="Train and sample character-level GPTs.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {engine.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model and print its progress")

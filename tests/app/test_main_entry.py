@@ -1,5 +1,7 @@
 """The entry point: a missing system library for the xcb platform gives a clear message."""
 
+import pytest
+
 import app.main as app_main
 
 
@@ -22,3 +24,11 @@ def test_every_library_checked_is_named_in_the_readme():
 def test_offscreen_needs_no_x_libraries(monkeypatch):
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     assert app_main.check_display_libraries() is None
+
+
+def test_version(capsys):
+    from engine import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        app_main.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"chargpt-studio {__version__}\n"

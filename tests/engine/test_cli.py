@@ -121,6 +121,13 @@ def test_bad_input_exits_nonzero_with_one_line(args, message):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_version():
+    from engine import __version__
+
+    r = chargpt("--version")
+    assert r.returncode == 0 and r.stdout == f"chargpt {__version__}\n"
+
+
 def test_info_lists_presets_with_parameter_counts_and_blas():
     r = chargpt("info", "--json")
     assert r.returncode == 0, r.stderr
