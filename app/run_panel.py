@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.worker import AUTO_THREADS, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine.blas import cpu_count
 from engine.config import PRESETS, ModelConfig, TrainConfig, format_bytes, format_count, plural, preset_of
-from engine.trainer import memory_for_training, memory_needed
+from engine.memory import memory_for_training, memory_needed
 
 DEFAULT_VOCAB = 65  # parameter counts before a corpus is known
 

@@ -34,8 +34,9 @@ import engine
 from engine.config import ModelConfig, TrainConfig
 from engine.data import CharTokenizer, Corpus, CorpusError
 from engine.errors import InputError
+from engine.memory import check_memory
 from engine.model import GPT
-from engine.trainer import Trainer, TrainerState, check_memory
+from engine.trainer import Trainer, TrainerState
 
 FORMAT = "chargpt-checkpoint"
 WEIGHTS_FORMAT = "chargpt-weights"

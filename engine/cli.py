@@ -39,9 +39,8 @@ from engine.config import (
 )
 from engine.data import Corpus
 from engine.errors import InputError, out_of_memory
-from engine.memory import available_memory
+from engine.memory import available_memory, memory_needed
 from engine.parallel import ShardError
-from engine.trainer import memory_needed
 
 if TYPE_CHECKING:
     from engine.session import TrainingSession

@@ -12,14 +12,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.arena import Arena, ArenaStats
-from engine.blas import cpu_count, get_blas_threads, set_blas_threads
-from engine.config import ModelConfig, TrainConfig, format_bytes
+from engine.blas import get_blas_threads, set_blas_threads
+from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
-from engine.errors import InputError
-from engine.memory import available_memory
-from engine.model import GPT, KVCache, activation_bytes
+from engine.memory import check_memory
+from engine.model import GPT, KVCache
 from engine.optim import AdamW, clip_scale, lr_at
-from engine.parallel import ShardedStep, ShardError, TrainingBuffers, plan_threads, shards_for
+from engine.parallel import ShardedStep, ShardError, TrainingBuffers, plan_threads
 
 
 @dataclass(frozen=True)
@@ -47,67 +46,6 @@ class TrainerState:
     optimizer_step: int  # AdamW's t, for its bias correction
     data_rng: dict[str, Any]  # the training batches' generator state: the data position
     best_val_loss: float  # inf until the first evaluation
-
-
-ARENA_MARGIN = 1.2  # the arena's high-water mark over the activations: 1.02-1.17 (chargpt bench)
-HELPER_BYTES = 40_000_000  # a helper process's interpreter and NumPy: 28 MB measured, large at batch 65
-# Of the memory available, what training may take. The estimate came within 1 % of the peak
-# measured (anonymous and shared memory in a cgroup, large at batch 62), yet a run that fit
-# the whole of a 3 GiB limit was killed by it: the page cache, the checkpoints being written
-# and the other programs need the rest.
-TRAINING_SHARE = 0.9
-
-
-class NotEnoughMemory(InputError):
-    """Training as asked would need more memory than the machine has available."""
-
-
-def memory_needed(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_size: int | None = None) -> int:
-    """Bytes a training iteration needs at most: the arena's activations; the parameters,
-    their gradients and AdamW's two moments; and, where the batch is split on all of this
-    machine's cores, each helper process with its own gradients. This process's
-    interpreter is not counted: it is already running, and what is available excludes it."""
-    itemsize = np.dtype(train_cfg.dtype).itemsize
-    batch = train_cfg.batch_size if batch_size is None else batch_size
-    arena = ARENA_MARGIN * activation_bytes(model_cfg, batch, itemsize)
-    helpers = shards_for(model_cfg, batch, cpu_count()) - 1
-    params = model_cfg.n_params * itemsize
-    return math.ceil(arena) + 4 * params + helpers * (HELPER_BYTES + params)
-
-
-def memory_for_training(available: int | None = None) -> int:
-    """Bytes training can have: a share of ``available`` (by default, what the system and
-    this process's cgroup leave now)."""
-    return int(TRAINING_SHARE * (available_memory() if available is None else available))
-
-
-def check_memory(
-    model_cfg: ModelConfig, train_cfg: TrainConfig, available: int | None = None, *, resuming: bool = False
-) -> None:
-    """Refuse, with the largest batch that fits, a run that would exhaust the memory
-    ``available`` (by default, what the system and this process's cgroup leave now): better
-    than swapping for hours or being killed.
-    ``resuming``: a checkpoint's run, whose batch size cannot change."""
-    free = available_memory() if available is None else available
-    room = memory_for_training(free)
-    need = memory_needed(model_cfg, train_cfg)
-    if need <= room:
-        return
-    fixed = memory_needed(model_cfg, train_cfg, batch_size=0)
-    fits = int((room - fixed) / (memory_needed(model_cfg, train_cfg, batch_size=1) - fixed))
-    while fits > 0 and memory_needed(model_cfg, train_cfg, fits) > room:  # the estimate rounds up
-        fits -= 1
-    if resuming:
-        advice = "a checkpoint keeps its batch size: resume it on a machine with more memory"
-    elif fits >= 1:
-        advice = f"lower the batch size to {fits:,} or less"
-    else:
-        advice = "choose a smaller model"
-    raise NotEnoughMemory(
-        f"training at batch {train_cfg.batch_size:,} needs about {format_bytes(need)} of memory and "
-        f"this machine can spare {format_bytes(room)} ({TRAINING_SHARE:.0%} of the {format_bytes(free)} "
-        f"available); {advice}, or close other programs"
-    )
 
 
 class Trainer:

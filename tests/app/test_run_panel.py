@@ -5,7 +5,7 @@ import psutil
 from app.run_panel import DEFAULT_VOCAB, RunPanel
 from engine import memory
 from engine.config import PRESETS, format_bytes
-from engine.trainer import memory_needed
+from engine.memory import memory_needed
 
 
 def test_entries_and_counts_agree_before_and_after_the_corpus_is_read(qtbot):

@@ -19,7 +19,8 @@ from engine import checkpoint
 from engine.checkpoint import CheckpointError
 from engine.config import PRESETS
 from engine.data import Corpus
-from engine.trainer import NotEnoughMemory, Trainer
+from engine.memory import NotEnoughMemory
+from engine.trainer import Trainer
 from tests.engine.conftest import VERSE, tiny_configs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import pytest
 
 from engine.blas import cpu_count
 from engine.config import PRESETS
+from engine.memory import HELPER_BYTES
 from engine.parallel import shards_for
-from engine.trainer import HELPER_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 

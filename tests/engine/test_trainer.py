@@ -8,16 +8,10 @@ import psutil
 import pytest
 
 from engine import checkpoint
+from engine.memory import ARENA_MARGIN, TRAINING_SHARE, NotEnoughMemory, check_memory, memory_needed
 from engine.model import activation_bytes
 from engine.optim import lr_at
-from engine.trainer import (
-    ARENA_MARGIN,
-    TRAINING_SHARE,
-    NotEnoughMemory,
-    Trainer,
-    check_memory,
-    memory_needed,
-)
+from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
 
 
