@@ -23,7 +23,7 @@ MIN_CHUNK = 1 << 20
 class ArenaStats:
     in_use: int  # bytes handed out since the last reset
     peak: int  # most bytes in use at once since the last reset
-    high_water: int  # most bytes in use at once, ever (or since trim)
+    high_water: int  # most bytes in use at once, ever
     reserved: int  # bytes held from the system
     chunks: int
     allocations: int  # alloc calls since the last reset
@@ -105,22 +105,6 @@ class Arena:
         self._live = 0
         self._peak = 0
         self._allocs = 0
-
-    def trim(self) -> int:
-        """Give back memory reserved beyond the high-water mark; return bytes freed.
-
-        Only between iterations (in_use must be 0). The high-water mark then starts
-        over from the last iteration's peak, so a one-off large pass (a big
-        evaluation batch, say) stops costing memory after it is gone.
-        """
-        if self.in_use:
-            raise RuntimeError("trim() while arena memory is in use; call it after reset()")
-        before = self._reserved()
-        need = self._high_water
-        if before > need:
-            self._chunks = [_aligned_bytes(need)] if need else []
-        self._high_water = 0
-        return before - self._reserved()
 
     # -- stats -------------------------------------------------------------
     @property

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from engine.arena import ALIGN, Arena
 from engine.trainer import Trainer
@@ -37,25 +36,6 @@ def test_several_chunks_coalesce_into_one_of_the_high_water_size():
     for _ in range(5):
         arena.alloc(400_000, np.float32)
     assert arena.stats().chunks == 1
-
-
-def test_trim_gives_back_what_recent_iterations_no_longer_need():
-    arena = Arena()
-    arena.alloc(2_000_000)
-    arena.reset()
-    big = arena.stats().reserved
-    arena.trim()  # starts the high-water mark over
-    arena.alloc(1000)
-    arena.reset()
-    freed = arena.trim()
-    assert freed > 0 and arena.stats().reserved < big // 100
-
-
-def test_trim_refuses_while_memory_is_in_use():
-    arena = Arena()
-    arena.alloc(10)
-    with pytest.raises(RuntimeError):
-        arena.trim()
 
 
 def test_debug_mode_poisons_a_view_kept_past_reset():
