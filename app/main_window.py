@@ -439,11 +439,11 @@ class MainWindow(QMainWindow):
         corpus = self.corpus
         base = runs_dir()
 
-        def factory() -> SessionSetup:
+        def restore_here(memory_check: bool) -> tuple[Trainer, list[str]]:
             from engine.checkpoint import CheckpointError, CorpusNeeded, restore
 
             try:  # the corpus the checkpoint records, reopened
-                trainer, warnings = restore(path)
+                return restore(path, memory_check=memory_check)
             except CheckpointError as e:
                 if corpus is None:
                     if isinstance(e, CorpusNeeded):
@@ -451,10 +451,18 @@ class MainWindow(QMainWindow):
                             f"{e}; open the text (Corpus: Open…), then load the checkpoint again"
                         ) from None
                     raise
-                trainer, warnings = restore(path, corpus)  # else the open one, with a warning
+                return restore(path, corpus, memory_check=memory_check)  # the open one, with a warning
+
+        def factory() -> SessionSetup:
+            from engine.memory import NotEnoughMemory
+
+            try:
+                (trainer, warnings), cannot_train = restore_here(memory_check=True), ""
+            except NotEnoughMemory as e:  # still worth sampling from and exporting
+                (trainer, warnings), cannot_train = restore_here(memory_check=False), str(e)
             history = _history_beside(Path(path), trainer.iteration)
             session = _session_in_new_folder(trainer, base, resumed_from=str(path))
-            return SessionSetup(session, list(warnings), history)
+            return SessionSetup(session, list(warnings), history, cannot_train)
 
         self._launch(factory, start_paused=True, cannot="Cannot load this checkpoint")
 
@@ -592,8 +600,16 @@ class MainWindow(QMainWindow):
         if info.history:
             self.store.extend(info.history)
         self.panel.show_configs(info.model_cfg, info.train_cfg)
+        self.panel.set_cannot_train(info.cannot_train)
         for w in info.warnings:
             self._message(QMessageBox.Icon.Warning, "Checkpoint loaded with warnings", w)
+        if info.cannot_train:
+            self._message(
+                QMessageBox.Icon.Information,
+                "Loaded to sample and export",
+                "This model can generate samples and be exported here, but not train on: "
+                f"{info.cannot_train}.",
+            )
         where = f" — writing {_short(info.run_dir)}" if info.run_dir else ""
         self.statusBar().showMessage(f"Run ready at iteration {info.iteration}{where}", 8000)
         self._update_status()

@@ -76,6 +76,7 @@ class RunPanel(QWidget):
         self._done = 0  # the iteration the model has reached
         self._corpus: tuple[str, int, int] | None = None  # name, characters, vocabulary; None: none yet
         self._held: tuple[Any, ...] | None = None  # the held model's settings, as shown
+        self._cannot_train = ""  # why the held model may only sample and export ("": it trains)
 
         self.preset = QComboBox()
         for i, (name, preset) in enumerate(PRESETS.items()):
@@ -228,6 +229,12 @@ class RunPanel(QWidget):
         self._held = self._settings()
         self._update_enabled()
 
+    def set_cannot_train(self, reason: str) -> None:
+        """The held model cannot train here (``reason``), only sample and export: no Resume or
+        Continue. "" lifts it."""
+        self._cannot_train = reason
+        self._update_enabled()
+
     def _settings(self) -> tuple[Any, ...]:
         """What Continue would have to change to follow the controls: all but Iterations."""
         return (self.preset_name(), self.batch.value(), self.lr.value(), self.seed.value(), self._corpus)
@@ -280,7 +287,10 @@ class RunPanel(QWidget):
     def _can_continue(self) -> bool:
         """Continue trains the held model on with its own settings; other settings are for Start."""
         return (
-            self._can_continue_state() and self.iters.value() > self._done and self._settings() == self._held
+            self._can_continue_state()
+            and not self._cannot_train
+            and self.iters.value() > self._done
+            and self._settings() == self._held
         )
 
     @Slot()
@@ -289,7 +299,7 @@ class RunPanel(QWidget):
         for w in (self.preset, self.batch, self.iters, self.lr, self.seed, self.open_corpus):
             w.setEnabled(not running)
         self.start.setEnabled(not running and self._corpus is not None)
-        self.pause.setEnabled(running or self._can_continue())
+        self.pause.setEnabled((running and not self._cannot_train) or self._can_continue())
         self.stop.setEnabled(running)
         self.export.setEnabled(self._has_model and self._state != IDLE)
         self.load.setEnabled(not running)

@@ -134,15 +134,18 @@ class RunInfo:
     run_dir: Path | None
     warnings: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)  # earlier records of a loaded run
+    cannot_train: str = ""  # why the model is here only to sample and export ("": it trains)
 
 
 @dataclass
 class SessionSetup:
-    """What a factory builds on the worker thread: the session, warnings to show, and history."""
+    """What a factory builds on the worker thread: the session, warnings to show, history,
+    and why it cannot train here, if so (a checkpoint whose batch the memory cannot hold)."""
 
     session: TrainingSession
     warnings: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    cannot_train: str = ""
 
 
 SessionFactory = Callable[[], SessionSetup]
@@ -172,6 +175,7 @@ class TrainingWorker(QObject):
         self._tuner: ThreadTuner | None = None
         self._trainer: Trainer | None = None  # set on the worker thread once the run is built
         self._start_paused = start_paused
+        self._cannot_train = ""  # the setup's: then Resume and Continue do nothing
         self._queue = CommandQueue()
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = 0.0
@@ -222,6 +226,7 @@ class TrainingWorker(QObject):
             return
         session = setup.session
         self._trainer = session.trainer
+        self._cannot_train = setup.cannot_train
         self._apply_threads(self._threads)
         self._announce(session, setup.warnings, setup.history)
         if session.finished:
@@ -264,13 +269,14 @@ class TrainingWorker(QObject):
                 session.run_dir,
                 warnings or [],
                 history or [],
+                self._cannot_train,
             )
         )
 
     def _continue(self, cmd: Continue, session: TrainingSession) -> TrainingSession:
         """The session that trains on to ``cmd.total``; ``session`` itself if that cannot be."""
         trainer = session.trainer
-        if self.state not in (FINISHED, STOPPED) or cmd.total <= trainer.iteration:
+        if self.state not in (FINISHED, STOPPED) or cmd.total <= trainer.iteration or self._cannot_train:
             return session
         session.close()  # if it trained, finish() has closed it already
         finished_cfg = trainer.train_cfg
@@ -289,11 +295,11 @@ class TrainingWorker(QObject):
         if isinstance(cmd, Pause) and self.state == TRAINING:
             self._flush()
             self._set_state(PAUSED)
-        elif isinstance(cmd, Resume) and self.state == PAUSED:
+        elif isinstance(cmd, Resume) and self.state == PAUSED and not self._cannot_train:
             self._set_state(TRAINING)
         elif isinstance(cmd, Stop) and self.state in (TRAINING, PAUSED):
             self._flush()
-            self._finish(session)
+            self._finish(session, evaluate=not self._cannot_train)  # evaluating takes a batch
             self._set_state(STOPPED)
         elif isinstance(cmd, SetThreads):
             self._apply_threads(cmd.n)
@@ -347,11 +353,11 @@ class TrainingWorker(QObject):
         elif time.monotonic() - self._last_flush >= FLUSH_S:
             self._flush()
 
-    def _finish(self, session: TrainingSession) -> None:
+    def _finish(self, session: TrainingSession, *, evaluate: bool = True) -> None:
         """End the run with its final checkpoint. One that cannot be written (disk full) must
         not take the model with it: the run ends all the same, and the model stays to export."""
         try:
-            session.finish()
+            session.finish(evaluate=evaluate)
         except InputError as e:  # CheckpointError: no room, no permission
             session.close()
             self.final_failed.emit(str(e))

@@ -363,12 +363,14 @@ def restore(
     corpus: Corpus | None = None,
     *,
     train_overrides: Mapping[str, Any] | None = None,
+    memory_check: bool = True,
 ) -> tuple[Trainer, list[str]]:
     """A Trainer that continues exactly where the checkpoint left off, and warnings to show.
 
     Without ``corpus`` the recorded one is reopened. A corpus whose text differs is allowed
     (with a warning); it is always read with the checkpoint's vocabulary. ``train_overrides``
-    may change only the fields in RESUMABLE (``max_iters`` is the new total).
+    may change only the fields in RESUMABLE (``max_iters`` is the new total). Without
+    ``memory_check``, a run too big to train here loads all the same, to sample and export.
     """
     ckpt = load(path)
     warnings: list[str] = []
@@ -398,9 +400,10 @@ def restore(
             train_cfg = TrainConfig(**{**train_cfg.to_dict(), **overrides})
         except (TypeError, ValueError) as e:
             raise CheckpointError(str(e)) from None
-    check_memory(ckpt.model_cfg, train_cfg, resuming=True)
+    if memory_check:
+        check_memory(ckpt.model_cfg, train_cfg, resuming=True)
     try:
-        trainer = Trainer(ckpt.model_cfg, train_cfg, corpus)
+        trainer = Trainer(ckpt.model_cfg, train_cfg, corpus, memory_check=False)  # checked above
     except ValueError as e:
         raise CheckpointError(f"cannot resume on {corpus.name}: {e}") from None
     trainer.load_state(ckpt.tensors, ckpt.trainer_state())

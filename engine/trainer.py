@@ -56,13 +56,17 @@ class Trainer:
         corpus: Corpus,
         *,
         arena_debug: bool = False,
+        memory_check: bool = True,
     ) -> None:
+        """``memory_check``: refuse a batch that the memory cannot train (NotEnoughMemory); off
+        for a model only to sample from and export, which needs none of the activations."""
         if model_cfg.vocab_size != corpus.vocab_size:
             raise ValueError(
                 f"model vocabulary ({model_cfg.vocab_size}) differs from the corpus's ({corpus.vocab_size})"
             )
         corpus.check_context(model_cfg.context)
-        check_memory(model_cfg, train_cfg)
+        if memory_check:
+            check_memory(model_cfg, train_cfg)
         self.model_cfg, self.train_cfg, self.corpus = model_cfg, train_cfg, corpus
         # In shared memory from the start, for helper processes to map when set_threads splits
         # the batch (engine.parallel).

@@ -587,6 +587,56 @@ def test_a_batch_too_big_for_the_memory_cannot_start(make_window, qtbot, monkeyp
     assert w.panel.start.isEnabled()
 
 
+def test_a_checkpoint_too_big_to_train_here_loads_to_sample_and_export(
+    make_window, qtbot, monkeypatch, tmp_path
+):
+    from engine import memory
+
+    w = make_window()
+    tiny(w, iters=500)
+    train_then_pause(w, qtbot, at=10)
+    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    k = last_iter(w)
+    final = w.run_info.run_dir / "checkpoints" / "final.safetensors"
+    monkeypatch.setattr(memory, "available_memory", lambda: 10**6)  # as on a machine far smaller
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(final), ""))
+    qtbot.mouseClick(w.panel.load, Qt.MouseButton.LeftButton)
+    title = "Loaded to sample and export"
+    qtbot.waitUntil(lambda: w.state == PAUSED and bool(boxes(w, title)), timeout=10_000)
+    [box] = boxes(w, title)
+    assert "not train on: training at batch 4 needs about" in box.text()
+    box.accept()
+    # no Resume, by button or key; Generate sample and Export work
+    assert not w.panel.pause.isEnabled()
+    w.pause_action.trigger()
+    qtbot.wait(200)
+    assert w.state == PAUSED
+    qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.samples.count() >= 1, timeout=10_000)
+    assert f"iter {k}" in w.samples.text.toPlainText().splitlines()[0]
+    target = tmp_path / "kept.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(target.exists, timeout=10_000)
+    assert checkpoint.load(target).iteration == k
+    # Stop ends it without evaluating (a batch it has no room for); Continue stays off
+    evaluated: list[int] = []
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: evaluated.append(1) or 0.0)
+    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    assert not evaluated and (w.run_info.run_dir / "checkpoints" / "final.safetensors").exists()
+    assert not boxes(w, "Training failed") and not w.panel.pause.isEnabled()
+    # with the memory back, a new run trains as usual
+    monkeypatch.undo()
+    tiny(w, iters=20)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    assert w.panel.pause.text() == "Continue"
+    w.panel.iters.setValue(30)
+    assert w.panel.pause.isEnabled()
+
+
 def test_a_final_checkpoint_that_cannot_be_written_leaves_the_model_to_export(
     make_window, qtbot, tmp_path, monkeypatch
 ):

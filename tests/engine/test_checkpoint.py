@@ -292,6 +292,10 @@ def test_a_checkpoint_too_big_to_train_here_says_its_batch_cannot_change(saved, 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=10**6))
     with pytest.raises(NotEnoughMemory, match="a checkpoint keeps its batch size"):
         checkpoint.restore(saved, Corpus(VERSE, "verse"))
+    # still a model to sample from and export, which needs no activations
+    trainer, _ = checkpoint.restore(saved, Corpus(VERSE, "verse"), memory_check=False)
+    assert trainer.iteration == checkpoint.load(saved).iteration
+    assert len(trainer.generate("the ", 20, temperature=1.0, top_k=None)) == 20
 
 
 def test_text_not_from_a_file_must_be_given_to_resume(saved):
