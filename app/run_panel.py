@@ -316,7 +316,9 @@ def _describe_model(m: ModelConfig, train: TrainConfig) -> str:
     need, room = memory_needed(m, train), memory_for_training()
     memory = _phrases(f"about {format_bytes(need)} to train", f"at batch {train.batch_size:,}", sep=" ")
     if need > room:  # Start would be refused: say so before
-        memory += f"<br><b>{_phrases(f'more than the {format_bytes(room)} this machine can spare')}</b>"
+        # two phrases, so that a narrow panel wraps the line rather than cut it off
+        spare = _phrases(f"more than the {format_bytes(room)}", "this machine can spare", sep=" ")
+        memory += f"<br><b>{spare}</b>"
     return f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>{shape}<br>{memory}"
 
 

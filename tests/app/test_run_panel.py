@@ -1,6 +1,8 @@
 from types import SimpleNamespace
 
 import psutil
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QSplitter, QWidget
 
 from app.run_panel import DEFAULT_VOCAB, RunPanel
 from engine import memory
@@ -38,3 +40,21 @@ def test_the_memory_training_takes_follows_the_batch_and_warns_past_what_is_free
     assert "more than the 9 MB this machine can spare" in panel.model_label.text().replace(
         "\N{NO-BREAK SPACE}", " "
     )
+
+
+def test_the_memory_warning_wraps_in_a_narrow_panel_rather_than_being_cut_off(qtbot, monkeypatch):
+    """An unbreakable bold line wider than the panel left the layout one line short."""
+    monkeypatch.setattr(memory, "available_memory", lambda: 20 * 10**6)
+    splitter = QSplitter(Qt.Orientation.Horizontal)
+    qtbot.addWidget(splitter)
+    panel = RunPanel()
+    panel.setMaximumWidth(280)  # the window's narrowest
+    splitter.addWidget(panel)
+    splitter.addWidget(QWidget())
+    splitter.resize(1000, 800)
+    splitter.show()
+    for name in ("small", "large"):
+        panel.set_preset(name)
+        label = panel.model_label
+        assert "this machine can spare" in label.text().replace("\N{NO-BREAK SPACE}", " ")
+        qtbot.waitUntil(lambda label=label: label.height() >= label.heightForWidth(label.width()))
