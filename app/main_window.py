@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 APP_NAME = "CharGPT Studio"
+STARTING = "starting"  # the worker is building the run (reading a checkpoint, say)
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
@@ -348,7 +349,7 @@ class MainWindow(QMainWindow):
         worker.sample_failed.connect(self._on_sample_failed)
         worker.failed.connect(self._on_failed)
         self.handle = WorkerThread(worker)
-        self._set_state("starting")
+        self._set_state(STARTING)
         self.handle.start()
 
     @Slot()
@@ -380,7 +381,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def stop(self) -> None:
-        if self.handle is not None and self.state in (TRAINING, PAUSED):
+        # While the run is being built too: the worker applies it once the run exists.
+        if self.handle is not None and self.state in (STARTING, TRAINING, PAUSED):
             self.handle.worker.stop()
 
     @Slot(int)
@@ -694,7 +696,7 @@ class MainWindow(QMainWindow):
         self.state = state
         has_model = self.run_info is not None and self.handle is not None and self.handle.is_running()
         panel_state = state if state in (TRAINING, PAUSED, STOPPED, FINISHED, FAILED) else IDLE
-        if state == "starting":
+        if state == STARTING:
             panel_state = TRAINING
         # the model's iteration: the curves' last, or where a checkpoint without curves stood
         last = self.store.last("iter")

@@ -199,6 +199,17 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
     assert second.state == TRAINING
 
 
+def test_stop_right_after_start_stops_the_run_being_built(make_window, qtbot):
+    """The click lands while the worker still builds the run: it must not be dropped."""
+    w = make_window()
+    tiny(w, iters=100_000)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    assert w.state == "starting" and w.panel.stop.isEnabled()
+    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    assert (w.run_info.run_dir / "checkpoints" / "final.safetensors").exists()
+
+
 def test_a_nan_loss_pauses_the_run_and_says_so(make_window, qtbot, monkeypatch):
     # The injection: from iteration 5 the trainer reports a NaN loss, as a diverging run would.
     real_step = Trainer.step
