@@ -6,6 +6,7 @@ signals into view updates. Engine work happens on the worker or a background tas
 
 from __future__ import annotations
 
+import html
 import math
 import platform
 import re
@@ -704,7 +705,7 @@ class MainWindow(QMainWindow):
         self.panel.set_state(panel_state, has_model=has_model, done=done)
         self.samples.generate_button.setEnabled(has_model)
         self.export_action.setEnabled(self.panel.export.isEnabled())
-        self.state_label.setText(f"<b>{state}</b>")
+        self.state_label.setText(f"<b>{html.escape(state)}</b>")  # "viewing <a folder name>"
         self._update_status()
 
     def _update_status(self) -> None:

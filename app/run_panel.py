@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -183,8 +185,9 @@ class RunPanel(QWidget):
         else:
             self._vocab = vocab
             self.corpus_label.setText(
-                f"<b>{name}</b><br>{_phrases(f'{characters:,} characters', f'vocabulary {vocab}')}"
+                f"<b>{breakable(name)}</b><br>{_phrases(f'{characters:,} characters', f'vocabulary {vocab}')}"
             )
+            self.corpus_label.setToolTip(name)  # whole, where the label breaks it
         self._show_model()
         self._update_enabled()
 
@@ -320,6 +323,15 @@ def _describe_model(m: ModelConfig, train: TrainConfig) -> str:
         spare = _phrases(f"more than the {format_bytes(room)}", "this machine can spare", sep=" ")
         memory += f"<br><b>{spare}</b>"
     return f"{m.n_params:,} parameters ({format_count(m.n_params)})<br>{shape}<br>{memory}"
+
+
+def breakable(name: str) -> str:
+    """A file name as rich text that can wrap: after _ - . / and inside long unbroken runs.
+    Unbreakable, "shakespeare_complete_works.txt" was cut off at the panel's edge, and the
+    lines under it with it."""
+    text = re.sub(r"([_\-./\\])", "\\1\N{ZERO WIDTH SPACE}", name)
+    text = re.sub(r"(\w{16})(?=\w)", "\\1\N{ZERO WIDTH SPACE}", text)
+    return html.escape(text)  # a name may hold < or &
 
 
 def _phrases(*phrases: str, sep: str = ", ") -> str:

@@ -58,3 +58,27 @@ def test_the_memory_warning_wraps_in_a_narrow_panel_rather_than_being_cut_off(qt
         label = panel.model_label
         assert "this machine can spare" in label.text().replace("\N{NO-BREAK SPACE}", " ")
         qtbot.waitUntil(lambda label=label: label.height() >= label.heightForWidth(label.width()))
+
+
+def test_a_long_file_name_wraps_in_a_narrow_panel(qtbot):
+    splitter = QSplitter(Qt.Orientation.Horizontal)
+    qtbot.addWidget(splitter)
+    panel = RunPanel()
+    panel.setMaximumWidth(280)
+    splitter.addWidget(panel)
+    splitter.addWidget(QWidget())
+    splitter.resize(1000, 800)
+    splitter.show()
+    name = "shakespeare_complete_works_cleaned_utf8_final_v2.txt"
+    panel.set_corpus(name, 5_400_000, 91)
+    label = panel.corpus_label
+    qtbot.waitUntil(lambda: label.height() >= label.heightForWidth(label.width()))
+    assert label.minimumSizeHint().width() <= label.width()  # no word wider than the label
+    assert label.toolTip() == name
+
+
+def test_a_file_name_is_shown_as_text_not_markup():
+    from app.run_panel import breakable
+
+    shown = breakable("notes <draft> & more.txt").replace("\N{ZERO WIDTH SPACE}", "")
+    assert shown == "notes &lt;draft&gt; &amp; more.txt"
