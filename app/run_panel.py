@@ -182,6 +182,7 @@ class RunPanel(QWidget):
         self._corpus = None if name is None else (name, characters, vocab)
         if name is None:
             self.corpus_label.setText("no corpus: open a text file")
+            self.corpus_label.setToolTip("")
         else:
             self._vocab = vocab
             self.corpus_label.setText(

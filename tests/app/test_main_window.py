@@ -189,7 +189,7 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
     qtbot.waitUntil(lambda: second.state == PAUSED, timeout=10_000)
     assert second.panel.preset_name() == "tiny" and second.panel.iters.value() == 500
     # the text it trains on is the run's, not the one open before
-    assert "corpus.txt" in second.panel.corpus_label.text() and second.corpus_path == str(corpus_file)
+    assert "corpus.txt" in second.panel.corpus_label.toolTip() and second.corpus_path == str(corpus_file)
     assert second.panel.batch.value() == 4
     assert last_iter(second) == k  # the history of the run the checkpoint sits in
     qtbot.waitUntil(lambda: plotted(second) == k, timeout=5_000)
@@ -403,7 +403,7 @@ def test_dropping_a_text_file_makes_it_the_corpus(make_window, qtbot, tmp_path):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(other))])
     w.dropEvent(drop_of(mime))  # Qt delivers synthetic drops only during a real drag
-    qtbot.waitUntil(lambda: "other.txt" in w.panel.corpus_label.text(), timeout=10_000)
+    qtbot.waitUntil(lambda: "other.txt" in w.panel.corpus_label.toolTip(), timeout=10_000)
     # phrases are held together by no-break spaces, so a narrow panel wraps only between them
     assert "vocabulary\N{NO-BREAK SPACE}14" in w.panel.corpus_label.text()
 
@@ -727,7 +727,7 @@ def test_continue_is_offered_only_while_the_other_settings_are_the_models(make_w
     other = tmp_path / "other.txt"
     other.write_text("zebra quagga okapi\n" * 40, encoding="utf-8")
     w.load_corpus(str(other))
-    qtbot.waitUntil(lambda: "other.txt" in w.panel.corpus_label.text(), timeout=10_000)
+    qtbot.waitUntil(lambda: "other.txt" in w.panel.corpus_label.toolTip(), timeout=10_000)
     assert not w.panel.pause.isEnabled()
 
 
