@@ -734,6 +734,7 @@ class MainWindow(QMainWindow):
     def _message(self, icon: QMessageBox.Icon, title: str, text: str, details: str = "") -> QMessageBox:
         """A non-blocking message box (details collapsible); the window stays usable behind it."""
         box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # messages name files, and "<draft>.txt" is no tag
         # the text's label by its Qt name: a rule for every QLabel would widen the icon's too
         box.setStyleSheet("QLabel#qt_msgbox_label { min-width: 380px; }")
         if details:

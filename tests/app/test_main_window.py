@@ -373,13 +373,15 @@ def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, 
 def test_dropping_a_file_that_is_not_text_is_refused_with_a_message(make_window, qtbot, tmp_path):
     w = make_window()
     good = w.corpus
-    bad = tmp_path / "picture.bin"
+    bad = tmp_path / "<b>picture.bin"  # shown as it is named, not as markup
     bad.write_bytes(b"\x89PNG\x00\x00\x01binary")
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(bad))])
     w.dropEvent(drop_of(mime))  # Qt delivers synthetic drops only during a real drag
     qtbot.waitUntil(lambda: bool(boxes(w, "Cannot use this corpus")), timeout=10_000)
-    assert "binary" in boxes(w, "Cannot use this corpus")[0].text()
+    [box] = boxes(w, "Cannot use this corpus")
+    assert "<b>picture.bin looks binary" in box.text()
+    assert box.textFormat() == Qt.TextFormat.PlainText
     assert w.corpus is good and w.panel.start.isEnabled()
 
 
