@@ -9,6 +9,7 @@ itself, and any zoom or pan by the person stops following until they press "Foll
 
 from __future__ import annotations
 
+import html
 import math
 import time
 from typing import Any
@@ -255,7 +256,8 @@ class TrainingPlots(QWidget):
         cleared: does a bigger model, or another learning rate, learn faster?"""
         self.clear_reference()
         self.reference = store
-        self.loss_reference = self.loss_plot.plot(pen=_pen(PURPLE, 200), name=name)  # smoothed
+        # the legend reads names as HTML; a folder's name is text
+        self.loss_reference = self.loss_plot.plot(pen=_pen(PURPLE, 200), name=html.escape(name))
         self._draw_reference()
 
     def clear_reference(self) -> None:

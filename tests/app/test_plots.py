@@ -69,6 +69,10 @@ def test_another_runs_smoothed_loss_is_drawn_to_compare_until_cleared(qtbot):
     curve = plots.loss_reference
     legend = [label.text for _, label in plots.loss_plot.legend.items]
     assert "tiny-run" in legend
+    plots.set_reference("<b>run", other)  # a folder's name is text, not markup
+    assert "&lt;b&gt;run" in [label.text for _, label in plots.loss_plot.legend.items]
+    plots.set_reference("tiny-run", other)
+    curve = plots.loss_reference
     np.testing.assert_allclose(curve.xData, np.arange(1, 301))
     np.testing.assert_allclose(curve.yData, other.smoothed_loss(plots.smoothing.value()))
     plots.smoothing.setValue(5)
