@@ -39,7 +39,7 @@ from engine.config import (
 )
 from engine.data import Corpus
 from engine.errors import InputError, out_of_memory
-from engine.memory import available_memory, memory_needed
+from engine.memory import available_memory, cgroup_room, memory_needed
 from engine.parallel import ShardError
 
 if TYPE_CHECKING:
@@ -396,6 +396,7 @@ def info_dict() -> dict[str, Any]:
             "threads": b.num_threads,
         },
         "memory_available": available_memory(),
+        "memory_cgroup_room": cgroup_room(),  # None: no cgroup limit
         "presets": {
             name: {
                 **p.model.to_dict(),
@@ -410,6 +411,12 @@ def info_dict() -> dict[str, Any]:
     }
 
 
+def _limited(info: dict[str, Any]) -> str:
+    """Why less memory is available than the machine has free, if a cgroup is why."""
+    room = info["memory_cgroup_room"]
+    return " (held there by a cgroup limit)" if room is not None and room <= info["memory_available"] else ""
+
+
 def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
     info = info_dict()
     if args.json:
@@ -420,7 +427,7 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
         f"chargpt {info['chargpt']}  Python {info['python']}  NumPy {info['numpy']}\n"
         f"{info['platform']}, {info['cores']} cores\n"
         f"BLAS: {b['library']} {b['version']} ({b['threading_layer']}), {b['threads']} threads\n"
-        f"memory: {format_bytes(info['memory_available'])} available\n\n"
+        f"memory: {format_bytes(info['memory_available'])} available{_limited(info)}\n\n"
         "presets (parameters, and the memory training takes, at a 65-character vocabulary):\n"
     )
     for name, p in PRESETS.items():

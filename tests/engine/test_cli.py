@@ -121,6 +121,14 @@ def test_bad_input_exits_nonzero_with_one_line(args, message):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_info_says_when_a_cgroup_holds_the_memory_down():
+    from engine.cli import _limited
+
+    assert _limited({"memory_available": 3, "memory_cgroup_room": 3}) == " (held there by a cgroup limit)"
+    assert _limited({"memory_available": 3, "memory_cgroup_room": 9}) == ""  # the system's is less
+    assert _limited({"memory_available": 3, "memory_cgroup_room": None}) == ""
+
+
 def test_version():
     from engine import __version__
 
