@@ -377,7 +377,8 @@ class TrainingWorker(QObject):
         self._tuner = ThreadTuner(apply=trainer.set_threads) if n == AUTO_THREADS else None
         if self._tuner is None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
-                self.threads_changed.emit(trainer.set_threads(n))
+                # a model here only to sample needs no helper processes
+                self.threads_changed.emit(trainer.set_threads(n, split=not self._cannot_train))
 
     def _set_state(self, state: str) -> None:
         self.state = state

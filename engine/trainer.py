@@ -141,12 +141,13 @@ class Trainer:
             arena_chunks=stats.chunks,
         )
 
-    def set_threads(self, n: int) -> int:
+    def set_threads(self, n: int, *, split: bool = True) -> int:
         """Train on ``n`` cores from the next step: the batch split into ``n`` shards, this
         thread and ``n - 1`` helper processes with one BLAS thread each (engine.parallel),
-        or, for a batch too small to split, one pass on ``n`` BLAS threads. Call it from the
+        or, for a batch too small to split (or without ``split``: a model only to sample
+        from, which needs no helpers), one pass on ``n`` BLAS threads. Call it from the
         thread that runs ``step``."""
-        plan = plan_threads(self.model_cfg, self.train_cfg.batch_size, n)
+        plan = plan_threads(self.model_cfg, self.train_cfg.batch_size, n, split=split)
         if plan.shards != self._passes.shards:
             self._passes.close()
             try:

@@ -160,6 +160,22 @@ def test_where_helper_processes_cannot_start_the_trainer_uses_blas_threads(verse
         trainer.set_threads(1)
 
 
+def test_without_split_two_threads_start_no_helper(verse_corpus):
+    """A model only to sample from (too big to train here) has no use for helpers."""
+    model_cfg = ModelConfig(
+        vocab_size=verse_corpus.vocab_size, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=32
+    )
+    _, train_cfg = tiny_configs(verse_corpus, max_iters=2, batch_size=16)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    try:
+        assert trainer.set_threads(2, split=False) == get_blas_threads() == 2
+        assert trainer.helper_pids == []
+        assert trainer.set_threads(2) == 2 and len(trainer.helper_pids) == 1  # splitting, it would
+    finally:
+        trainer.close()
+        set_blas_threads(1)
+
+
 def test_the_memory_a_session_records_includes_the_helper_processes(verse_corpus):
     model_cfg = ModelConfig(
         vocab_size=verse_corpus.vocab_size, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=32
