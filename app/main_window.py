@@ -442,11 +442,19 @@ class MainWindow(QMainWindow):
         corpus = self.corpus
         base = runs_dir()
 
-        def restore_here(memory_check: bool) -> tuple[Trainer, list[str]]:
-            from engine.checkpoint import CheckpointError, CorpusNeeded, restore
+        def factory() -> SessionSetup:
+            from engine.checkpoint import CheckpointError, CorpusNeeded, read_settings, restore
+            from engine.memory import NotEnoughMemory, check_memory
 
+            # From the header, before the tensors: a run too big to train here still loads,
+            # to sample from and export.
+            try:
+                check_memory(*read_settings(path), resuming=True)
+                cannot_train = ""
+            except NotEnoughMemory as e:
+                cannot_train = str(e)
             try:  # the corpus the checkpoint records, reopened
-                return restore(path, memory_check=memory_check)
+                trainer, warnings = restore(path, memory_check=False)
             except CheckpointError as e:
                 if corpus is None:
                     if isinstance(e, CorpusNeeded):
@@ -454,15 +462,7 @@ class MainWindow(QMainWindow):
                             f"{e}; open the text (Corpus: Open…), then load the checkpoint again"
                         ) from None
                     raise
-                return restore(path, corpus, memory_check=memory_check)  # the open one, with a warning
-
-        def factory() -> SessionSetup:
-            from engine.memory import NotEnoughMemory
-
-            try:
-                (trainer, warnings), cannot_train = restore_here(memory_check=True), ""
-            except NotEnoughMemory as e:  # still worth sampling from and exporting
-                (trainer, warnings), cannot_train = restore_here(memory_check=False), str(e)
+                trainer, warnings = restore(path, corpus, memory_check=False)  # the open one, warned
             history = _history_beside(Path(path), trainer.iteration)
             session = _session_in_new_folder(trainer, base, resumed_from=str(path))
             return SessionSetup(session, list(warnings), history, cannot_train)

@@ -165,6 +165,7 @@ class RunPanel(QWidget):
         self.export.clicked.connect(self.export_clicked)
         self.load.clicked.connect(self.load_clicked)
         self.open_corpus.clicked.connect(self.open_corpus_clicked)
+        self._show_entries()
         self._on_preset()
         self.set_state(IDLE, has_model=False)
 
@@ -189,6 +190,7 @@ class RunPanel(QWidget):
                 f"<b>{breakable(name)}</b><br>{_phrases(f'{characters:,} characters', f'vocabulary {vocab}')}"
             )
             self.corpus_label.setToolTip(name)  # whole, where the label breaks it
+        self._show_entries()
         self._show_model()
         self._update_enabled()
 
@@ -268,10 +270,13 @@ class RunPanel(QWidget):
         self._show_model()
         self._update_enabled()
 
-    def _show_model(self) -> None:
-        """Every preset's entry and the chosen one's description, at the current vocabulary."""
+    def _show_entries(self) -> None:
+        """Every preset's entry, with its parameter count at the current vocabulary."""
         for i in range(self.preset.count()):
             self.preset.setItemText(i, PRESETS[self.preset.itemData(i)].summary(self._vocab))
+
+    def _show_model(self) -> None:
+        """The chosen model's description, and the memory training it at this batch takes."""
         self.model_label.setText(_describe_model(*self.configs(self._vocab)))
 
     @Slot(bool)
