@@ -7,16 +7,22 @@ and the plots can hand pyqtgraph a view of the first ``n`` entries without copyi
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 Array = NDArray[np.float64]
 
 # metrics.jsonl keys kept per iteration (val_loss is sparse and has columns of its own).
 COLUMNS = ("iter", "loss", "lr", "grad_norm", "step_s", "tokens_s", "arena_in_use", "arena_reserved", "rss")
+# Iterations in the trailing median of the step time. A median, not a mean: the odd slow
+# iteration (a checkpoint written, the window repainting on a busy core) would pull a mean up
+# and hide what an iteration typically costs.
+STEP_MEDIAN_WINDOW = 25
 
 
 class Column:
@@ -54,6 +60,7 @@ class MetricsStore:
         self.val_iter = Column(64)
         self.val_loss = Column(64)
         self._loss_cumsum = Column()  # running sum of finite losses, for O(n) smoothing
+        self.step_median = Column()  # trailing median of step_s, kept up as rows arrive
         self._last_finite = math.nan
         self.version = 0  # bumped on every change, so a view can tell whether to redraw
 
@@ -64,7 +71,8 @@ class MetricsStore:
         return self.columns[name].view()
 
     def clear(self) -> None:
-        for col in (*self.columns.values(), self.val_iter, self.val_loss, self._loss_cumsum):
+        derived = (self.val_iter, self.val_loss, self._loss_cumsum, self.step_median)
+        for col in (*self.columns.values(), *derived):
             col.clear()
         self._last_finite = math.nan
         self.version += 1
@@ -88,6 +96,7 @@ class MetricsStore:
                 self._last_finite = loss
             filled.append(self._last_finite if math.isfinite(self._last_finite) else 0.0)
         self._loss_cumsum.extend(base + np.cumsum(filled))
+        self.step_median.extend(_trailing_median(self["step_s"], len(rows), STEP_MEDIAN_WINDOW))
         self.version += 1
 
     def smoothed_loss(self, window: int) -> Array:
@@ -120,6 +129,17 @@ class MetricsStore:
     def median_recent(self, name: str, n: int = 50) -> float:
         col = self[name]
         return float(np.median(col[-n:])) if len(col) else math.nan
+
+
+def _trailing_median(x: Array, new: int, window: int) -> Array:
+    """The median of each of the last ``new`` entries of ``x`` with the ``window - 1`` before it
+    (fewer at the start), NaN left out: only the new rows' windows are computed."""
+    first = max(0, len(x) - new - window + 1)  # the first row a new row's window reaches
+    padded = np.concatenate([np.full(first + window - 1 - (len(x) - new), np.nan), x[first:]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a window of NaN only: its median is NaN
+        medians: Array = np.nanmedian(sliding_window_view(padded, window), axis=1)
+    return medians
 
 
 def _number(value: Any) -> float:

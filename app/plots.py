@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.metrics_store import MetricsStore
+from app.metrics_store import STEP_MEDIAN_WINDOW, MetricsStore
 
 REDRAW_MS = 50  # 20 Hz at most
 PLOT_SHARE = 0.05  # of the GUI thread for the plots; more slows training (small: 89 ms/iter at 15 %, 64 at 5)
@@ -121,7 +121,9 @@ class TrainingPlots(QWidget):
         self.loss_val = self.loss_plot.plot(
             pen=None, symbol="o", symbolSize=6, symbolBrush=ORANGE, symbolPen=None, name="validation"
         )
-        self.step_time = self.time_plot.plot(pen=_pen(GREEN), name="each iteration")  # unit on the axis
+        # unit on the axis; the median is what an iteration costs, the spikes what disturbed it
+        self.step_time = self.time_plot.plot(pen=_pen(GREEN, 90), name="each iteration")
+        self.step_median = self.time_plot.plot(pen=_pen(GREEN), name=f"median of {STEP_MEDIAN_WINDOW}")
         self.mem_in_use = self.mem_plot.plot(pen=_pen(BLUE), name="arena in use")
         self.mem_reserved = self.mem_plot.plot(pen=_pen(ORANGE), name="arena reserved")
         self.mem_rss = self._add_right_curve(self.mem_plot, "RSS", "MB", _pen(GREY))
@@ -213,6 +215,7 @@ class TrainingPlots(QWidget):
         self.loss_smooth.setData(it, s.smoothed_loss(self.smoothing.value()), connect="finite")
         self.loss_val.setData(s.val_iter.view(), s.val_loss.view())
         self.step_time.setData(it, s["step_s"], connect="finite")
+        self.step_median.setData(it, s.step_median.view(), connect="finite")
         self.mem_in_use.setData(it, s["arena_in_use"] / MB, connect="finite")
         self.mem_reserved.setData(it, s["arena_reserved"] / MB, connect="finite")
         self.mem_rss.setData(it, s["rss"] / MB, connect="finite")
@@ -325,6 +328,9 @@ class TrainingPlots(QWidget):
         parts += [f"lr {lr:.3g}"] if math.isfinite(lr) else []
         parts += [f"grad norm {grad:.3g}"] if math.isfinite(grad) else []
         parts.append(f"{1e3 * s['step_s'][i]:.1f} ms/iter")
+        typical = s.step_median.view()[i]
+        if math.isfinite(typical):
+            parts[-1] += f" (median {1e3 * typical:.1f})"
         in_use, reserved, rss = (s[name][i] / MB for name in ("arena_in_use", "arena_reserved", "rss"))
         if math.isfinite(in_use) and math.isfinite(reserved):
             parts.append(f"arena {in_use:.1f} of {reserved:.1f} MB")

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from app.metrics_store import Column, MetricsStore
+from app.metrics_store import STEP_MEDIAN_WINDOW, Column, MetricsStore
 
 
 def records(start: int, stop: int, **extra):
@@ -41,6 +41,26 @@ def test_smoothing_is_a_trailing_mean_that_survives_a_nan():
     store.extend([{"iter": i + 1, "loss": v} for i, v in enumerate([1.0, 3.0, 5.0, math.nan, 7.0])])
     np.testing.assert_allclose(store.smoothed_loss(2), [1.0, 2.0, 4.0, 5.0, 6.0])
     np.testing.assert_array_equal(store.smoothed_loss(1)[:3], [1.0, 3.0, 5.0])
+
+
+def test_the_step_time_median_passes_over_spikes_and_gaps_and_grows_with_the_rows():
+    rng = np.random.default_rng(0)
+    steps = rng.uniform(0.01, 0.02, 300)
+    steps[::40] = 0.5  # a checkpoint written, the window repainting
+    steps[7] = math.nan  # a row without a step time
+    whole, pieces = MetricsStore(), MetricsStore()
+    whole.extend({"iter": i + 1, "step_s": v} for i, v in enumerate(steps))
+    for lo in (0, 1, 30, 31, 200):
+        hi = {0: 1, 1: 30, 30: 31, 31: 200, 200: 300}[lo]
+        pieces.extend({"iter": i + 1, "step_s": steps[i]} for i in range(lo, hi))
+    w = STEP_MEDIAN_WINDOW
+    expected = [np.nanmedian(steps[max(0, i - w + 1) : i + 1]) for i in range(300)]
+    np.testing.assert_allclose(whole.step_median.view(), expected)
+    np.testing.assert_allclose(pieces.step_median.view(), expected)
+    assert whole.step_median.view()[2:].max() < 0.02  # past the first rows, no spike shows
+    whole.clear()
+    whole.extend([{"iter": 1, "loss": 2.0}])  # no step time at all
+    assert np.isnan(whole.step_median.view()).all()
 
 
 def test_two_hundred_thousand_iterations_fit_and_index():

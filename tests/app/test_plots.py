@@ -16,9 +16,10 @@ def test_a_long_history_is_drawn_downsampled_and_the_view_follows_until_panned(q
     plots.show()
     store.extend(records(1, 200_001, val_loss=None))
     qtbot.waitUntil(lambda: plots.loss_raw.xData is not None and len(plots.loss_raw.xData) == 200_000)
-    for curve in (plots.loss_raw, plots.loss_smooth, plots.step_time, plots.mem_rss):
+    for curve in (plots.loss_raw, plots.loss_smooth, plots.step_time, plots.step_median, plots.mem_rss):
         assert curve.opts["autoDownsample"] and curve.opts["downsampleMethod"] == "peak"
         assert curve.opts["clipToView"]
+    np.testing.assert_array_equal(plots.step_median.yData, store.step_median.view())
     x_min, x_max = plots.loss_plot.viewRange()[0]
     assert x_min <= 1 and x_max >= 200_000
     assert len(plots.loss_raw.getData()[0]) < 50_000  # what is drawn is a fraction of the points
@@ -40,7 +41,7 @@ def test_hover_shows_the_values_of_the_nearest_iteration(qtbot):
     store.extend(records(1, 101, lr=1.5e-3, grad_norm=0.75))
     plots.show_values_at(41.7)
     text = plots.hover_label.text()
-    assert "iter 42" in text and "ms/iter" in text
+    assert "iter 42" in text and "10.0 ms/iter (median 10.0)" in text
     assert "lr 0.0015" in text and "grad norm 0.75" in text
 
 
