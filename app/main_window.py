@@ -20,11 +20,14 @@ from PySide6.QtCore import QByteArray, QEventLoop, QSettings, QSize, Qt, QTimer,
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
+    QFrame,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QScrollArea,
     QSplitter,
+    QStyle,
 )
 
 import engine
@@ -95,8 +98,16 @@ class MainWindow(QMainWindow):
         self.panel = RunPanel()
         self.plots = TrainingPlots(self.store)
         self.samples = SamplesView()
-        self.panel.setMinimumWidth(280)
-        self.panel.setMaximumWidth(380)
+        # On a short screen (1024 x 600) the panel scrolls, rather than squeeze its spin boxes
+        # until their numbers are cut off. Its width leaves room for the scroll bar.
+        panel_scroll = QScrollArea()
+        panel_scroll.setWidget(self.panel)
+        panel_scroll.setWidgetResizable(True)
+        panel_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        panel_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        panel_scroll.setMinimumWidth(280 + bar)
+        panel_scroll.setMaximumWidth(380 + bar)
 
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.plots)
@@ -105,7 +116,7 @@ class MainWindow(QMainWindow):
         right.setStretchFactor(1, 1)
         right.setSizes([640, 240])
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.panel)
+        self.splitter.addWidget(panel_scroll)
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setContentsMargins(6, 6, 6, 0)

@@ -473,6 +473,21 @@ def test_the_built_in_corpus_is_ready_at_startup(make_window, qtbot):
     assert w.panel.start.isEnabled()
 
 
+def test_a_short_window_scrolls_the_panel_rather_than_squeeze_its_controls(make_window, qtbot):
+    """On a 1024 x 600 screen the panel's spin boxes were squeezed until their numbers were cut."""
+    w = make_window()
+    w.resize(900, 420)
+    qtbot.waitUntil(lambda: w.height() == 420)  # it fits a short screen
+    p = w.panel
+    controls = (p.preset, p.batch, p.iters, p.lr, p.seed, p.threads, p.start, p.export, p.load)
+    for c in controls:
+        qtbot.waitUntil(lambda c=c: c.height() >= c.minimumSizeHint().height())
+    scroll = p.parentWidget().parentWidget()  # the scroll area's viewport, then the area
+    assert scroll.verticalScrollBar().maximum() > 0  # what is below the fold is reachable
+    scroll.ensureWidgetVisible(p.load)
+    assert p.load.visibleRegion().boundingRect().height() == p.load.height()
+
+
 def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
     w = make_window()
     assert w.panel.threads.value() == 0
