@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer, Slot
-from PySide6.QtGui import QPaintEvent
+from PySide6.QtGui import QFontMetrics, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -127,6 +127,16 @@ class TrainingPlots(QWidget):
         self.mem_in_use = self.mem_plot.plot(pen=_pen(BLUE), name="arena in use")
         self.mem_reserved = self.mem_plot.plot(pen=_pen(ORANGE), name="arena reserved")
         self.mem_rss = self._add_right_curve(self.mem_plot, "RSS", "MB", _pen(GREY))
+        # (axis, name): a name longer than its plot is tall overran the next plot's (a 600 px
+        # screen, or 768 px at 125 % scale); there the unit alone stays, the legend names the curves
+        self._named_axes = [
+            (plot.getAxis(side), plot.getAxis(side).labelText, plot.getViewBox())
+            for plot in self.plots
+            for side in ("left", "right")
+            if plot.getAxis(side).labelUnits
+        ]
+        for plot in self.plots:
+            plot.getViewBox().sigResized.connect(self._fit_axis_names)
         self.cursors = [pg.InfiniteLine(angle=90, movable=False, pen=_pen(GREY, 120)) for _ in self.plots]
         for plot, line in zip(self.plots, self.cursors, strict=True):
             plot.addItem(line, ignoreBounds=True)
@@ -201,6 +211,15 @@ class TrainingPlots(QWidget):
         plot.legend.addItem(curve, curve.name())
         self._right_views.append(view)
         return curve
+
+    @Slot()
+    def _fit_axis_names(self) -> None:
+        """Name each axis in full where its plot is tall enough for it, else give the unit alone."""
+        for axis, name, view in self._named_axes:
+            full = f"{name} ({axis.labelUnitPrefix}{axis.labelUnits})"
+            want = name if QFontMetrics(axis.label.font()).horizontalAdvance(full) <= view.height() else ""
+            if axis.labelText != want:
+                axis.setLabel(want, units=axis.labelUnits)
 
     # -- redraw ---------------------------------------------------------------------------
     @Slot()

@@ -83,3 +83,20 @@ def test_another_runs_smoothed_loss_is_drawn_to_compare_until_cleared(qtbot):
     plots.clear_reference()
     assert curve not in plots.loss_plot.items
     assert "tiny-run" not in [label.text for _, label in plots.loss_plot.legend.items]
+
+
+def test_an_axis_too_short_for_its_name_keeps_its_unit_alone(qtbot):
+    """A name longer than its plot is tall ran over the next plot's (a 600 px screen)."""
+    plots = TrainingPlots(MetricsStore())
+    qtbot.addWidget(plots)
+    plots.resize(900, 700)
+    plots.show()
+    left = plots.time_plot.getAxis("left")
+    qtbot.waitUntil(lambda: left.labelText == "step time")
+    plots.resize(900, 260)
+    qtbot.waitUntil(lambda: left.labelText == "")
+    assert "(s)" in left.labelString() or "(ms)" in left.labelString()
+    assert plots.mem_plot.getAxis("left").labelText == ""
+    plots.resize(900, 700)
+    qtbot.waitUntil(lambda: left.labelText == "step time")
+    assert plots.mem_plot.getAxis("left").labelText == "arena"
