@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, QTimer, Slot
-from PySide6.QtGui import QFontMetrics, QPaintEvent
+from PySide6.QtCore import QEvent, QPointF, Qt, QTimer, Slot
+from PySide6.QtGui import QColor, QFontMetrics, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -104,7 +104,6 @@ class TrainingPlots(QWidget):
         bar.addWidget(self.follow_button)
 
         self.canvas = _TimedCanvas()
-        self.canvas.setBackground("w")
         self.loss_plot = self._add_plot(0, "loss", None)
         self.time_plot = self._add_plot(1, "step time", "s")
         self.mem_plot = self._add_plot(2, "arena", "MB")
@@ -126,7 +125,7 @@ class TrainingPlots(QWidget):
         self.step_median = self.time_plot.plot(pen=_pen(GREEN), name=f"median of {STEP_MEDIAN_WINDOW}")
         self.mem_in_use = self.mem_plot.plot(pen=_pen(BLUE), name="arena in use")
         self.mem_reserved = self.mem_plot.plot(pen=_pen(ORANGE), name="arena reserved")
-        self.mem_rss = self._add_right_curve(self.mem_plot, "RSS", "MB", _pen(GREY))
+        self.mem_rss = self._add_right_curve(self.mem_plot, "RSS", "MB", _pen(GREY))  # see _follow_palette
         # (axis, name): a name longer than its plot is tall overran the next plot's (a 600 px
         # screen, or 768 px at 125 % scale); there the unit alone stays, the legend names the curves
         self._named_axes = [
@@ -141,6 +140,7 @@ class TrainingPlots(QWidget):
         for plot, line in zip(self.plots, self.cursors, strict=True):
             plot.addItem(line, ignoreBounds=True)
             line.setVisible(False)
+        self._follow_palette()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -211,6 +211,30 @@ class TrainingPlots(QWidget):
         plot.legend.addItem(curve, curve.name())
         self._right_views.append(view)
         return curve
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # the desktop went dark, or light
+            self._follow_palette()
+
+    def _follow_palette(self) -> None:
+        """Plots in the window's colours: on a dark desktop, a white card glared. The axes, the
+        legends' text and RSS are drawn in ink halfway from the text colour to the background."""
+        palette = self.palette()
+        base, text = palette.color(QPalette.ColorRole.Base), palette.color(QPalette.ColorRole.Text)
+        ink = QColor(
+            round(0.45 * text.red() + 0.55 * base.red()),
+            round(0.45 * text.green() + 0.55 * base.green()),
+            round(0.45 * text.blue() + 0.55 * base.blue()),
+        )
+        self.canvas.setBackground(base)
+        for plot in self.plots:
+            for side in ("left", "bottom", "right"):
+                plot.getAxis(side).setPen(ink)
+                plot.getAxis(side).setTextPen(ink)
+            plot.legend.setBrush(QColor(base.red(), base.green(), base.blue(), 220))
+            plot.legend.setLabelTextColor(ink)
+        self.mem_rss.setPen(_pen((ink.red(), ink.green(), ink.blue())))
 
     @Slot()
     def _fit_axis_names(self) -> None:

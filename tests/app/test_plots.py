@@ -2,6 +2,7 @@
 
 import numpy as np
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QPalette
 
 from app.metrics_store import MetricsStore
 from app.plots import PLOT_SHARE, REDRAW_MS, SLOWEST_MS, TrainingPlots, redraw_interval_ms
@@ -100,3 +101,18 @@ def test_an_axis_too_short_for_its_name_keeps_its_unit_alone(qtbot):
     plots.resize(900, 700)
     qtbot.waitUntil(lambda: left.labelText == "step time")
     assert plots.mem_plot.getAxis("left").labelText == "arena"
+
+
+def test_the_plots_take_the_colours_of_a_dark_palette(qtbot):
+    plots = TrainingPlots(MetricsStore())
+    qtbot.addWidget(plots)
+    assert plots.canvas.backgroundBrush().color() == plots.palette().color(QPalette.ColorRole.Base)
+    dark = QPalette(plots.palette())
+    dark.setColor(QPalette.ColorRole.Base, QColor(30, 30, 32))
+    dark.setColor(QPalette.ColorRole.Text, QColor(220, 220, 220))
+    plots.setPalette(dark)
+    assert plots.canvas.backgroundBrush().color() == QColor(30, 30, 32)
+    ink = plots.loss_plot.getAxis("left").pen().color()
+    assert ink.lightness() > 100  # readable on the dark background
+    assert plots.mem_rss.opts["pen"].color() == ink
+    assert plots.loss_plot.legend.opts["labelTextColor"] == ink
