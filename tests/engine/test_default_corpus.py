@@ -1,0 +1,71 @@
+"""The built-in corpus: the standard library's docstrings, gathered without importing it."""
+
+import ast
+
+import pytest
+
+from engine import default_corpus
+from engine.data import CorpusError
+
+LONG = "x" * 40  # docstrings shorter than 40 characters are left out
+
+SOURCE = f'''
+"""Module: {LONG}"""
+import sys
+
+if sys.platform == "linux":
+    def on_linux():
+        """In an if: {LONG}"""
+try:
+    import fast
+except ImportError:
+    def fallback():
+        """In an except: {LONG}"""
+
+class Outer:
+    """Class: {LONG}\tafter a tab, then é and a \x07bell"""
+
+    def method(self):
+        """Method: {LONG}"""
+        def inner():
+            """Nested: {LONG}"""
+        return [lambda: "not a docstring"]
+
+def short():
+    """Too short."""
+'''
+
+
+def test_docstrings_come_in_walk_order_printable_and_long_enough(tmp_path):
+    path = tmp_path / "mod.py"
+    path.write_text(SOURCE, encoding="utf-8")
+    docs = default_corpus._docstrings(path)
+    walked = [
+        n
+        for n in ast.walk(ast.parse(SOURCE))
+        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    expected = [ast.get_docstring(n, clean=False) for n in walked]
+    assert [d.split(":")[0] for d in docs] == [e.split(":")[0] for e in expected if e and len(e) >= 40]
+    assert {d.split(":")[0] for d in docs} == {
+        "Module",
+        "In an if",
+        "In an except",
+        "Class",
+        "Method",
+        "Nested",
+    }
+    (cls,) = (d for d in docs if d.startswith("Class"))
+    assert "after a tab" in cls and "\t" not in cls and "é" not in cls and "\x07" not in cls
+    assert all(c == "\n" or " " <= c <= "~" for d in docs for c in d)
+
+
+def test_the_text_skips_test_folders_and_refuses_a_library_without_enough(tmp_path, monkeypatch):
+    (tmp_path / "a.py").write_text(SOURCE, encoding="utf-8")
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "b.py").write_text(f'"""From the tests: {LONG}"""', encoding="utf-8")
+    with pytest.raises(CorpusError, match="too little documentation"):
+        default_corpus.build_text(tmp_path)
+    monkeypatch.setattr(default_corpus, "MIN_BYTES", 100)
+    text = default_corpus.build_text(tmp_path)
+    assert text.startswith("Module: ") and "Nested: " in text and "From the tests" not in text
