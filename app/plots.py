@@ -171,7 +171,7 @@ class TrainingPlots(QWidget):
         plot.setAutoVisible(y=True)  # y fits what is visible, not the whole history
         plot.hideButtons()
         # in one row: stacked, three entries took a short plot's whole height (a 600 px screen)
-        plot.addLegend(offset=(-8, 8), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 220), colCount=3)
+        plot.addLegend(offset=(-8, 8), labelTextSize="8pt", colCount=3)  # coloured by _follow_palette
         plot.getAxis("left").setWidth(60)  # the three plots' axes line up
         for side in ("left", "bottom", "right"):
             # Two levels of ticks, not three: the third drew most of the lines, and computing and
