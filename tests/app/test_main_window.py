@@ -17,7 +17,7 @@ import pytest
 import safetensors.numpy
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QDropEvent
-from PySide6.QtWidgets import QFileDialog, QLabel, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QMessageBox
 
 from app.main_window import WEIGHTS_FILTER, _short, runs_dir
 from app.worker import FAILED, FINISHED, PAUSED, STOPPED, TRAINING
@@ -446,7 +446,8 @@ def test_about_names_the_versions(make_window, monkeypatch):
     w = make_window()
     shown = []
     monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.append(text))
-    help_menu = next(a for a in w.menuBar().actions() if a.text() == "&Help").menu()
+    # by its title, not QAction.menu(): PySide6 6.6 hands that back already deleted
+    help_menu = next(m for m in w.menuBar().findChildren(QMenu) if m.title() == "&Help")
     [about] = help_menu.actions()
     about.trigger()
     text = shown[0]
