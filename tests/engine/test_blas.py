@@ -69,7 +69,7 @@ def first():
     first_set.set()
     done.wait()  # still alive
 
-owner = threading.Thread(target=first)
+owner = threading.Thread(target=first, daemon=True)  # a failed assert below must not hang
 owner.start()
 first_set.wait()
 assert set_blas_threads(n) == n == get_blas_threads()
@@ -79,7 +79,9 @@ owner.join()
 
 
 def run_fresh(code: str) -> None:
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False, timeout=120
+    )
     assert r.returncode == 0, r.stderr
 
 
