@@ -130,7 +130,8 @@ class MainWindow(QMainWindow):
         self._follow_timer.timeout.connect(self._poll_run)
 
         info = blas_info()
-        self.panel.set_blas(f"{info.library} {info.version} ({info.threading_layer}), {cpu_count()} cores")
+        blas = f"{info.describe()}, {cpu_count()} cores" if info.found else f"BLAS {info.describe()}"
+        self.panel.set_blas(blas)
         self._restore_settings()
         self._set_state(IDLE)
         self.load_corpus(self.corpus_path or None)
@@ -823,7 +824,7 @@ def about_text() -> str:
         "<p>Train small character-level GPTs on your own machine and watch them learn, live.</p>"
         f"<p>Python {platform.python_version()}<br>NumPy {np.__version__}<br>"
         f"Qt {qVersion()} (PySide6 {PySide6.__version__})<br>pyqtgraph {pg.__version__}<br>"
-        f"BLAS: {info.describe()}</p>"
+        f"BLAS: {html.escape(info.describe())}{f', {info.num_threads} threads' if info.found else ''}</p>"
     )
 
 

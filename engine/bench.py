@@ -278,7 +278,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         "chargpt": engine.__version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "blas": f"{blas.library} {blas.version} ({blas.threading_layer})",
+        "blas": blas.describe(),
         "cores": cpu_count(),
         "torch": torch.__version__ if args.torch else None,
     }

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 from threadpoolctl import OpenBLASController, ThreadpoolController
 
+NOT_FOUND = "not found by threadpoolctl, so the thread count cannot be set (pip install -U threadpoolctl)"
+
 
 @dataclass(frozen=True)
 class BlasInfo:
@@ -22,8 +24,16 @@ class BlasInfo:
     num_threads: int
     filepath: str
 
+    @property
+    def found(self) -> bool:
+        return self.library != "unknown"
+
     def describe(self) -> str:
-        return f"{self.library} {self.version} ({self.threading_layer}, {self.num_threads} threads)"
+        """The library, its version and threading ("openblas 0.3.27 (pthreads)"); or, where
+        threadpoolctl finds none, that the thread count cannot be set and what to do."""
+        if not self.found:
+            return NOT_FOUND
+        return f"{self.library} {self.version} ({self.threading_layer})"
 
 
 @lru_cache(maxsize=1)

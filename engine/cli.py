@@ -422,11 +422,11 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(json.dumps(info, indent=2) + "\n")
         return EXIT_OK
-    b = info["blas"]
+    b = blas_info()
     out.write(
         f"chargpt {info['chargpt']}  Python {info['python']}  NumPy {info['numpy']}\n"
         f"{info['platform']}, {info['cores']} cores\n"
-        f"BLAS: {b['library']} {b['version']} ({b['threading_layer']}), {b['threads']} threads\n"
+        f"BLAS: {b.describe()}{f', {b.num_threads} threads' if b.found else ''}\n"
         f"memory: {format_bytes(info['memory_available'])} available{_limited(info)}\n\n"
         "presets (parameters, and the memory training takes, at a 65-character vocabulary):\n"
     )

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.blas import BlasInfo
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SETTING = """
@@ -95,3 +97,12 @@ def test_auto_threads_times_each_count_then_keeps_and_applies_the_fastest():
 
 def test_a_thread_sets_the_count_while_an_earlier_one_that_set_it_lives():
     run_fresh(ANOTHER_THREAD)
+
+
+def test_a_blas_that_threadpoolctl_cannot_find_is_said_to_be_out_of_reach():
+    """threadpoolctl before 3.5 found no BLAS in numpy 2's wheels: the count set nothing."""
+    missing = BlasInfo("unknown", "", "", 1, "")
+    assert not missing.found
+    assert "cannot be set" in missing.describe() and "threadpoolctl" in missing.describe()
+    found = BlasInfo("openblas", "0.3.27", "pthreads", 2, "/lib/libopenblas.so")
+    assert found.found and found.describe() == "openblas 0.3.27 (pthreads)"
