@@ -130,8 +130,8 @@ class MainWindow(QMainWindow):
         self._follow_timer.timeout.connect(self._poll_run)
 
         info = blas_info()
-        blas = f"{info.describe()}, {cpu_count()} cores" if info.found else f"BLAS {info.describe()}"
-        self.panel.set_blas(blas)
+        cores = plural(cpu_count(), "core")
+        self.panel.set_blas(f"{info.describe()}, {cores}" if info.found else f"BLAS {info.describe()}")
         self._restore_settings()
         self._set_state(IDLE)
         self.load_corpus(self.corpus_path or None)

@@ -286,7 +286,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     if not args.json:
         out.write(
             f"chargpt {info['chargpt']}, Python {info['python']}, NumPy {info['numpy']}, "
-            f"BLAS {info['blas']}, {info['cores']} cores"
+            f"BLAS {info['blas']}, {plural(cpu_count(), 'core')}"
             + (f", PyTorch {info['torch']}" if args.torch else "")
             + "\nfloat32 matmul peak at the start: "
             + ", ".join(f"{peaks[n]:.0f} GFLOP/s on {plural(n, 'thread')}" for n in threads)

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 from threadpoolctl import OpenBLASController, ThreadpoolController
 
+from engine.cgroups import cpu_limit
+
 NOT_FOUND = "not found by threadpoolctl, so the thread count cannot be set (pip install -U threadpoolctl)"
 
 
@@ -78,7 +80,15 @@ def set_blas_threads(n: int) -> int:
 
 
 def cpu_count() -> int:
-    """Cores this process may run on."""
+    """Cores this process may use: those it may run on, or fewer where a cgroup's CPU quota
+    allows less time (a container started with --cpus=2 still sees all of the host's cores,
+    and would start a BLAS thread, or Auto would time a count, for each)."""
+    cores, limit = cores_here(), cpu_limit()
+    return cores if limit is None else min(cores, limit)
+
+
+def cores_here() -> int:
+    """Cores this process may run on (its affinity), whatever a CPU quota allows."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -24,7 +24,8 @@ import numpy as np
 
 import engine
 from engine import bench
-from engine.blas import ThreadTuner, blas_info, cpu_count, set_blas_threads
+from engine.blas import ThreadTuner, blas_info, cores_here, cpu_count, set_blas_threads
+from engine.cgroups import cpu_limit
 from engine.config import (
     PRESETS,
     ConfigError,
@@ -389,6 +390,7 @@ def info_dict() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "cores": cpu_count(),
+        "cores_cgroup_limit": cpu_limit(),  # None: no CPU quota
         "blas": {
             "library": b.library,
             "version": b.version,
@@ -417,6 +419,12 @@ def _limited(info: dict[str, Any]) -> str:
     return " (held there by a cgroup limit)" if room is not None and room <= info["memory_available"] else ""
 
 
+def _quota(info: dict[str, Any]) -> str:
+    """Why fewer cores are used than the process may run on, if a cgroup's CPU quota is why."""
+    limit = info["cores_cgroup_limit"]
+    return " (held there by a cgroup CPU quota)" if limit is not None and limit < cores_here() else ""
+
+
 def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
     info = info_dict()
     if args.json:
@@ -425,7 +433,7 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
     b = blas_info()
     out.write(
         f"chargpt {info['chargpt']}  Python {info['python']}  NumPy {info['numpy']}\n"
-        f"{info['platform']}, {info['cores']} cores\n"
+        f"{info['platform']}, {plural(info['cores'], 'core')}{_quota(info)}\n"
         f"BLAS: {b.describe()}{f', {b.num_threads} threads' if b.found else ''}\n"
         f"memory: {format_bytes(info['memory_available'])} available{_limited(info)}\n\n"
         "presets (parameters, and the memory training takes, at a 65-character vocabulary):\n"

@@ -2,20 +2,19 @@
 
 The system's available memory is not the whole answer: in a container, or a systemd slice
 with MemoryMax, a cgroup limit ends the process (the kernel's OOM killer, no traceback)
-long before the machine runs short. Both cgroup versions are read, with every ancestor
-group, since a parent's limit binds its children too.
+long before the machine runs short: engine.cgroups finds the limits.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 from engine.blas import cpu_count
+from engine.cgroups import CGROUP_ROOT, PROC_CGROUP, groups
 from engine.config import ModelConfig, TrainConfig, format_bytes
 from engine.errors import InputError
 from engine.model import activation_bytes
@@ -84,8 +83,6 @@ def check_memory(
 
 
 # -- what there is -----------------------------------------------------------------
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-PROC_CGROUP = Path("/proc/self/cgroup")
 NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a number near 2^63
 
 # (limit file, usage file, the usage's reclaimable page cache in memory.stat) per version
@@ -103,36 +100,12 @@ def available_memory() -> int:
 def cgroup_room(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> int | None:
     """The smallest room left under a memory limit of this process's cgroups, or None where
     no group sets one (or cgroups cannot be read)."""
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return None
-    rooms = [room for group, files in _groups(lines, root) if (room := _room(group, files)) is not None]
+    rooms = [
+        room
+        for group, is_v2 in groups("memory", proc_cgroup, root)
+        if (room := _room(group, _V2 if is_v2 else _V1)) is not None
+    ]
     return min(rooms, default=None)
-
-
-def _groups(lines: list[str], root: Path) -> Iterator[tuple[Path, tuple[str, str, str]]]:
-    """Each memory cgroup of the process and its ancestors, with the files of its version."""
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hierarchy, controllers, path = parts
-        if hierarchy == "0" and controllers == "":
-            # unified (v2): mounted at the root, or at root/unified beside v1 controllers
-            base, files = (root if (root / "cgroup.controllers").exists() else root / "unified"), _V2
-        elif "memory" in controllers.split(","):
-            base, files = root / "memory", _V1
-        else:
-            continue
-        group = base / path.lstrip("/")
-        if not group.is_dir():  # a path from outside this cgroup namespace: ours is the base
-            group = base
-        while True:
-            yield group, files
-            if group == base:
-                break
-            group = group.parent
 
 
 def _room(group: Path, files: tuple[str, str, str]) -> int | None:

@@ -129,6 +129,15 @@ def test_info_says_when_a_cgroup_holds_the_memory_down():
     assert _limited({"memory_available": 3, "memory_cgroup_room": None}) == ""
 
 
+def test_info_says_when_a_cpu_quota_holds_the_cores_down(monkeypatch):
+    from engine import cli
+
+    monkeypatch.setattr(cli, "cores_here", lambda: 64)
+    assert cli._quota({"cores_cgroup_limit": 2}) == " (held there by a cgroup CPU quota)"
+    assert cli._quota({"cores_cgroup_limit": 64}) == ""
+    assert cli._quota({"cores_cgroup_limit": None}) == ""
+
+
 def test_version():
     from engine import __version__
 
