@@ -105,6 +105,7 @@ class MainWindow(QMainWindow):
         panel_scroll.setWidgetResizable(True)
         panel_scroll.setFrameShape(QFrame.Shape.NoFrame)
         panel_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        panel_scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab goes to its controls, not to it
         bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
         panel_scroll.setMinimumWidth(280 + bar)
         panel_scroll.setMaximumWidth(380 + bar)

@@ -487,6 +487,12 @@ def test_a_short_window_scrolls_the_panel_rather_than_squeeze_its_controls(make_
     assert scroll.verticalScrollBar().maximum() > 0  # what is below the fold is reachable
     scroll.ensureWidgetVisible(p.load)
     assert p.load.visibleRegion().boundingRect().height() == p.load.height()
+    # Tab goes from the samples to the panel's first control, not to the scroll area itself
+    w.activateWindow()
+    w.samples.text.setFocus()
+    qtbot.waitUntil(lambda: w.samples.text.hasFocus())
+    qtbot.keyClick(w.samples.text, Qt.Key.Key_Tab)
+    qtbot.waitUntil(lambda: p.preset.hasFocus())
 
 
 def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
