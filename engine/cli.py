@@ -167,7 +167,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         if args.resume
         else f"training {preset or 'a custom model'}"
     )
-    blas = plural(threads, "BLAS thread") if threads else "BLAS threads chosen by timing the first iterations"
+    if threads or cpu_count() == 1:  # with one core, there is nothing to choose between
+        blas = plural(threads or 1, "BLAS thread")
+    else:
+        blas = "BLAS threads chosen by timing the first iterations"
     say(
         f"{what}: {plural(model_cfg.n_layers, 'layer')} × {model_cfg.d_model}, "
         f"{format_count(model_cfg.n_params)} params, on {corpus.name} "

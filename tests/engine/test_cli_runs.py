@@ -84,6 +84,25 @@ def test_a_model_of_no_preset_is_not_called_one(corpus_file):
     assert not Path(summary["run_dir"]).name.endswith("_tiny")
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_on_one_core_auto_threads_has_nothing_to_time(corpus_file):
+    one_core = (  # set in the child itself: a preexec_fn is not safe beside this process's threads
+        "import os, runpy; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "runpy.run_module('engine.cli', run_name='__main__')"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", one_core, "train", "--iters", "2", "--corpus", str(corpus_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].endswith(", 1 BLAS thread")
+    assert "is fastest here" not in r.stdout
+
+
 def test_resume_refuses_settings_the_checkpoint_fixes_and_takes_them_as_they_are(trained, corpus_file):
     final = str(trained / "checkpoints" / "final.safetensors")
     r = chargpt("train", "--resume", final, "--lr", "0.1", "--preset", "small", "--heads", "2")
