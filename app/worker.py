@@ -375,7 +375,10 @@ class TrainingWorker(QObject):
         if trainer is None:
             return
         self._tuner = ThreadTuner(apply=trainer.set_threads) if n == AUTO_THREADS else None
-        if self._tuner is None:
+        if self._tuner is not None and self._tuner.done:  # one core: chosen with nothing to time
+            self.threads_changed.emit(self._tuner.chosen)
+            self._tuner = None
+        elif self._tuner is None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
                 # a model here only to sample needs no helper processes
                 self.threads_changed.emit(trainer.set_threads(n, split=not self._cannot_train))

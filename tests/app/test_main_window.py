@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QMessageBox
 
 from app.main_window import WEIGHTS_FILTER, _short, runs_dir
 from app.worker import FAILED, FINISHED, PAUSED, STOPPED, TRAINING
-from engine import checkpoint
+from engine import blas, checkpoint
 from engine.blas import set_blas_threads
 from engine.config import PRESETS
 from engine.data import Corpus
@@ -505,6 +505,16 @@ def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
     chosen = int(w.threads_label.text().split()[1])
     assert 1 <= chosen <= (os.cpu_count() or 1)
     assert w.panel.threads.text() == "Auto"  # the choice stays Auto; the count shows in the status bar
+
+
+def test_auto_threads_on_one_core_shows_its_count_at_once(make_window, qtbot, monkeypatch):
+    """With one core (an affinity or a CPU quota of one) Auto has nothing to time."""
+    monkeypatch.setattr(blas, "cpu_count", lambda: 1)  # the tuner's candidates
+    w = make_window()
+    tiny(w, threads=0, iters=3)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
+    assert w.threads_label.text() == "auto: 1 thread"
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
