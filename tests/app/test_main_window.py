@@ -325,18 +325,17 @@ def test_open_a_run_that_chargpt_train_is_writing(make_window, qtbot, tmp_path, 
     cmd += ["--iters", "150", "--batch", "4", "--threads", "1", "--eval-every", "50"]
     cmd += ["--run-dir", str(run_dir)]
     repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        w = make_window()
-        qtbot.waitUntil(lambda: (run_dir / "config.json").exists(), timeout=30_000)
-        monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(run_dir))
-        w.open_run_action.trigger()  # File → Open run…
-        qtbot.waitUntil(lambda: plotted(w) >= 1, timeout=20_000)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        try:
+            w = make_window()
+            qtbot.waitUntil(lambda: (run_dir / "config.json").exists(), timeout=30_000)
+            monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(run_dir))
+            w.open_run_action.trigger()  # File → Open run…
+            qtbot.waitUntil(lambda: plotted(w) >= 1, timeout=20_000)
+            assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # leaving the block waits for it and closes its pipe
     qtbot.waitUntil(lambda: plotted(w) == 150, timeout=10_000)  # followed to the end
     assert list(w.plots.loss_val.xData) == [50, 100, 150]
     assert "150" in w.iter_label.text()

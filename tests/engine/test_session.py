@@ -99,6 +99,7 @@ def test_a_checkpoint_that_cannot_be_written_is_reported_and_training_goes_on(
     assert warning.startswith("checkpoint not saved: cannot write") and "no space left" in warning
     assert session.step().record["iter"] == 5  # the run goes on
     assert (tmp_path / "run" / "checkpoints" / "iter_000002.safetensors").read_bytes() == good
+    session.close()
 
 
 def test_a_run_folder_that_cannot_be_written_is_reported_once_and_training_goes_on(
