@@ -33,6 +33,24 @@ class Outer:
 
 def short():
     """Too short."""
+
+with open(__file__) as f:
+    def in_with():
+        """In a with: {LONG}"""
+for i in range(2):
+    pass
+else:
+    def in_for_else():
+        """In a for-else: {LONG}"""
+try:
+    pass
+finally:
+    def in_finally():
+        """In a finally: {LONG}"""
+match sys.argv:
+    case [_, "x"]:
+        def in_case():
+            """In a case: {LONG}"""
 '''
 
 
@@ -54,6 +72,10 @@ def test_docstrings_come_in_walk_order_printable_and_long_enough(tmp_path):
         "Class",
         "Method",
         "Nested",
+        "In a with",
+        "In a for-else",
+        "In a finally",
+        "In a case",
     }
     (cls,) = (d for d in docs if d.startswith("Class"))
     assert "after a tab" in cls and "\t" not in cls and "é" not in cls and "\x07" not in cls
@@ -69,3 +91,20 @@ def test_the_text_skips_test_folders_and_refuses_a_library_without_enough(tmp_pa
     monkeypatch.setattr(default_corpus, "MIN_BYTES", 100)
     text = default_corpus.build_text(tmp_path)
     assert text.startswith("Module: ") and "Nested: " in text and "From the tests" not in text
+
+
+def test_files_come_in_sorted_path_order_without_the_skipped_folders(tmp_path):
+    for name in ("b.py", "b/c.py", "b/test/d.py", "a/z.py", "a.py", "tests/e.py", "a/notes.txt", "b/ab/f.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "a")  # a link to a folder is not followed
+    expected = [
+        p
+        for p in sorted(tmp_path.rglob("*.py"))
+        if not default_corpus._SKIP_DIRS.intersection(p.relative_to(tmp_path).parts)
+    ]
+    walked = list(default_corpus._python_files(tmp_path))
+    assert walked == expected
+    names = [p.relative_to(tmp_path).as_posix() for p in walked]
+    # a folder comes before the file named after it, as in sorted paths
+    assert names == ["a/z.py", "a.py", "b/ab/f.py", "b/c.py", "b.py"]
