@@ -17,7 +17,15 @@ import numpy as np
 import pyqtgraph as pg
 import PySide6
 from PySide6.QtCore import QByteArray, QEventLoop, QSettings, QSize, Qt, QTimer, QUrl, Slot, qVersion
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QImageWriter,
+    QKeySequence,
+)
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -55,6 +63,7 @@ from engine.blas import blas_info, cpu_count
 from engine.config import ModelConfig, format_duration, plural, preset_of
 from engine.data import Corpus
 from engine.default_corpus import data_dir
+from engine.errors import InputError
 
 if TYPE_CHECKING:
     from engine.runlog import RunFollower
@@ -177,6 +186,7 @@ class MainWindow(QMainWindow):
         self.open_run_action = self._action("Open &run…", "Ctrl+Shift+O", self.choose_run)
         self.load_action = self._action("&Load checkpoint…", "Ctrl+L", self.choose_checkpoint)
         self.export_action = self._action("&Export checkpoint…", "Ctrl+E", self.choose_export)
+        self.save_plots_action = self._action("Save plots as &image…", "Ctrl+Shift+S", self.save_plots)
         self.show_folder_action = self._action("S&how run folder", None, self.show_run_folder)
         quit_action = self._action("&Quit", S.Quit, self.close)
         self.start_action = self._action("&Start", "F5", self.start)
@@ -191,6 +201,8 @@ class MainWindow(QMainWindow):
         menu = self.menuBar().addMenu("&File")
         for a in (self.open_corpus_action, self.open_run_action, self.load_action, self.export_action):
             menu.addAction(a)
+        menu.addAction(self.save_plots_action)
+        self.plots.set_context_actions([self.save_plots_action])
         menu.addAction(self.show_folder_action)
         menu.addSeparator()
         menu.addAction(quit_action)
@@ -435,6 +447,36 @@ class MainWindow(QMainWindow):
         if path:
             self.settings.setValue("export_dir", str(Path(path).parent))
         return path, chosen == WEIGHTS_FILTER
+
+    @Slot()
+    def save_plots(self) -> None:
+        """Save the three plots as an image, named by the run and how far it got."""
+        it = self.store.last("iter")
+        name = f"chargpt-{self.panel.preset_name()}-iter{0 if math.isnan(it) else int(it)}-plots.png"
+        start = str(Path(self._dialog_dir("plots_dir", Path.home())) / name)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save plots as image", start, "PNG image (*.png);;JPEG image (*.jpg *.jpeg);;All files (*)"
+        )
+        if path:
+            self.settings.setValue("plots_dir", str(Path(path).parent))
+            self.save_plots_image(path)
+
+    def save_plots_image(self, path: str) -> Path | None:
+        """Write the plots to ``path`` in the image format its suffix names (PNG, with that
+        suffix added, for a name without one Qt can write); say so, or why not."""
+        from engine.checkpoint import write_atomic  # safetensors and all: not needed to start
+
+        target = Path(path)
+        fmt = target.suffix[1:].lower()
+        if fmt.encode() not in {bytes(f.data()).lower() for f in QImageWriter.supportedImageFormats()}:
+            target, fmt = target.with_name(target.name + ".png"), "png"
+        try:
+            write_atomic(target, self.plots.image(fmt), "plots")
+        except InputError as e:
+            self._message(QMessageBox.Icon.Warning, "Plots not saved", f"The plots were not saved: {e}")
+            return None
+        self.statusBar().showMessage(f"Saved the plots to {_short(target)}", 10_000)
+        return target
 
     @Slot()
     def choose_checkpoint(self) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, Qt, QTimer, Slot
-from PySide6.QtGui import QColor, QFontMetrics, QPaintEvent, QPalette
+from PySide6.QtCore import QBuffer, QEvent, QIODevice, QPointF, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QColor, QFontMetrics, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -328,6 +328,31 @@ class TrainingPlots(QWidget):
         for line in self.cursors:
             line.setVisible(False)
         self.hover_label.setText(" ")
+
+    # -- saving -----------------------------------------------------------------------------
+    def image(self, fmt: str = "PNG") -> bytes:
+        """The three plots as they are shown, without the hover line, as an image file's bytes
+        in ``fmt`` (a format Qt writes: PNG, JPG, BMP…)."""
+        shown = [line.isVisible() for line in self.cursors]
+        for line in self.cursors:
+            line.setVisible(False)
+        try:
+            pixmap = self.canvas.grab()
+        finally:
+            for line, visible in zip(self.cursors, shown, strict=True):
+                line.setVisible(visible)
+        buffer = QBuffer()
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        if not pixmap.save(buffer, fmt):
+            raise ValueError(f"Qt cannot write {fmt} images here")
+        return bytes(buffer.data().data())
+
+    def set_context_actions(self, actions: list[QAction]) -> None:
+        """What a right click on a plot offers below pyqtgraph's view settings, in place of
+        pyqtgraph's Export… dialog: most of its choices ended in a traceback (SVG with PySide6
+        6.11, pyqtgraph issue 3485; Matplotlib, which is not installed; CSV of the whole
+        scene), and the run folder already holds every value in metrics.jsonl."""
+        self.canvas.scene().contextMenu = list(actions)
 
     # -- controls ---------------------------------------------------------------------------
     @Slot(int)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDesktopServices, QDropEvent
+from PySide6.QtGui import QDesktopServices, QDropEvent, QImage
 from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QMessageBox
 
 from app.main_window import WEIGHTS_FILTER, _short, runs_dir
@@ -145,6 +145,41 @@ def test_export_into_a_read_only_folder_says_so_and_training_goes_on(
     qtbot.waitUntil(lambda: last_iter(w) > at_error + 5, timeout=10_000)
     assert w.state == TRAINING and not target.exists()
     locked.chmod(0o700)
+
+
+def test_the_plots_are_saved_as_an_image_from_the_menu_and_from_a_right_click(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    w = make_window()
+    tiny(w, iters=30)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    # a right click on a plot offers the same action, and no longer pyqtgraph's Export… dialog
+    scene = w.plots.canvas.scene()
+    assert scene.contextMenu == [w.save_plots_action]
+
+    chosen = [str(tmp_path / "loss"), str(tmp_path / "loss.jpg")]
+    suggested: list[str] = []
+
+    def ask(_parent, _caption, start, *_):
+        suggested.append(start)
+        return chosen.pop(0), ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", ask)
+    w.save_plots_action.trigger()
+    assert suggested == [str(Path.home() / "chargpt-tiny-iter30-plots.png")]
+    png = QImage(str(tmp_path / "loss.png"))  # a name without a suffix gets .png
+    assert png.size() == w.plots.canvas.size() and not png.isNull()
+    assert "Saved the plots" in w.statusBar().currentMessage()
+    w.save_plots_action.trigger()
+    assert (tmp_path / "loss.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, as its name says
+    assert suggested[1].startswith(str(tmp_path))  # the next dialog opens where the last one saved
+
+    (tmp_path / "a-file").write_text("x")
+    assert w.save_plots_image(str(tmp_path / "a-file" / "plots.png")) is None
+    [box] = boxes(w, "Plots not saved")
+    assert "cannot save the plots to" in box.text() and "a-file" in box.text()
+    assert (tmp_path / "a-file").read_text() == "x"
 
 
 def test_pause_and_resume_end_with_the_same_parameters_as_a_straight_run(

@@ -2,7 +2,7 @@
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QImage, QPalette
 
 from app.metrics_store import MetricsStore
 from app.plots import PLOT_SHARE, REDRAW_MS, SLOWEST_MS, TrainingPlots, redraw_interval_ms
@@ -116,3 +116,20 @@ def test_the_plots_take_the_colours_of_a_dark_palette(qtbot):
     assert ink.lightness() > 100  # readable on the dark background
     assert plots.mem_rss.opts["pen"].color() == ink
     assert plots.loss_plot.legend.opts["labelTextColor"] == ink
+
+
+def test_the_saved_image_is_the_plots_as_shown_without_the_hover_line(qtbot):
+    store = MetricsStore()
+    plots = TrainingPlots(store)
+    qtbot.addWidget(plots)
+    plots.resize(900, 600)
+    plots.show()
+    store.extend(records(1, 101))
+    plots.redraw()
+    plain = QImage.fromData(plots.image())
+    assert plain.size() == plots.canvas.size()
+    plots.show_values_at(50)  # the hover line across the three plots
+    hovered = plots.canvas.grab().toImage().convertToFormat(plain.format())
+    assert hovered != plain
+    assert QImage.fromData(plots.image()) == plain  # left out of the image
+    assert all(line.isVisible() for line in plots.cursors)  # and still shown in the window
