@@ -120,6 +120,11 @@ class TrainingPlots(QWidget):
         self.loss_val = self.loss_plot.plot(
             pen=None, symbol="o", symbolSize=6, symbolBrush=ORANGE, symbolPen=None, name="validation"
         )
+        # The legend draws the scatter's own style, which pyqtgraph sets from these options only
+        # with the first point: until the first validation, the marker was its default blue-grey.
+        self.loss_val.scatter.setBrush(ORANGE)
+        self.loss_val.scatter.setPen(None)
+        self.loss_val.scatter.setSize(6)
         # unit on the axis; the median is what an iteration costs, the spikes what disturbed it
         self.step_time = self.time_plot.plot(pen=_pen(GREEN, 90), name="each iteration")
         self.step_median = self.time_plot.plot(pen=_pen(GREEN), name=f"median of {STEP_MEDIAN_WINDOW}")

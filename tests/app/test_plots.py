@@ -5,7 +5,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage, QPalette
 
 from app.metrics_store import MetricsStore
-from app.plots import PLOT_SHARE, REDRAW_MS, SLOWEST_MS, TrainingPlots, redraw_interval_ms
+from app.plots import ORANGE, PLOT_SHARE, REDRAW_MS, SLOWEST_MS, TrainingPlots, redraw_interval_ms
 from tests.app.test_metrics_store import records
 
 
@@ -133,3 +133,21 @@ def test_the_saved_image_is_the_plots_as_shown_without_the_hover_line(qtbot):
     assert hovered != plain
     assert QImage.fromData(plots.image()) == plain  # left out of the image
     assert all(line.isVisible() for line in plots.cursors)  # and still shown in the window
+
+
+def test_the_legend_marks_validation_in_its_colour_before_the_first_validation(qtbot):
+    store = MetricsStore()
+    plots = TrainingPlots(store)
+    qtbot.addWidget(plots)
+    plots.resize(900, 600)
+    plots.show()
+    store.extend(records(1, 101))  # no validation loss yet
+    plots.redraw()
+    legend = plots.canvas.mapFromScene(plots.loss_plot.legend.sceneBoundingRect()).boundingRect()
+    image = plots.canvas.grab().toImage()
+    colours = {
+        image.pixelColor(x, y).getRgb()[:3]
+        for x in range(legend.left(), legend.right())
+        for y in range(legend.top(), legend.bottom())
+    }
+    assert ORANGE in colours
