@@ -6,11 +6,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QSettings
+from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtWidgets import QMessageBox
 
 from app.main_window import MainWindow
-from app.worker import GuiThreadCollector
+from app.worker import FINISHED, GuiThreadCollector
 
 # A few kilobytes of varied text: enough for the tiny preset's context and a validation split.
 LINES = [
@@ -89,6 +89,13 @@ def tiny(window: MainWindow, *, iters: int = 100_000, batch: int = 4, threads: i
     p.batch.setValue(batch)
     p.iters.setValue(iters)
     p.threads.setValue(threads)
+
+
+def train_to_end(window: MainWindow, qtbot, *, timeout: int = 20_000, **settings: int) -> None:
+    """Start a tiny run (``settings`` as for ``tiny``) with the Start button and wait for its end."""
+    tiny(window, **settings)
+    qtbot.mouseClick(window.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.state == FINISHED, timeout=timeout)
 
 
 def plotted(window: MainWindow) -> int:

@@ -26,7 +26,7 @@ from engine.blas import set_blas_threads
 from engine.config import PRESETS
 from engine.data import Corpus
 from engine.trainer import Trainer
-from tests.app.conftest import boxes, plotted, tiny
+from tests.app.conftest import boxes, plotted, tiny, train_to_end
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pyqtgraph")
 
@@ -151,9 +151,7 @@ def test_the_plots_are_saved_as_an_image_from_the_menu_and_from_a_right_click(
     make_window, qtbot, tmp_path, monkeypatch
 ):
     w = make_window()
-    tiny(w, iters=30)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    train_to_end(w, qtbot, iters=30)
     # a right click on a plot offers the same action, and no longer pyqtgraph's Export… dialog
     scene = w.plots.canvas.scene()
     assert scene.contextMenu == [w.save_plots_action]
@@ -382,9 +380,7 @@ def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, 
     w = make_window()
     w.show_folder_action.trigger()  # no run yet: the folder all runs go to, made for the occasion
     assert opened == [str(runs_dir())] and runs_dir().is_dir()
-    tiny(w, iters=10)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    train_to_end(w, qtbot, iters=10)
     trained = w.run_info.run_dir
     w.show_folder_action.trigger()
     viewed = tmp_path / "viewed"
@@ -446,9 +442,7 @@ def test_dropping_a_text_file_makes_it_the_corpus(make_window, qtbot, tmp_path):
 
 def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
     w = make_window()
-    tiny(w, iters=30)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    train_to_end(w, qtbot, iters=30)
     w.samples.prompt.setText("the ")
     w.samples.length.setValue(40)
     qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
@@ -545,9 +539,7 @@ def test_auto_threads_on_one_core_shows_its_count_at_once(make_window, qtbot, mo
     """With one core (an affinity or a CPU quota of one) Auto has nothing to time."""
     monkeypatch.setattr(blas, "cpu_count", lambda: 1)  # the tuner's candidates
     w = make_window()
-    tiny(w, threads=0, iters=3)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
+    train_to_end(w, qtbot, threads=0, iters=3, timeout=30_000)
     assert w.threads_label.text() == "auto: 1 thread"
 
 
@@ -557,9 +549,8 @@ def test_each_run_gets_the_blas_threads_it_asks_for(make_window, qtbot):
     # must follow each run (tests/engine/test_blas.py has the threadpoolctl case that broke it).
     w = make_window()
     for threads in (1, 2, 1):
-        tiny(w, iters=3, threads=threads)  # tiny batches are not split: BLAS threads do the work
-        qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
+        # tiny batches are not split: BLAS threads do the work
+        train_to_end(w, qtbot, iters=3, threads=threads, timeout=30_000)
         assert w._threads_in_force == threads
         assert w.panel.threads.value() == threads
         assert w.threads_label.text() == {1: "1 thread", 2: "2 threads"}[threads]
@@ -708,9 +699,7 @@ def test_a_checkpoint_too_big_to_train_here_loads_to_sample_and_export(
     assert not boxes(w, "Training failed") and not w.panel.pause.isEnabled()
     # with the memory back, a new run trains as usual
     monkeypatch.undo()
-    tiny(w, iters=20)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    train_to_end(w, qtbot, iters=20)
     assert w.panel.pause.text() == "Continue"
     w.panel.iters.setValue(30)
     assert w.panel.pause.isEnabled()
@@ -747,9 +736,7 @@ def test_a_final_checkpoint_that_cannot_be_written_leaves_the_model_to_export(
 
 def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypatch):
     w = make_window()
-    tiny(w, iters=20)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    train_to_end(w, qtbot, iters=20)
     first = w.run_info.run_dir
     assert w.panel.pause.text() == "Continue"
     assert not w.panel.pause.isEnabled()  # until the total is raised past iteration 20
@@ -778,9 +765,7 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypa
 
 def test_continue_is_offered_only_while_the_other_settings_are_the_models(make_window, qtbot, tmp_path):
     w = make_window()
-    tiny(w, iters=20)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    train_to_end(w, qtbot, iters=20)
     w.panel.iters.setValue(35)
     assert w.panel.pause.isEnabled()
     # a setting the model cannot take is for a new run: Continue would silently ignore it
@@ -846,9 +831,7 @@ def test_compare_with_another_run_draws_its_loss_and_a_folder_that_is_not_a_run_
 
 def test_the_weights_alone_export_with_pytorch_names(make_window, qtbot, tmp_path, monkeypatch):
     w = make_window()
-    tiny(w, iters=15)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    train_to_end(w, qtbot, iters=15)
     full, weights = tmp_path / "full.safetensors", tmp_path / "weights.safetensors"
     for target, kind in ((full, ""), (weights, WEIGHTS_FILTER)):
         monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, t=target, k=kind, **kw: (str(t), k))
@@ -867,9 +850,7 @@ def test_a_complete_checkpoint_without_curves_continues_only_past_its_iteration(
     make_window, qtbot, tmp_path, monkeypatch
 ):
     w = make_window()
-    tiny(w, iters=12)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    train_to_end(w, qtbot, iters=12)
     alone = tmp_path / "elsewhere" / "done.safetensors"  # outside any run folder: no history
     alone.parent.mkdir()
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(alone), ""))

@@ -9,12 +9,18 @@ from app.plots import ORANGE, PLOT_SHARE, REDRAW_MS, SLOWEST_MS, TrainingPlots, 
 from tests.app.test_metrics_store import records
 
 
-def test_a_long_history_is_drawn_downsampled_and_the_view_follows_until_panned(qtbot):
-    store = MetricsStore()
+def shown(qtbot, store: MetricsStore) -> TrainingPlots:
+    """Plots of ``store`` at a window's size, shown (offscreen)."""
     plots = TrainingPlots(store)
     qtbot.addWidget(plots)
     plots.resize(900, 600)
     plots.show()
+    return plots
+
+
+def test_a_long_history_is_drawn_downsampled_and_the_view_follows_until_panned(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
     store.extend(records(1, 200_001, val_loss=None))
     qtbot.waitUntil(lambda: plots.loss_raw.xData is not None and len(plots.loss_raw.xData) == 200_000)
     for curve in (plots.loss_raw, plots.loss_smooth, plots.step_time, plots.step_median, plots.mem_rss):
@@ -120,10 +126,7 @@ def test_the_plots_take_the_colours_of_a_dark_palette(qtbot):
 
 def test_the_saved_image_is_the_plots_as_shown_without_the_hover_line(qtbot):
     store = MetricsStore()
-    plots = TrainingPlots(store)
-    qtbot.addWidget(plots)
-    plots.resize(900, 600)
-    plots.show()
+    plots = shown(qtbot, store)
     store.extend(records(1, 101))
     plots.redraw()
     plain = QImage.fromData(plots.image())
@@ -137,10 +140,7 @@ def test_the_saved_image_is_the_plots_as_shown_without_the_hover_line(qtbot):
 
 def test_the_legend_marks_validation_in_its_colour_before_the_first_validation(qtbot):
     store = MetricsStore()
-    plots = TrainingPlots(store)
-    qtbot.addWidget(plots)
-    plots.resize(900, 600)
-    plots.show()
+    plots = shown(qtbot, store)
     store.extend(records(1, 101))  # no validation loss yet
     plots.redraw()
     legend = plots.canvas.mapFromScene(plots.loss_plot.legend.sceneBoundingRect()).boundingRect()
