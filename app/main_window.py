@@ -329,10 +329,18 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
+        """A folder opens as a run, a .safetensors file loads as a checkpoint, and any other
+        file becomes the corpus: what File → Open run…, Load checkpoint… and Open… do."""
         urls = event.mimeData().urls()
         if len(urls) == 1 and urls[0].isLocalFile():
             event.acceptProposedAction()
-            self.load_corpus(urls[0].toLocalFile())
+            path = urls[0].toLocalFile()
+            if Path(path).is_dir():
+                self.open_run(path)
+            elif path.lower().endswith(".safetensors"):
+                self.load_checkpoint(path)
+            else:
+                self.load_corpus(path)
 
     # -- runs -----------------------------------------------------------------------------------
     @Slot()

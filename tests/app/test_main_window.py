@@ -440,6 +440,25 @@ def test_dropping_a_text_file_makes_it_the_corpus(make_window, qtbot, tmp_path):
     assert "vocabulary\N{NO-BREAK SPACE}14" in w.panel.corpus_label.text()
 
 
+def test_dropping_a_run_folder_opens_it_and_dropping_a_checkpoint_loads_it(make_window, qtbot):
+    trained = make_window()
+    train_to_end(trained, qtbot, iters=12)
+    run_dir = trained.run_info.run_dir
+    w = make_window()
+
+    def drop(path: Path) -> None:
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(path))])
+        w.dropEvent(drop_of(mime))
+
+    drop(run_dir)  # as File → Open run…
+    qtbot.waitUntil(lambda: w.state == f"viewing {run_dir.name}" and plotted(w) == 12, timeout=10_000)
+    drop(run_dir / "checkpoints" / "final.safetensors")  # as Load checkpoint…
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=10_000)  # the run's end: Continue goes on
+    assert last_iter(w) == 12 and w.panel.pause.text() == "Continue"
+    assert not boxes(w, "Cannot use this corpus")  # neither was taken for a text to train on
+
+
 def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
     w = make_window()
     train_to_end(w, qtbot, iters=30)
