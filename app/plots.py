@@ -182,8 +182,8 @@ class TrainingPlots(QWidget):
             # Two levels of ticks, not three: the third drew most of the lines, and computing and
             # drawing ticks was most of a repaint (16 -> 10 ms for the three plots).
             plot.getAxis(side).setStyle(maxTickLevel=1)
-        if units == "MB":
-            plot.getAxis("left").enableAutoSIPrefix(False)  # no "kMB"
+        if units != "s":  # seconds read best as ms; "kMB" would not, nor a loss under 1 "(x0.001)"
+            plot.getAxis("left").enableAutoSIPrefix(False)
         plot.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
         return plot
 

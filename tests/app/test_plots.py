@@ -151,3 +151,12 @@ def test_the_legend_marks_validation_in_its_colour_before_the_first_validation(q
         for y in range(legend.top(), legend.bottom())
     }
     assert ORANGE in colours
+
+
+def test_a_loss_under_one_is_numbered_as_it_is(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend([{"iter": i, "loss": 0.5 / i, "step_s": 0.01} for i in range(1, 200)])
+    plots.redraw()
+    assert "(x" not in plots.loss_plot.getAxis("left").labelString()  # not "loss (x0.001)", 0 to 500
+    assert "(ms)" in plots.time_plot.getAxis("left").labelString()  # seconds still read as ms
