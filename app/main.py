@@ -15,8 +15,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import __version__
+
+if TYPE_CHECKING:  # Qt is imported only once the display libraries are known to be there
+    from app.main_window import MainWindow
 
 # Every system library Qt's xcb platform plugin (and Qt GUI under it) loads from the system,
 # with the Debian/Ubuntu package that ships it. README.md lists the same packages in one
@@ -94,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chargpt-studio", description="Train a character-level GPT and watch it."
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="a text file to train on, a run folder to view or a checkpoint to load, "
+        "as when dropped on the window",
+    )
     p.add_argument("--screenshot", metavar="PNG", help="train, render the window to PNG and exit")
     p.add_argument(
         "--measure-latency",
@@ -102,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", help="preset to select (screenshot and measure modes)")
     p.add_argument("--iters", type=int, help="iterations to train (screenshot mode)")
-    p.add_argument("--corpus", help="a text file to train on (default: the built-in corpus)")
+    p.add_argument(
+        "--corpus",
+        help="a text file to train on (default: the one opened last; in screenshot and measure "
+        "modes, the built-in corpus)",
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="how long to measure (default 20)")
     p.add_argument("--threads", type=int, help="BLAS threads (screenshot and measure modes)")
     launcher = p.add_mutually_exclusive_group()
@@ -118,10 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.install_launcher or args.remove_launcher:
         return _launcher(install=args.install_launcher)
     batch_mode = bool(args.screenshot or args.measure_latency)
+    if batch_mode and args.path:
+        parser.error("a PATH opens in the window; --screenshot and --measure-latency take --corpus")
     if batch_mode and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
     problem = check_display_libraries()
@@ -157,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window = MainWindow()
     window.show()
     if not batch_mode:
+        open_given(window, args)
         return int(app.exec())
     from app.batch import LatencyProbe, Screenshot
 
@@ -165,6 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.exec()
     tmp.cleanup()
     return job.exit_code
+
+
+def open_given(window: MainWindow, args: argparse.Namespace) -> None:
+    """Open what the command line names in the window: --corpus, then PATH."""
+    if args.corpus:
+        window.load_corpus(str(Path(args.corpus).resolve()))
+    if args.path:
+        window.open_path(str(Path(args.path).resolve()))
 
 
 def _launcher(*, install: bool) -> int:

@@ -329,18 +329,21 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        """A folder opens as a run, a .safetensors file loads as a checkpoint, and any other
-        file becomes the corpus: what File → Open run…, Load checkpoint… and Open… do."""
         urls = event.mimeData().urls()
         if len(urls) == 1 and urls[0].isLocalFile():
             event.acceptProposedAction()
-            path = urls[0].toLocalFile()
-            if Path(path).is_dir():
-                self.open_run(path)
-            elif path.lower().endswith(".safetensors"):
-                self.load_checkpoint(path)
-            else:
-                self.load_corpus(path)
+            self.open_path(urls[0].toLocalFile())
+
+    def open_path(self, path: str) -> None:
+        """A folder opens as a run, a .safetensors file loads as a checkpoint, and any other
+        file becomes the corpus: what Open run…, Load checkpoint… and Open corpus… do, for a
+        path dropped on the window or given on the command line."""
+        if Path(path).is_dir():
+            self.open_run(path)
+        elif path.lower().endswith(".safetensors"):
+            self.load_checkpoint(path)
+        else:
+            self.load_corpus(path)
 
     # -- runs -----------------------------------------------------------------------------------
     @Slot()

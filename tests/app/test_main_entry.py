@@ -32,3 +32,9 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         app_main.main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out == f"chargpt-studio {__version__}\n"
+
+
+def test_a_path_is_for_the_window_not_for_screenshots(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        app_main.main(["--screenshot", "out.png", "notes.txt"])
+    assert exit_.value.code == 2 and "--corpus" in capsys.readouterr().err

@@ -459,6 +459,20 @@ def test_dropping_a_run_folder_opens_it_and_dropping_a_checkpoint_loads_it(make_
     assert not boxes(w, "Cannot use this corpus")  # neither was taken for a text to train on
 
 
+def test_the_command_line_opens_a_corpus_and_a_run_in_the_window(make_window, qtbot, tmp_path):
+    from app.main import build_parser, open_given
+
+    trained = make_window()
+    train_to_end(trained, qtbot, iters=12)
+    run_dir = trained.run_info.run_dir
+    other = tmp_path / "other.txt"
+    other.write_text("zebra quagga okapi\n" * 40, encoding="utf-8")
+    w = make_window()
+    open_given(w, build_parser().parse_args(["--corpus", str(other), str(run_dir)]))
+    qtbot.waitUntil(lambda: w.corpus_path == str(other), timeout=10_000)
+    qtbot.waitUntil(lambda: w.state == f"viewing {run_dir.name}" and plotted(w) == 12, timeout=10_000)
+
+
 def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
     w = make_window()
     train_to_end(w, qtbot, iters=30)
