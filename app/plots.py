@@ -156,6 +156,8 @@ class TrainingPlots(QWidget):
         self._mouse = pg.SignalProxy(self.canvas.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
         self.smoothing.valueChanged.connect(self._on_smoothing)
         self.log_loss.toggled.connect(self._on_log)
+        # the right-click Plot Options has its own Log Y: one follows the other, either way
+        self.loss_plot.ctrl.logYCheck.toggled.connect(self.log_loss.setChecked)
         self.follow_button.clicked.connect(self.follow)
         self._on_smoothing(self.smoothing.value())
 

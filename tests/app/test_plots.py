@@ -160,3 +160,12 @@ def test_a_loss_under_one_is_numbered_as_it_is(qtbot):
     plots.redraw()
     assert "(x" not in plots.loss_plot.getAxis("left").labelString()  # not "loss (x0.001)", 0 to 500
     assert "(ms)" in plots.time_plot.getAxis("left").labelString()  # seconds still read as ms
+
+
+def test_log_scale_and_the_plot_options_log_y_follow_each_other(qtbot):
+    plots = shown(qtbot, MetricsStore())
+    plots.loss_plot.ctrl.logYCheck.setChecked(True)  # right click → Plot Options → Transforms
+    assert plots.log_loss.isChecked()
+    plots.log_loss.setChecked(False)
+    assert not plots.loss_plot.ctrl.logYCheck.isChecked()
+    assert not plots.loss_plot.getAxis("left").logMode
