@@ -180,6 +180,8 @@ def _write_failure(what: str, path: Path, e: BaseException) -> str:
         reason = "the disk is read-only; choose another folder"
     elif code == errno.ENOENT and not path.parent.is_dir():
         reason = f"the folder {path.parent} does not exist; create it or choose another"
+    elif code == errno.ENOTDIR:
+        reason = f"{path.parent} is not a folder (a file stands in its way); choose another folder"
     elif code == errno.EISDIR or path.is_dir():
         reason = "a folder has that name; choose a file name"
     else:

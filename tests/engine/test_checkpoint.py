@@ -139,6 +139,13 @@ def test_a_save_into_a_read_only_folder_fails_cleanly(saved, verse_corpus, monke
     _only_the_earlier_file_remains(saved, before)
 
 
+def test_a_save_below_a_file_says_the_file_is_in_the_way(tmp_path):
+    (tmp_path / "notes").write_text("x")
+    with pytest.raises(CheckpointError, match="is not a folder") as e:
+        checkpoint.write_atomic(tmp_path / "notes" / "c.safetensors", b"data")
+    assert str(tmp_path / "notes") in str(e.value) and (tmp_path / "notes").read_text() == "x"
+
+
 class HalfWriter:
     """A file whose write stops halfway through with a full disk."""
 
