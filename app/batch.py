@@ -14,7 +14,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Slot
 from PySide6.QtWidgets import QApplication
 
-from app.main_window import MainWindow
+from app.main_window import CORPUS_REFUSED, MainWindow
 from app.worker import FAILED, FINISHED, STOPPED, TRAINING
 
 TICK_MS = 100
@@ -40,6 +40,15 @@ class _Job(QObject):
         self.timer.start()
 
     def corpus_ready(self) -> bool:
+        """Whether the corpus is open. One that cannot be used ends the job (exit status 2) with
+        the window's reason, rather than a picture or a measure of the built-in corpus, which
+        the window opens instead."""
+        refused = [box.text() for box in self.window.messages() if box.windowTitle() == CORPUS_REFUSED]
+        if refused:
+            sys.stderr.write(f"chargpt-studio: {refused[0].splitlines()[0]}\n")
+            self.phase = "refused"
+            self.finish(2)
+            return False
         return self.window.corpus is not None and self.window.panel.start.isEnabled()
 
     def finish(self, code: int) -> None:

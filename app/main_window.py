@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 APP_NAME = "CharGPT Studio"
 STARTING = "starting"  # the worker is building the run (reading a checkpoint, say)
+CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
@@ -312,7 +313,7 @@ class MainWindow(QMainWindow):
                     self.load_corpus(None)  # ready to train, as on a first launch
                 else:
                     self._show_corpus()
-            self._message(QMessageBox.Icon.Warning, "Cannot use this corpus", message)
+            self._message(QMessageBox.Icon.Warning, CORPUS_REFUSED, message)
 
         run_in_background(read, done, failed)
 

@@ -1,5 +1,10 @@
 """The entry point: a missing system library for the xcb platform gives a clear message."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import app.main as app_main
@@ -14,8 +19,6 @@ def test_a_missing_xcb_library_points_to_the_readme(monkeypatch, capsys):
 
 
 def test_every_library_checked_is_named_in_the_readme():
-    from pathlib import Path
-
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for package in app_main.XCB_LIBRARIES.values():
         assert package in readme
@@ -38,3 +41,15 @@ def test_a_path_is_for_the_window_not_for_screenshots(capsys):
     with pytest.raises(SystemExit) as exit_:
         app_main.main(["--screenshot", "out.png", "notes.txt"])
     assert exit_.value.code == 2 and "--corpus" in capsys.readouterr().err
+
+
+def test_a_screenshot_of_a_text_that_cannot_be_read_fails_with_the_reason(tmp_path):
+    # not a picture of the built-in corpus, which the window opens instead
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    out, missing = tmp_path / "out.png", tmp_path / "missing.txt"
+    cmd = [sys.executable, "-m", "app", "--screenshot", str(out), "--corpus", str(missing)]
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"corpus file not found: {missing}" in done.stderr and not out.exists()
