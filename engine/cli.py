@@ -353,6 +353,10 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--temperature must be positive, got {args.temperature}")
     if args.num_samples < 1:
         raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}")
+    if args.top_k is not None and args.top_k < 0:
+        raise UsageError(f"--top-k must be 0 (every character) or more, got {args.top_k}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     ckpt = load(args.checkpoint)
     tokenizer = ckpt.tokenizer()
     tokenizer.encode(args.prompt)  # characters outside the vocabulary: one line, exit 2
@@ -481,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="", help="text to continue (default: none)")
     p.add_argument("--tokens", type=int, default=200, help="characters to generate (default: 200)")
     p.add_argument("--temperature", type=float, default=0.8, help="default: 0.8")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest only")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest only (0: all)")
     p.add_argument("--seed", type=int, default=None, help="for a reproducible sample (default: random)")
     p.add_argument("--num-samples", type=int, default=1, help="default: 1")
     p.add_argument("--threads", default="auto", help="BLAS threads: a number, or auto (default)")

@@ -122,6 +122,7 @@ class TrainConfig:
             "eval_interval",
             "sample_interval",
             "checkpoint_interval",
+            "seed",  # NumPy's generators take no negative seed
         ):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ConfigError(name, f"must be 0 or more, got {getattr(self, name)}")

@@ -109,6 +109,7 @@ def test_every_setting_can_be_overridden(corpus_file):
         (["--iters", "0"], "--iters must be at least 1, got 0"),  # flags named as typed, not fields
         (["--warmup", "-5"], "--warmup must be 0 or more, got -5"),
         (["--eval-every", "-1"], "--eval-every must be 0 or more"),
+        (["--seed", "-1"], "--seed must be 0 or more, got -1"),
         (["--lr", "inf"], "--lr must be a positive number"),
         (["--preset", "large", "--batch", "100000"], "lower the batch size to"),  # terabytes
         (["--threads", "999"], "--threads must be between"),

@@ -173,6 +173,8 @@ def test_sample_streams_a_reproducible_continuation(trained):
     [
         (["--prompt", "Zounds!"], "not in the model's vocabulary: '!' 'Z'"),
         (["--temperature", "0"], "--temperature must be positive"),
+        (["--seed", "-1"], "--seed must be 0 or more, got -1"),
+        (["--top-k", "-3"], "--top-k must be 0 (every character) or more"),
     ],
 )
 def test_bad_sample_input_is_one_line_and_exit_2(trained, args, message):
