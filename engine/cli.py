@@ -138,6 +138,15 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--keep takes a number of checkpoints, 0 or more, not {args.keep}")
     if args.resume:
         trainer, warnings = resume_trainer(args)
+        done, total = trainer.iteration, trainer.train_cfg.max_iters
+        if done >= total:  # nothing to train: no run folder of a copy
+            where = (
+                f"--iters {args.iters:,} is the new total, and the checkpoint is at iteration "
+                f"{done:,} already"
+                if args.iters
+                else f"the checkpoint's run ended at iteration {done:,}"
+            )
+            raise UsageError(f"{where}; give a larger total with --iters ({2 * done:,}, say)")
         for warning in warnings:
             say(f"warning: {warning}")
     else:

@@ -168,6 +168,15 @@ def test_sample_streams_a_reproducible_continuation(trained):
     assert chargpt(*args, "--seed", "6").stdout != samples[0]
 
 
+def test_resuming_a_run_at_its_end_asks_for_a_larger_total(trained, tmp_path):
+    final = str(trained / "checkpoints" / "final.safetensors")  # iteration 16 of 16
+    cases = [([], "the checkpoint's run ended at iteration 16"), (["--iters", "10"], "--iters 10 is")]
+    for extra, said in cases:
+        r = chargpt("train", "--resume", final, "--run-dir", "again", *extra)
+        assert r.returncode == 2 and said in r.stderr and "--iters (32, say)" in r.stderr
+        assert not (tmp_path / "again").exists()  # no run folder holding a copy
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
