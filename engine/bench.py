@@ -264,6 +264,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for name in presets:
         bench_model(name)  # unknown names fail before anything runs
+    if args.iters < 0:
+        raise UsageError(f"--iters takes a number of iterations (0: chosen by size), not {args.iters}")
     batches = _ints(args.batch, "--batch")
     threads = _ints(args.threads, "--threads") if args.threads else list(range(1, cpu_count() + 1))
     if max(threads) > cpu_count():

@@ -38,3 +38,5 @@ def test_bench_prints_a_table_with_versions():
 def test_bench_refuses_bad_lists():
     with pytest.raises(UsageError, match="whole numbers"):
         run_bench("--batch", "one")
+    with pytest.raises(UsageError, match="--iters takes a number of iterations"):
+        run_bench("--iters", "-3")
