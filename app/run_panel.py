@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import replace
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
@@ -249,13 +248,10 @@ class RunPanel(QWidget):
     def configs(self, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
         """The model and training configuration the controls describe."""
         p = PRESETS[self.preset_name()]
-        lr = self.lr.value()
-        train = replace(
-            p.train,
+        train = p.train_with(
             batch_size=self.batch.value(),
             max_iters=self.iters.value(),
-            lr=lr,
-            min_lr=p.train.min_lr * lr / p.train.lr,  # keep the preset's decay ratio
+            lr=self.lr.value(),
             seed=self.seed.value(),
         )
         return p.model_for(vocab_size), train

@@ -107,10 +107,15 @@ def build_configs(args: argparse.Namespace, vocab_size: int) -> tuple[ModelConfi
     train_kw = {f: getattr(args, a) for a, f in TRAIN_OVERRIDES.items() if getattr(args, a) is not None}
     try:
         model_cfg = replace(preset.model_for(vocab_size), **model_kw)
-        train_cfg = replace(preset.train, **train_kw)
+        train_cfg = preset.train_with(**train_kw)
     except ConfigError as e:
         flag = FIELD_FLAGS.get(e.field)
         raise UsageError(f"--{flag.replace('_', '-')} {e.problem}" if flag else str(e)) from None
+    if train_cfg.min_lr > train_cfg.lr:  # for new runs only: a checkpoint keeps what it has
+        raise UsageError(
+            f"--min-lr {train_cfg.min_lr:g} is above the learning rate {train_cfg.lr:g}, so the schedule "
+            "would climb instead of decaying; give a --min-lr at or below --lr"
+        )
     return model_cfg, train_cfg
 
 

@@ -143,6 +143,14 @@ class Preset:
     def model_for(self, vocab_size: int) -> ModelConfig:
         return replace(self.model, vocab_size=vocab_size)
 
+    def train_with(self, **changes: Any) -> TrainConfig:
+        """The preset's training settings with ``changes``. A learning rate given without a
+        minimum brings the preset's minimum along in proportion: kept as it is, it could lie
+        above a lower rate, and the cosine would then climb instead of decaying."""
+        if "lr" in changes and "min_lr" not in changes:
+            changes["min_lr"] = self.train.min_lr * changes["lr"] / self.train.lr
+        return replace(self.train, **changes)
+
     def summary(self, vocab_size: int = 65) -> str:
         m = self.model_for(vocab_size)
         # Short enough for the window's preset list at its narrowest (its label spells it out).

@@ -110,6 +110,7 @@ def test_every_setting_can_be_overridden(corpus_file):
         (["--warmup", "-5"], "--warmup must be 0 or more, got -5"),
         (["--eval-every", "-1"], "--eval-every must be 0 or more"),
         (["--seed", "-1"], "--seed must be 0 or more, got -1"),
+        (["--min-lr", "0.01"], "--min-lr 0.01 is above the learning rate 0.003"),  # it would climb
         (["--lr", "inf"], "--lr must be a positive number"),
         (["--preset", "large", "--batch", "100000"], "lower the batch size to"),  # terabytes
         (["--threads", "999"], "--threads must be between"),
@@ -120,6 +121,18 @@ def test_bad_input_exits_nonzero_with_one_line(args, message):
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_learning_rate_brings_the_presets_minimum_along_in_proportion():
+    from engine.cli import build_configs, build_parser
+
+    def train(*flags: str):
+        return build_configs(build_parser().parse_args(["train", *flags]), 65)[1]
+
+    tiny = PRESETS["tiny"].train  # lr 3e-3, min_lr 3e-4
+    assert train("--lr", "1e-4").min_lr == pytest.approx(1e-5)  # not 3e-4, above the rate
+    assert train("--lr", "1e-4", "--min-lr", "0").min_lr == 0
+    assert train().min_lr == tiny.min_lr
 
 
 def test_info_says_when_a_cgroup_holds_the_memory_down():
