@@ -141,6 +141,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     say = _printer(out, args.json)
     if args.keep < 0:
         raise UsageError(f"--keep takes a number of checkpoints, 0 or more, not {args.keep}")
+    if args.log_every < 0:
+        raise UsageError(f"--log-every takes a number of iterations (0: 20 lines), not {args.log_every}")
+    if args.sample_chars < 0:
+        raise UsageError(f"--sample-chars takes a number of characters, 0 or more, not {args.sample_chars}")
     if args.resume:
         trainer, warnings = resume_trainer(args)
         done, total = trainer.iteration, trainer.train_cfg.max_iters
@@ -483,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and print its progress")
     add_config_arguments(p)
-    p.add_argument("--log-every", type=int, default=0, help="progress line every N iterations")
+    p.add_argument(
+        "--log-every", type=int, default=0, help="progress line every N iterations (default: 20 lines in all)"
+    )
     p.add_argument("--sample-chars", type=int, default=200, help="length of the sample at the end")
     p.add_argument("--json", action="store_true", help="end with one JSON line summing up the run")
     r = p.add_argument_group("run folder and checkpoints")

@@ -110,6 +110,8 @@ def test_every_setting_can_be_overridden(corpus_file):
         (["--warmup", "-5"], "--warmup must be 0 or more, got -5"),
         (["--eval-every", "-1"], "--eval-every must be 0 or more"),
         (["--seed", "-1"], "--seed must be 0 or more, got -1"),
+        (["--sample-chars", "-4"], "--sample-chars takes a number of characters"),  # not after training
+        (["--log-every", "-1"], "--log-every takes a number of iterations"),
         (["--min-lr", "0.01"], "--min-lr 0.01 is above the learning rate 0.003"),  # it would climb
         (["--lr", "inf"], "--lr must be a positive number"),
         (["--preset", "large", "--batch", "100000"], "lower the batch size to"),  # terabytes
