@@ -67,7 +67,7 @@ def desktop_entry(command: Sequence[str], folder: Path | None = None) -> str:
             "Name=CharGPT Studio",
             "GenericName=Language model trainer",
             "Comment=Train small character-level GPT models and watch them learn",
-            f"Exec={exec_line(command)}",
+            f"Exec={exec_line(command)} %f",  # a file dropped on the icon, or "Open With", opens as PATH
             *where,
             f"Icon={APP_ID}",
             "Terminal=false",

@@ -25,7 +25,7 @@ def test_install_writes_an_entry_that_runs_the_installed_script_and_its_icon(qap
     entry, icon = install_launcher(tmp_path / "data")
     fields = read_entry(entry)
     assert fields["Type"] == "Application" and fields["Name"] == "CharGPT Studio"
-    assert fields["Exec"] == str(script) and "Path" not in fields
+    assert fields["Exec"] == f"{script} %f" and "Path" not in fields  # %f: a file to open, if any
     assert fields["Icon"] == "chargpt-studio" == icon.stem
     assert icon.parent == tmp_path / "data" / "icons" / "hicolor" / "256x256" / "apps"
     image = QImage(str(icon))
@@ -68,7 +68,7 @@ def test_the_command_line_flags_install_and_remove(qapp, monkeypatch, capsys):
     out = capsys.readouterr().out
     entry = data_home() / "applications" / "chargpt-studio.desktop"
     assert f"wrote {entry}" in out and "application menu" in out
-    assert read_entry(entry)["Exec"] == "/opt/env/bin/chargpt-studio"
+    assert read_entry(entry)["Exec"] == "/opt/env/bin/chargpt-studio %f"
     assert app_main.main(["--remove-launcher"]) == 0
     assert f"removed {entry}" in capsys.readouterr().out and not entry.exists()
 
