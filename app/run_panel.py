@@ -101,6 +101,14 @@ class RunPanel(QWidget):
         self.lr.setRange(1e-7, 10.0)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
+        self.batch.setToolTip(
+            "Text windows per iteration: more smooths the gradient,\nand costs memory and time per iteration"
+        )
+        self.iters.setToolTip("Optimizer steps in all; after the last, raise it and Continue to train on")
+        self.lr.setToolTip(
+            "The peak learning rate, reached after a warmup;\nit then falls along a cosine to a tenth of it"
+        )
+        self.seed.setToolTip("The same seed and settings train the same model again")
         self.threads = QSpinBox()
         self.threads.setRange(AUTO_THREADS, cpu_count())
         self.threads.setSpecialValueText("Auto")  # shown for AUTO_THREADS

@@ -30,10 +30,15 @@ class SamplesView(QWidget):
 
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("prompt (optional)")
+        self.prompt.setToolTip("Text for the model to continue, in characters of the corpus; Enter generates")
         self.temperature = QDoubleSpinBox()
         self.temperature.setRange(0.05, 5.0)
         self.temperature.setSingleStep(0.1)
         self.temperature.setValue(0.8)
+        self.temperature.setToolTip(
+            "Temperature: below 1 the likelier characters win more often (safer text),\n"
+            "above 1 the unlikely ones get their chance (wilder text)"
+        )
         self.top_k = QSpinBox()
         self.top_k.setRange(0, 1000)
         self.top_k.setSpecialValueText("off")
@@ -42,6 +47,7 @@ class SamplesView(QWidget):
         self.length.setRange(1, 5000)
         self.length.setValue(200)
         self.length.setSuffix(" chars")
+        self.length.setToolTip("How many characters to generate after the prompt")
         self.generate_button = QPushButton("Generate sample")
         self.generate_button.setToolTip("Sample from the model as it is now (Ctrl+G)")
         self.generate_button.setEnabled(False)

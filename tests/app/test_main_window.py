@@ -473,6 +473,20 @@ def test_the_command_line_opens_a_corpus_and_a_run_in_the_window(make_window, qt
     qtbot.waitUntil(lambda: w.state == f"viewing {run_dir.name}" and plotted(w) == 12, timeout=10_000)
 
 
+def test_every_control_says_what_it_does_under_the_pointer(make_window):
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QSlider
+
+    w = make_window()
+    controls = [
+        c
+        for kind in (QAbstractSpinBox, QComboBox, QLineEdit, QAbstractButton, QSlider)
+        for c in w.findChildren(kind)
+        if c.isVisibleTo(w) and not isinstance(c.parent(), QAbstractSpinBox | QComboBox)  # their own editors
+    ]
+    assert len(controls) > 15
+    assert [c for c in controls if not c.toolTip()] == []
+
+
 def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
     w = make_window()
     train_to_end(w, qtbot, iters=30)
