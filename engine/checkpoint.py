@@ -127,7 +127,7 @@ def corpus_record(corpus: Corpus) -> dict[str, Any]:
         source: str | None = str(corpus.path)
     else:
         source = BUILTIN if corpus.name == BUILTIN_NAME else None
-    return {"name": corpus.name, "path": source, "sha256": corpus.sha256, "characters": len(corpus.text)}
+    return {"name": corpus.name, "path": source, "sha256": corpus.sha256, "characters": len(corpus.tokens)}
 
 
 def write_atomic(path: Path, data: bytes, what: str = "checkpoint") -> None:

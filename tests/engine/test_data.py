@@ -74,3 +74,11 @@ def test_vocabulary_too_large_for_the_token_type():
     chars = [chr(c) for c in range(0x100, 0x100 + MAX_VOCAB + 4096) if not 0xD800 <= c < 0xE000]
     with pytest.raises(CorpusError, match="distinct characters"):
         Corpus("".join(chars))
+
+
+def test_the_text_is_kept_only_as_tokens_and_comes_back_whole(monkeypatch):
+    monkeypatch.setattr(data, "ENCODE_CHUNK", 7)  # decoded chunk by chunk too
+    text = "héllo wörld ✓ 𝄞\n" * 50
+    corpus = Corpus(text, "t")
+    assert "text" not in vars(corpus)  # not a second copy of a large corpus
+    assert corpus.text == text
