@@ -118,7 +118,10 @@ class Corpus:
         self.path = path
         self.tokenizer = tokenizer or CharTokenizer.from_text(text)
         self.tokens = self.tokenizer.encode(text)
-        self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        digest = hashlib.sha256()
+        for i in range(0, len(text), ENCODE_CHUNK):  # not a whole UTF-8 copy of the text at once
+            digest.update(text[i : i + ENCODE_CHUNK].encode("utf-8"))
+        self.sha256 = digest.hexdigest()
         # The text itself is not kept: the tokens hold it, and it would be a second copy of
         # the corpus for as long as training runs (111 MB of a 111 MB file's 481 MB).
         n_val = int(len(self.tokens) * VAL_FRACTION)

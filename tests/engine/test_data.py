@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -82,3 +84,4 @@ def test_the_text_is_kept_only_as_tokens_and_comes_back_whole(monkeypatch):
     corpus = Corpus(text, "t")
     assert "text" not in vars(corpus)  # not a second copy of a large corpus
     assert corpus.text == text
+    assert corpus.sha256 == hashlib.sha256(text.encode("utf-8")).hexdigest()  # hashed chunk by chunk
