@@ -879,7 +879,7 @@ def about_text() -> str:
         "<p>Train small character-level GPTs on your own machine and watch them learn, live.</p>"
         f"<p>Python {platform.python_version()}<br>NumPy {np.__version__}<br>"
         f"Qt {qVersion()} (PySide6 {PySide6.__version__})<br>pyqtgraph {pg.__version__}<br>"
-        f"BLAS: {html.escape(info.describe())}{f', {info.num_threads} threads' if info.found else ''}</p>"
+        f"BLAS: {html.escape(info.describe_threads())}</p>"
     )
 
 

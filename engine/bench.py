@@ -275,20 +275,20 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
             import torch
         except ImportError:
             raise UsageError("--torch needs PyTorch in this environment: pip install torch") from None
-    blas = blas_info()
+    blas, cores = blas_info(), cpu_count()
     info = {
         "chargpt": engine.__version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "blas": blas.describe(),
-        "cores": cpu_count(),
+        "cores": cores,
         "torch": torch.__version__ if args.torch else None,
     }
     peaks = {n: matmul_peak_gflops(n) for n in threads}  # for the header; rows measure their own
     if not args.json:
         out.write(
             f"chargpt {info['chargpt']}, Python {info['python']}, NumPy {info['numpy']}, "
-            f"BLAS {info['blas']}, {plural(cpu_count(), 'core')}"
+            f"BLAS {info['blas']}, {plural(cores, 'core')}"
             + (f", PyTorch {info['torch']}" if args.torch else "")
             + "\nfloat32 matmul peak at the start: "
             + ", ".join(f"{peaks[n]:.0f} GFLOP/s on {plural(n, 'thread')}" for n in threads)

@@ -37,6 +37,10 @@ class BlasInfo:
             return NOT_FOUND
         return f"{self.library} {self.version} ({self.threading_layer})"
 
+    def describe_threads(self) -> str:
+        """``describe()``, with the threads in force where the library was found."""
+        return self.describe() + (f", {self.num_threads} threads" if self.found else "")
+
 
 @lru_cache(maxsize=1)
 def _controller() -> ThreadpoolController:

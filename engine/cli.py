@@ -459,7 +459,7 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
     out.write(
         f"chargpt {info['chargpt']}  Python {info['python']}  NumPy {info['numpy']}\n"
         f"{info['platform']}, {plural(info['cores'], 'core')}{_quota(info)}\n"
-        f"BLAS: {b.describe()}{f', {b.num_threads} threads' if b.found else ''}\n"
+        f"BLAS: {b.describe_threads()}\n"
         f"memory: {format_bytes(info['memory_available'])} available{_limited(info)}\n\n"
         "presets (parameters, and the memory training takes, at a 65-character vocabulary):\n"
     )
