@@ -106,6 +106,14 @@ class Arena:
         self._peak = 0
         self._allocs = 0
 
+    def free(self) -> None:
+        """Give every chunk back to the system and forget the sizes seen, as a new arena
+        would: for work that changed size (half the batch, once a helper process takes the
+        other half), which the next iteration sizes anew. Call it with nothing in use."""
+        self._chunks = []
+        self._high_water = 0
+        self.reset()
+
     # -- stats -------------------------------------------------------------
     @property
     def in_use(self) -> int:

@@ -150,6 +150,9 @@ class Trainer:
         plan = plan_threads(self.model_cfg, self.train_cfg.batch_size, n, split=split)
         if plan.shards != self._passes.shards:
             self._passes.close()
+            # Sized for the whole batch, the arena would keep twice what half of it needs for
+            # the rest of the run (Auto times one thread, so one unsplit pass, before two).
+            self.arena.free()
             try:
                 self._passes = ShardedStep(self.model, self.optimizer, self.arena, plan.shards, self._buffers)
             except ShardError:  # no helper processes here: the whole batch on n BLAS threads

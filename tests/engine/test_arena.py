@@ -1,6 +1,6 @@
 import numpy as np
 
-from engine.arena import ALIGN, Arena
+from engine.arena import ALIGN, MIN_CHUNK, Arena
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
 
@@ -64,3 +64,14 @@ def test_a_trainer_in_debug_mode_keeps_no_view_past_reset(verse_corpus, one_thre
     losses = [m.loss for m in trainer.run()]
     assert np.isfinite(losses).all()
     assert np.isfinite(trainer.model.flat).all()
+
+
+def test_free_gives_every_chunk_back_and_sizes_anew():
+    arena = Arena()
+    arena.alloc(3 << 20)
+    arena.reset()
+    arena.free()
+    assert arena.stats().reserved == 0 and arena.stats().high_water == 0
+    arena.alloc(1 << 10)
+    arena.reset()
+    assert arena.stats().reserved == MIN_CHUNK  # the new need, not the old one

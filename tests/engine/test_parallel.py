@@ -106,6 +106,33 @@ def test_a_trainer_on_two_threads_trains_and_is_deterministic(verse_corpus):
     assert first[-1] < first[0]
 
 
+def test_splitting_the_batch_gives_back_what_the_whole_batch_took(verse_corpus):
+    """Auto times one thread (the whole batch here) before two (half each): the arena sized
+    for the whole would otherwise stay, unused, for the rest of the run."""
+    model_cfg = ModelConfig(
+        vocab_size=verse_corpus.vocab_size, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=32
+    )
+    _, train_cfg = tiny_configs(verse_corpus, max_iters=10, batch_size=16)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    try:
+        trainer.set_threads(1)
+        for _ in range(2):  # the first sizes the arena in chunks, the second in one
+            trainer.step()
+        whole = trainer.arena.stats().reserved
+        assert trainer.set_threads(2) == 2 and len(trainer.helper_pids) == 1
+        for _ in range(2):
+            trainer.step()
+        assert trainer.arena.stats().reserved < 0.6 * whole  # this process's half
+        assert trainer.arena_stats().reserved < 1.1 * whole  # both halves together
+        trainer.set_threads(1)
+        for _ in range(2):
+            trainer.step()
+        assert trainer.arena.stats().reserved == whole
+    finally:
+        trainer.close()
+        set_blas_threads(1)
+
+
 def _split_model() -> ShardedStep:
     cfg = ModelConfig(vocab_size=11, d_model=16, n_heads=2, n_layers=1, d_ff=32, context=8)
     model, optimizer, buffers = _model(cfg)
