@@ -579,6 +579,8 @@ class MainWindow(QMainWindow):
             self._poll_run()
             self._follow_timer.start()
             total = _int((run.config.get("train") or {}).get("max_iters"), 0) if run.config else 0
+            vocab = _int((run.config.get("model") or {}).get("vocab_size"), 0) if run.config else 0
+            self.plots.set_vocabulary(vocab or None)
             self._total_iters = total
             self._set_state(f"viewing {Path(path).name}")
             self._update_status()
@@ -670,6 +672,7 @@ class MainWindow(QMainWindow):
         if info.history:
             self.store.extend(info.history)
         self.panel.show_configs(info.model_cfg, info.train_cfg)
+        self.plots.set_vocabulary(info.model_cfg.vocab_size)
         self.panel.set_cannot_train(info.cannot_train)
         for w in info.warnings:
             self._message(QMessageBox.Icon.Warning, "Checkpoint loaded with warnings", w)

@@ -141,6 +141,14 @@ class TrainingPlots(QWidget):
         ]
         for plot in self.plots:
             plot.getViewBox().sigResized.connect(self._fit_axis_names)
+        # What a model that has learned nothing scores: each character of the vocabulary equally
+        # likely, a loss of ln(vocabulary). A new model starts there; the gap below it is learning.
+        self.chance = pg.InfiniteLine(
+            angle=0, movable=False, label=" ", labelOpts={"position": 0.5, "anchors": [(0.5, 0), (0.5, 0)]}
+        )
+        self.chance_loss: float | None = None
+        self.loss_plot.addItem(self.chance, ignoreBounds=True)
+        self.chance.setVisible(False)
         self.cursors = [pg.InfiniteLine(angle=90, movable=False, pen=_pen(GREY, 120)) for _ in self.plots]
         for plot, line in zip(self.plots, self.cursors, strict=True):
             plot.addItem(line, ignoreBounds=True)
@@ -242,6 +250,8 @@ class TrainingPlots(QWidget):
             plot.legend.setBrush(QColor(base.red(), base.green(), base.blue(), 220))
             plot.legend.setLabelTextColor(ink)
         self.mem_rss.setPen(_pen((ink.red(), ink.green(), ink.blue())))
+        self.chance.setPen(pg.mkPen(ink, style=Qt.PenStyle.DashLine))
+        self.chance.label.setColor(ink)
 
     @Slot()
     def _fit_axis_names(self) -> None:
@@ -335,6 +345,7 @@ class TrainingPlots(QWidget):
         for line in self.cursors:
             line.setVisible(False)
         self.hover_label.setText(" ")
+        self.set_vocabulary(None)
 
     # -- saving -----------------------------------------------------------------------------
     def image(self, fmt: str = "PNG") -> bytes:
@@ -371,7 +382,24 @@ class TrainingPlots(QWidget):
     @Slot(bool)
     def _on_log(self, on: bool) -> None:
         self.loss_plot.setLogMode(y=on)
+        self._place_chance()
         self._drawn_version = -1
+
+    def set_vocabulary(self, size: int | None) -> None:
+        """Mark the loss of a uniform guess over ``size`` characters on the loss plot (None,
+        or a vocabulary of one, which any guess gets right: no mark)."""
+        loss = self.chance_loss = math.log(size) if size is not None and size > 1 else None
+        if loss is not None:
+            self.chance.label.setFormat(f"uniform guess over {size} characters: ln {size} = {loss:.2f}")
+        self._place_chance()
+
+    def _place_chance(self) -> None:
+        # an InfiniteLine does not follow the plot's log mode: its position is in view coordinates
+        loss = self.chance_loss
+        self.chance.setVisible(loss is not None)
+        if loss is not None:
+            self.chance.setPos(math.log10(loss) if self.log_loss.isChecked() else loss)
+            self.chance.label.valueChanged()  # its text follows the format only while it is shown
 
     # -- hover ----------------------------------------------------------------------------
     def _on_mouse(self, event: tuple[QPointF]) -> None:

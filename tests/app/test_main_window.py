@@ -73,6 +73,8 @@ def test_start_pause_hold_resume(make_window, qtbot):
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: plotted(w) >= 20, timeout=20_000)
     assert w.state == TRAINING and "training" in w.state_label.text()
+    assert w.plots.chance.isVisible()  # the loss of a uniform guess over the corpus's characters
+    assert w.plots.chance.value() == pytest.approx(math.log(w.corpus.vocab_size))
     qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
     assert w.panel.pause.text() == "Resume"
@@ -372,6 +374,8 @@ def test_open_a_run_that_chargpt_train_is_writing(make_window, qtbot, tmp_path, 
     qtbot.waitUntil(lambda: plotted(w) == 150, timeout=10_000)  # followed to the end
     assert list(w.plots.loss_val.xData) == [50, 100, 150]
     assert "150" in w.iter_label.text()
+    vocab = len(set(corpus_file.read_text(encoding="utf-8")))
+    assert w.plots.chance.value() == pytest.approx(math.log(vocab))  # the run's vocabulary, from its config
 
 
 def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, qtbot, tmp_path, monkeypatch):

@@ -1,6 +1,9 @@
 """The plots on a long history: created once, downsampled, clipped to the view."""
 
+import math
+
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage, QPalette
 
@@ -169,3 +172,22 @@ def test_log_scale_and_the_plot_options_log_y_follow_each_other(qtbot):
     plots.log_loss.setChecked(False)
     assert not plots.loss_plot.ctrl.logYCheck.isChecked()
     assert not plots.loss_plot.getAxis("left").logMode
+
+
+def test_the_loss_of_a_uniform_guess_is_marked_on_the_loss_axis_linear_or_log(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    assert not plots.chance.isVisible()  # no run, no vocabulary
+    store.extend(records(1, 101))
+    plots.set_vocabulary(65)
+    assert plots.chance.isVisible() and plots.chance.value() == pytest.approx(math.log(65))
+    assert plots.chance.label.toPlainText() == "uniform guess over 65 characters: ln 65 = 4.17"
+    plots.log_loss.setChecked(True)
+    assert plots.chance.value() == pytest.approx(math.log10(math.log(65)))  # where the axis reads ln 65
+    plots.log_loss.setChecked(False)
+    assert plots.chance.value() == pytest.approx(math.log(65))
+    plots.set_vocabulary(1)  # one character: any guess is right, there is no chance level to mark
+    assert not plots.chance.isVisible()
+    plots.set_vocabulary(96)
+    plots.reset()  # a new run names its own vocabulary
+    assert not plots.chance.isVisible()
