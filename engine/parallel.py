@@ -119,6 +119,7 @@ class ShardedStep:
         self._grads: _Shared | None = None  # the helpers' gradients, one row each
         self._helpers: list[_Helper] = []
         self._unsummed = 0  # helpers whose gradients are not yet in the model's
+        self._failure: ShardError | None = None  # a helper's, met where the step could not stop
         if shards == 1:
             return
         if buffers is None or not np.shares_memory(buffers.params, model.flat):
@@ -150,12 +151,37 @@ class ShardedStep:
         )
 
     def update(self, lr: float, grad_scale: float = 1.0) -> None:
-        """One AdamW step with the gradient times ``grad_scale`` (a clipping factor)."""
+        """One AdamW step with the gradient times ``grad_scale`` (a clipping factor).
+
+        It is applied once, whatever becomes of the helpers: a step taken again would apply
+        it twice. The range of a helper that fails is updated here (exactly, unless it stopped
+        partway through its range, whose first part then moves twice), and the next pass
+        raises its ShardError, before anything changes, for new helpers to take that step."""
         if not self._helpers:
             self.optimizer.step(lr, grad_scale)  # on the optimizer's own threads
             return
         coeffs = self.optimizer.coefficients(lr, grad_scale)
-        self._on_ranges(lambda lo, hi: self.optimizer.update_range(lo, hi, coeffs), "update", coeffs)
+        ranges = self.optimizer.split(self.shards)
+        sent: list[tuple[_Helper, tuple[int, int]]] = []
+        lost: list[tuple[tuple[int, int], ShardError]] = []
+        for helper, bounds in zip(self._helpers, ranges[1:], strict=True):
+            try:
+                helper.send("update", *bounds, coeffs)
+                sent.append((helper, bounds))
+            except ShardError as e:
+                lost.append((bounds, e))
+        try:
+            self.optimizer.update_range(*ranges[0], coeffs)
+        finally:
+            for helper, bounds in sent:  # never leave a reply unread
+                try:
+                    helper.receive()
+                except ShardError as e:
+                    lost.append((bounds, e))
+        for (lo, hi), _ in lost:
+            self.optimizer.update_range(lo, hi, coeffs)
+        if lost:
+            self._failure = lost[0][1]
 
     def _on_ranges(self, work: Callable[[int, int], Any], kind: str, *args: Any) -> list[Any]:
         """``work(lo, hi)`` on this process's range of the parameters, and ``kind`` on each
@@ -186,6 +212,8 @@ class ShardedStep:
     def _map(
         self, kind: str, x: NDArray[np.integer], y: NDArray[np.integer], parts: list[slice]
     ) -> list[float]:
+        if self._failure is not None:
+            raise ShardError(str(self._failure))
         B = x.shape[0]
         helpers = self._helpers[: len(parts) - 1]
         for helper, s in zip(helpers, parts[1:], strict=True):
@@ -383,15 +411,18 @@ def _serve(spec: tuple[Any, ...]) -> None:
         kind, *args = request
         try:
             if kind == "sum":
-                conn.send(_sum_range(grads, helper_grads, *args))
+                reply: Any = _sum_range(grads, helper_grads, *args)
             elif kind == "update":
                 optimizer.update_range(*args)
-                conn.send(None)
+                reply = None
             else:
                 loss = _run(model, arena, kind, *args)
-                stats = arena.stats()
+                reply = (loss, arena.stats())
                 arena.reset()
-                conn.send((loss, stats))
         except Exception as e:  # the caller raises it as a ShardError
             arena.reset()
-            conn.send(e)
+            reply = e
+        try:
+            conn.send(reply)
+        except OSError:
+            return  # the training process is gone

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psutil
@@ -25,6 +25,8 @@ from engine.config import preset_of
 from engine.parallel import ShardError
 from engine.runlog import RunLog
 from engine.trainer import Trainer
+
+T = TypeVar("T")
 
 SAMPLE_TEMPERATURE = 0.8
 
@@ -82,22 +84,13 @@ class TrainingSession:
         tr = self.trainer
         cfg = tr.train_cfg
         warnings: list[str] = []
-        try:
-            m = tr.step()
-        except ShardError as e:
-            # A helper process gone (killed by the system short of memory, say): the failed step
-            # left the run as it was, so new helpers take it again; a second failure ends the run.
-            threads = tr.threads
-            tr.close()
-            tr.set_threads(threads)
-            m = tr.step()
-            warnings.append(f"{e}, and new helpers took over")
+        m = self._with_helpers(tr.step, warnings)
         it = m.iteration
         record: dict[str, Any] = {"iter": it, "loss": m.loss}
         val_loss = None
         saved: Path | None = None
         if (cfg.eval_interval > 0 and it % cfg.eval_interval == 0) or it == cfg.max_iters:
-            val_loss, improved = self._evaluate()
+            val_loss, improved = self._evaluate(warnings)
             record["val_loss"] = val_loss
             if improved and self._log is not None:
                 saved = self._save(self._log.best_path, warnings)
@@ -162,7 +155,7 @@ class TrainingSession:
             return self._final
         tr = self.trainer
         if evaluate and self._evaluated_at != tr.iteration:
-            _, improved = self._evaluate()
+            _, improved = self._evaluate([])  # new helpers, if it comes to that, go unreported
             if improved and self._log is not None:
                 checkpoint.save(tr, self._log.best_path)
         if self._log is not None:
@@ -178,9 +171,24 @@ class TrainingSession:
                 self._log.close()
         self._closed = True
 
-    def _evaluate(self) -> tuple[float, bool]:
+    def _with_helpers(self, work: Callable[[], T], warnings: list[str]) -> T:
+        """``work()``, done again by new helper processes if one is gone (killed by a system
+        short of memory, say): a step or an evaluation that fails leaves the run as it was. A
+        second failure ends the run."""
+        try:
+            return work()
+        except ShardError as e:
+            tr = self.trainer
+            threads = tr.threads
+            tr.close()
+            tr.set_threads(threads)
+            result = work()
+            warnings.append(f"{e}, and new helpers took over")
+            return result
+
+    def _evaluate(self, warnings: list[str]) -> tuple[float, bool]:
         best = self.trainer.best_val_loss
-        val = self.trainer.evaluate("val")
+        val = self._with_helpers(lambda: self.trainer.evaluate("val"), warnings)
         self.last_val_loss, self._evaluated_at = val, self.trainer.iteration
         return val, self.trainer.best_val_loss < best
 

@@ -109,7 +109,7 @@ class Trainer:
         """One optimizer step on a fresh training batch."""
         t0 = time.perf_counter()
         cfg = self.train_cfg
-        position = self.data_rng.bit_generator.state
+        position, steps = self.data_rng.bit_generator.state, self.optimizer.t
         try:
             x, y = self.corpus.batch(self.data_rng, "train", cfg.batch_size, self.model_cfg.context)
             loss = self._passes.loss_and_grads(x, y)
@@ -121,6 +121,7 @@ class Trainer:
             # A step that fails (out of memory, a helper gone) leaves the run where it was, the
             # same batch next, so that a checkpoint saved now resumes it as if nothing happened.
             self.data_rng.bit_generator.state = position
+            self.optimizer.t = steps
             self._passes.reset()
             raise
         # A non-finite loss leaves the weights as they were, so a paused run can still be saved.

@@ -224,40 +224,69 @@ def test_the_memory_a_session_records_includes_the_helper_processes(verse_corpus
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_a_helper_killed_mid_run_is_replaced_and_the_run_goes_on_unchanged(verse_corpus):
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)  # as the system's out-of-memory killer would
+    psutil.Process(pid).wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("moment", "request_kind"),
+    [
+        ("between steps", None),
+        ("before the update", "update"),  # after the gradients are summed: this step must not count twice
+        ("during the update", "update"),  # its request sent, never answered: updated here, once
+        ("in an evaluation", "eval"),
+    ],
+)
+def test_a_helper_killed_mid_run_is_replaced_and_the_run_goes_on_unchanged(
+    verse_corpus, monkeypatch, moment, request_kind
+):
     model_cfg = ModelConfig(
         vocab_size=verse_corpus.vocab_size, d_model=96, n_heads=2, n_layers=2, d_ff=384, context=32
     )
-    _, train_cfg = tiny_configs(verse_corpus, max_iters=10, batch_size=16, eval_interval=0)
+    _, train_cfg = tiny_configs(verse_corpus, max_iters=10, batch_size=16, eval_interval=3, eval_iters=2)
+    send = parallel._Helper.send
+    armed = []
 
-    def run(kill_after: int | None) -> tuple[list[float], list[tuple[str, ...]]]:
+    def send_and_kill(helper: parallel._Helper, kind: str, *args: object) -> None:
+        if armed and kind == request_kind:
+            armed.clear()
+            if moment == "during the update":
+                os.kill(helper.pid, signal.SIGSTOP)  # it will not read the request before it dies
+                send(helper, kind, *args)
+            _kill(helper.pid)
+        send(helper, kind, *args)
+
+    monkeypatch.setattr(parallel._Helper, "send", send_and_kill)
+
+    def run(kill_in: int | None) -> tuple[list[dict], list[tuple[str, ...]], np.ndarray, int]:
         session = TrainingSession(Trainer(model_cfg, train_cfg, verse_corpus))
         trainer = session.trainer
         trainer.set_threads(2)
-        losses, warnings = [], []
+        records, warnings = [], []
         try:
             for i in range(4):
-                if i == kill_after:  # as the system's out-of-memory killer would
-                    (pid,) = trainer.helper_pids
-                    os.kill(pid, signal.SIGKILL)
-                    psutil.Process(pid).wait(timeout=10)
+                if i == kill_in:
+                    if request_kind is None:
+                        _kill(trainer.helper_pids[0])
+                    else:
+                        armed.append(True)
                 report = session.step()
-                losses.append(report.record["loss"])
+                records.append({k: report.record.get(k) for k in ("iter", "loss", "val_loss")})
                 warnings.append(report.warnings)
-            assert len(trainer.helper_pids) == 1
+            assert not armed and len(trainer.helper_pids) == 1
+            return records, warnings, trainer.model.flat.copy(), trainer.optimizer.t
         finally:
             trainer.close()
             set_blas_threads(1)
-        return losses, warnings
 
-    straight, _ = run(None)
-    losses, warnings = run(2)
-    assert losses == straight
-    assert warnings[:2] == [(), ()] and warnings[3] == ()
-    [warning] = warnings[2]
-    assert warning.startswith("a training helper process is gone") and warning.endswith(
-        ", and new helpers took over"
-    )
+    straight, _, params, steps = run(None)
+    records, warnings, params_after, steps_after = run(2)
+    assert records == straight  # validation at iteration 3 included
+    np.testing.assert_array_equal(params_after, params)
+    assert steps_after == steps == 4
+    [warning] = [w for step in warnings for w in step]
+    assert warning.startswith("a training helper process") and warning.endswith(", and new helpers took over")
 
 
 def test_without_posix_the_buffers_are_ordinary_memory(monkeypatch):
