@@ -172,6 +172,7 @@ class TrainingWorker(QObject):
         super().__init__()
         self._factory = factory
         self._threads = threads  # AUTO_THREADS: time the first iterations at each count
+        self._in_force = 1  # the count last applied to the trainer (Auto's choice, once it has one)
         self._tuner: ThreadTuner | None = None
         self._trainer: Trainer | None = None  # set on the worker thread once the run is built
         self._start_paused = start_paused
@@ -289,6 +290,8 @@ class TrainingWorker(QObject):
             return session
         self._announce(new)
         self._set_state(TRAINING)
+        if self._tuner is None:  # the run's end let the helpers go: the count in force again
+            self._trainer_threads(self._in_force)
         return new
 
     def _apply(self, cmd: Command, session: TrainingSession) -> None:
@@ -361,6 +364,10 @@ class TrainingWorker(QObject):
         except InputError as e:  # CheckpointError: no room, no permission
             session.close()
             self.final_failed.emit(str(e))
+        finally:
+            # The model stays to sample and export, which need neither the helper processes nor
+            # the arena of a training pass (medium: 290 MB between them); Continue brings them back.
+            session.trainer.close()
 
     def _flush(self) -> None:
         if self._buffer:
@@ -374,14 +381,20 @@ class TrainingWorker(QObject):
         trainer = self._trainer
         if trainer is None:
             return
-        self._tuner = ThreadTuner(apply=trainer.set_threads) if n == AUTO_THREADS else None
+        self._tuner = ThreadTuner(apply=self._trainer_threads) if n == AUTO_THREADS else None
         if self._tuner is not None and self._tuner.done:  # one core: chosen with nothing to time
             self.threads_changed.emit(self._tuner.chosen)
             self._tuner = None
         elif self._tuner is None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
-                # a model here only to sample needs no helper processes
-                self.threads_changed.emit(trainer.set_threads(n, split=not self._cannot_train))
+                self.threads_changed.emit(self._trainer_threads(n))
+
+    def _trainer_threads(self, n: int) -> int:
+        assert self._trainer is not None
+        # a model here only to sample needs no helper processes
+        applied = self._trainer.set_threads(n, split=not self._cannot_train)
+        self._in_force = n
+        return applied
 
     def _set_state(self, state: str) -> None:
         self.state = state

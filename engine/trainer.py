@@ -164,9 +164,12 @@ class Trainer:
         return n if plan.shards > 1 else applied
 
     def close(self) -> None:
-        """Stop the helper processes, if any; a later ``set_threads`` starts them again."""
+        """Stop the helper processes, if any, and give back the arena's memory: for a model
+        that is done training, or about to train on new helpers. A later ``set_threads``
+        starts helpers again, and the next pass sizes the arena again."""
         self._passes.close()
         self._passes = ShardedStep(self.model, self.optimizer, self.arena)
+        self.arena.free()
 
     @property
     def helper_pids(self) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -13,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 import safetensors.numpy
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
@@ -917,3 +919,31 @@ def test_a_complete_checkpoint_without_curves_continues_only_past_its_iteration(
     qtbot.mouseClick(later.panel.pause, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: later.state == FINISHED and last_iter(later) == 20, timeout=20_000)
     assert list(later.store["iter"]) == list(range(13, 21))
+
+
+def _helper_processes() -> list[psutil.Process]:
+    """This process's training helpers (engine.parallel) that are still running."""
+    alive = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE and "engine.parallel" in " ".join(child.cmdline()):
+                alive.append(child)
+    return alive
+
+
+def test_a_run_that_ends_lets_its_helper_processes_go_and_continue_brings_them_back(make_window, qtbot):
+    w = make_window()
+    p = w.panel
+    p.preset.setCurrentIndex(p.preset.findData("small"))  # big enough at batch 16 to split on two
+    p.batch.setValue(16)
+    p.iters.setValue(6)
+    p.threads.setValue(2)
+    qtbot.mouseClick(p.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
+    qtbot.waitUntil(lambda: not _helper_processes(), timeout=10_000)  # the model alone stays
+    p.iters.setValue(400)
+    qtbot.mouseClick(p.pause, Qt.MouseButton.LeftButton)  # Continue, on two processes again
+    qtbot.waitUntil(lambda: w.state == TRAINING and len(_helper_processes()) == 1, timeout=20_000)
+    qtbot.mouseClick(p.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=20_000)
+    qtbot.waitUntil(lambda: not _helper_processes(), timeout=10_000)
