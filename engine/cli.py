@@ -135,7 +135,7 @@ def parse_threads(spec: str) -> int | None:
 
 # -- chargpt train -------------------------------------------------------------
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
-    from engine.runlog import new_run_dir
+    from engine.runlog import new_run_dir, unused_run_dir
     from engine.session import TrainingSession
 
     say = _printer(out, args.json)
@@ -169,7 +169,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         threads = trainer.set_threads(threads)
     model_cfg, train_cfg, corpus = trainer.model_cfg, trainer.train_cfg, trainer.corpus
     preset = preset_of(model_cfg)  # by the model's shape: --layers and the like make a model of no preset
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(label=preset)
+    run_dir = unused_run_dir(Path(args.run_dir)) if args.run_dir else new_run_dir(label=preset)
     resumed_from = str(Path(args.resume).resolve()) if args.resume else None  # read from anywhere later
     session = TrainingSession(
         trainer,
@@ -194,7 +194,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         f"{format_count(model_cfg.n_params)} params, on {corpus.name} "
         f"({len(corpus.tokens):,} chars, vocab {corpus.vocab_size}), {blas}"
     )
-    say(f"run folder: {run_dir}")
+    moved = f" ({args.run_dir} holds a run already)" if args.run_dir and run_dir != Path(args.run_dir) else ""
+    say(f"run folder: {run_dir}{moved}")
     step_times: list[float] = []
     t_start = time.perf_counter()
     with _deferred_sigint() as interrupted:

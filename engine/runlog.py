@@ -70,6 +70,17 @@ def periodic_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def unused_run_dir(path: Path) -> Path:
+    """``path``, or, where a run was written already, the first of path-2, path-3, … that
+    holds none: two runs in one folder mix their records, and the second's checkpoints were
+    rotated out by the first's."""
+    candidate, n = path, 1
+    while (candidate / CONFIG).exists() or (candidate / METRICS).exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
 class RunLog:
     """Writes a run directory. Metrics lines are flushed as they are written, so a
     follower sees each iteration as soon as it is logged."""

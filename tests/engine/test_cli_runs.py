@@ -46,6 +46,22 @@ def test_train_writes_a_run_folder(trained):
     ]
 
 
+def test_a_run_folder_that_holds_a_run_already_gets_a_numbered_sibling(trained, tmp_path, corpus_file):
+    before = (trained / "metrics.jsonl").read_bytes()
+    r = chargpt(
+        "train", "--iters", "8", "--checkpoint-every", "4", "--keep", "2", "--corpus", str(corpus_file),
+        "--run-dir", "straight", "--seed", "7", *FAST,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "run folder: straight-2 (straight holds a run already)" in r.stdout
+    assert (trained / "metrics.jsonl").read_bytes() == before  # the first run's records, as they were
+    second = read_run(tmp_path / "straight-2")
+    assert [rec["iter"] for rec in second.records] == list(range(1, 9))
+    assert second.config["train"]["seed"] == 7
+    # its own periodic checkpoints stay: the first run's later ones no longer count as newer
+    assert {p.name for p in second.checkpoints} >= {"iter_000004.safetensors", "iter_000008.safetensors"}
+
+
 def test_the_default_run_folder_is_new_under_runs(tmp_path, corpus_file):
     r = chargpt("train", "--iters", "2", "--corpus", str(corpus_file), "--json", *FAST)
     assert r.returncode == 0, r.stderr
