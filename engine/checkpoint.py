@@ -20,11 +20,11 @@ import math
 import os
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import safetensors.numpy
@@ -114,9 +114,39 @@ def save(trainer: Trainer, path: str | Path) -> Path:
         "app_version": engine.__version__,
         "created": _now(),
     }
-    data = safetensors.numpy.save(trainer.state_tensors(), metadata={META_KEY: json.dumps(meta)})
-    write_atomic(path, data, "checkpoint")
+    write_atomic(
+        path, _safetensors_writer(trainer.state_tensors(), {META_KEY: json.dumps(meta)}), "checkpoint"
+    )
     return path
+
+
+def _safetensors_writer(
+    tensors: Mapping[str, NDArray[Any]], metadata: dict[str, str]
+) -> Callable[[IO[bytes]], None]:
+    """What writes ``tensors`` as a safetensors file, each from its own memory. The library's
+    save builds the whole file as one bytes object from copies of the tensors: twice the file's
+    size at the peak, 450 MB more for the large preset at every save, which the memory a run is
+    allowed did not leave room for. Reading stays with the library, which checks the file."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, array in tensors.items():
+        end = offset + array.nbytes
+        header[name] = {
+            "dtype": _DTYPE_CODES[array.dtype.name],
+            "shape": list(array.shape),
+            "data_offsets": [offset, end],
+        }
+        offset = end
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the tensors start 8-byte aligned, as the library's own files
+
+    def write(f: IO[bytes]) -> None:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for array in tensors.values():  # little-endian and C order: views, not copies, here
+            f.write(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).data)
+
+    return write
 
 
 def corpus_record(corpus: Corpus) -> dict[str, Any]:
@@ -130,8 +160,9 @@ def corpus_record(corpus: Corpus) -> dict[str, Any]:
     return {"name": corpus.name, "path": source, "sha256": corpus.sha256, "characters": len(corpus.tokens)}
 
 
-def write_atomic(path: Path, data: bytes, what: str = "checkpoint") -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, then rename over ``path``.
+def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], object], what: str = "checkpoint") -> None:
+    """Write ``data`` (bytes, or a function that writes them to a file) to a temp file beside
+    ``path``, fsync, then rename over ``path``.
 
     Any failure raises CheckpointError and leaves an earlier file at ``path`` as it was
     and no temp file behind.
@@ -144,7 +175,10 @@ def write_atomic(path: Path, data: bytes, what: str = "checkpoint") -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes it private; be an ordinary file
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -474,6 +508,7 @@ def _write_weights(
         "created": _now(),
     }
     tensors = {torch_name(name): value for name, value in params.items()}
-    data = safetensors.numpy.save(tensors, metadata={"format": "pt", META_KEY: json.dumps(meta)})
-    write_atomic(Path(path), data, "weights")
+    write_atomic(
+        Path(path), _safetensors_writer(tensors, {"format": "pt", META_KEY: json.dumps(meta)}), "weights"
+    )
     return Path(path)
