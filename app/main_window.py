@@ -10,13 +10,26 @@ import html
 import math
 import platform
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyqtgraph as pg
 import PySide6
-from PySide6.QtCore import QByteArray, QEventLoop, QSettings, QSize, Qt, QTimer, QUrl, Slot, qVersion
+from PySide6.QtCore import (
+    QByteArray,
+    QEvent,
+    QEventLoop,
+    QObject,
+    QSettings,
+    QSize,
+    Qt,
+    QTimer,
+    QUrl,
+    Slot,
+    qVersion,
+)
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -36,6 +49,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSplitter,
     QStyle,
+    QWidget,
 )
 
 import engine
@@ -82,6 +96,22 @@ DEFAULT_SIZE = QSize(1320, 860)  # first launch (within the screen) and screensh
 def runs_dir() -> Path:
     """Where the window writes its run directories: the user's data folder, like the corpus cache."""
     return data_dir() / "runs"
+
+
+class _EnabledMirror(QObject):
+    """Enables each action exactly when its widget is enabled, whatever enables the widget."""
+
+    def __init__(self, parent: QObject, pairs: Iterable[tuple[QWidget, QAction]]) -> None:
+        super().__init__(parent)
+        self._actions = dict(pairs)
+        for widget, action in self._actions.items():
+            action.setEnabled(widget.isEnabled())
+            widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.EnabledChange and watched in self._actions:
+            self._actions[watched].setEnabled(watched.isEnabled())
+        return False
 
 
 class MainWindow(QMainWindow):
@@ -216,14 +246,25 @@ class MainWindow(QMainWindow):
         self.clear_compare_action.setEnabled(False)
         menu = self.menuBar().addMenu("&Help")
         menu.addAction(about_action)
-        for button, action in (
+        pairs = (
             (self.panel.start, self.start_action),
             (self.panel.pause, self.pause_action),
             (self.panel.stop, self.stop_action),
             (self.panel.export, self.export_action),
             (self.panel.load, self.load_action),
-        ):
+        )
+        for button, action in pairs:
             button.setToolTip(f"{action.text().replace('&', '')} ({action.shortcut().toString()})")
+        # A menu item and its shortcut can do what their button can, and only then: F5 while a
+        # run was being built started a second one, and Ctrl+O mid-run relabelled the model.
+        self._mirror = _EnabledMirror(
+            self,
+            [
+                *pairs,
+                (self.panel.open_corpus, self.open_corpus_action),
+                (self.samples.generate_button, self.sample_action),
+            ],
+        )
         self.panel.pause.setToolTip(
             "Pause or resume (F6). After the last iteration or Stop: raise Iterations, then Continue\n"
             "trains the same model on, with its own settings and corpus (to change those, Start anew)"
@@ -350,7 +391,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def start(self) -> None:
         """Train a new model with the panel's settings on the current corpus."""
-        if self.corpus is None or self.state in (TRAINING, PAUSED):
+        if self.corpus is None or self.state in (STARTING, TRAINING, PAUSED):
             return
         corpus = self.corpus
         model_cfg, train_cfg = self.panel.configs(corpus.vocab_size)
@@ -774,7 +815,6 @@ class MainWindow(QMainWindow):
         done = max(0 if math.isnan(last) else int(last), self.run_info.iteration if self.run_info else 0)
         self.panel.set_state(panel_state, has_model=has_model, done=done)
         self.samples.generate_button.setEnabled(has_model)
-        self.export_action.setEnabled(self.panel.export.isEnabled())
         self.state_label.setText(f"<b>{html.escape(state)}</b>")  # "viewing <a folder name>"
         self._update_status()
 

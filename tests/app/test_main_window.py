@@ -947,3 +947,18 @@ def test_a_run_that_ends_lets_its_helper_processes_go_and_continue_brings_them_b
     qtbot.mouseClick(p.stop, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=20_000)
     qtbot.waitUntil(lambda: not _helper_processes(), timeout=10_000)
+
+
+def test_menu_items_and_their_shortcuts_can_do_what_their_buttons_can(make_window, qtbot):
+    w = make_window()
+    tiny(w)
+    w.start_action.trigger()  # F5
+    assert not w.start_action.isEnabled()  # while the run is built: a second F5 started another
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.state == TRAINING, timeout=20_000)
+    assert not w.open_corpus_action.isEnabled()  # Ctrl+O mid-run relabelled the running model
+    assert not w.load_action.isEnabled() and w.stop_action.isEnabled()
+    w.stop_action.trigger()
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    assert w.start_action.isEnabled() and w.open_corpus_action.isEnabled() and w.load_action.isEnabled()
+    assert [p.name for p in runs_dir().iterdir()] == [w.run_info.run_dir.name]  # one run, one folder
