@@ -143,9 +143,9 @@ class TrainingPlots(QWidget):
             plot.getViewBox().sigResized.connect(self._fit_axis_names)
         # What a model that has learned nothing scores: each character of the vocabulary equally
         # likely, a loss of ln(vocabulary). A new model starts there; the gap below it is learning.
-        self.chance = pg.InfiniteLine(
-            angle=0, movable=False, label=" ", labelOpts={"position": 0.5, "anchors": [(0.5, 0), (0.5, 0)]}
-        )
+        # Its label sits left of the legend (top right), under the line, or over it when the line
+        # is low in the view, so that it is never cut off at the plot's edge.
+        self.chance = pg.InfiniteLine(angle=0, movable=False, label=" ", labelOpts={"position": 0.3})
         self.chance_loss: float | None = None
         self.loss_plot.addItem(self.chance, ignoreBounds=True)
         self.chance.setVisible(False)
@@ -390,7 +390,7 @@ class TrainingPlots(QWidget):
         or a vocabulary of one, which any guess gets right: no mark)."""
         loss = self.chance_loss = math.log(size) if size is not None and size > 1 else None
         if loss is not None:
-            self.chance.label.setFormat(f"uniform guess over {size} characters: ln {size} = {loss:.2f}")
+            self.chance.label.setFormat(f"uniform guess: ln {size} = {loss:.2f}")
         self._place_chance()
 
     def _place_chance(self) -> None:

@@ -181,7 +181,7 @@ def test_the_loss_of_a_uniform_guess_is_marked_on_the_loss_axis_linear_or_log(qt
     store.extend(records(1, 101))
     plots.set_vocabulary(65)
     assert plots.chance.isVisible() and plots.chance.value() == pytest.approx(math.log(65))
-    assert plots.chance.label.toPlainText() == "uniform guess over 65 characters: ln 65 = 4.17"
+    assert plots.chance.label.toPlainText() == "uniform guess: ln 65 = 4.17"
     plots.log_loss.setChecked(True)
     assert plots.chance.value() == pytest.approx(math.log10(math.log(65)))  # where the axis reads ln 65
     plots.log_loss.setChecked(False)
@@ -191,3 +191,22 @@ def test_the_loss_of_a_uniform_guess_is_marked_on_the_loss_axis_linear_or_log(qt
     plots.set_vocabulary(96)
     plots.reset()  # a new run names its own vocabulary
     assert not plots.chance.isVisible()
+
+
+def test_the_uniform_guess_label_stays_inside_the_plot_and_clear_of_the_legend(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    plots.set_vocabulary(65)  # ln 65 = 4.17
+    view, legend = plots.loss_plot.getViewBox(), plots.loss_plot.legend
+    for top in (4.3, 40.0):  # the line high in the view (a new model), then low (a diverging one)
+        store.extend(
+            [
+                {"iter": i, "loss": 4.0 + (top - 4.0) * (i % 2), "step_s": 0.01}
+                for i in range(len(store) + 1, len(store) + 201)
+            ]
+        )
+        plots.redraw()
+        qtbot.wait(50)
+        label = plots.chance.label.sceneBoundingRect()
+        assert view.sceneBoundingRect().contains(label), top
+        assert not label.intersects(legend.sceneBoundingRect()), top
