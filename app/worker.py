@@ -244,7 +244,7 @@ class TrainingWorker(QObject):
                         # final.safetensors, quickly: we are closing. A full disk can only be
                         # suffered now; closing asked whether to export first.
                         with contextlib.suppress(InputError):
-                            session.finish(evaluate=False)
+                            session.finish()
                     session.close()
                     return
                 if isinstance(cmd, Continue):
@@ -302,7 +302,7 @@ class TrainingWorker(QObject):
             self._set_state(TRAINING)
         elif isinstance(cmd, Stop) and self.state in (TRAINING, PAUSED):
             self._flush()
-            self._finish(session, evaluate=not self._cannot_train)  # evaluating takes a batch
+            self._finish(session)
             self._set_state(STOPPED)
         elif isinstance(cmd, SetThreads):
             self._apply_threads(cmd.n)
@@ -333,7 +333,7 @@ class TrainingWorker(QObject):
             self._flush()
             self._fail(e)
             with contextlib.suppress(Exception):  # close the run log; the error is already shown
-                session.finish(evaluate=False)
+                session.finish()
             return
         self._buffer.append(report.record)
         if tuner is not None and tuner.after_step(report.record["step_s"]):
@@ -356,11 +356,11 @@ class TrainingWorker(QObject):
         elif time.monotonic() - self._last_flush >= FLUSH_S:
             self._flush()
 
-    def _finish(self, session: TrainingSession, *, evaluate: bool = True) -> None:
+    def _finish(self, session: TrainingSession) -> None:
         """End the run with its final checkpoint. One that cannot be written (disk full) must
         not take the model with it: the run ends all the same, and the model stays to export."""
         try:
-            session.finish(evaluate=evaluate)
+            session.finish()
         except InputError as e:  # CheckpointError: no room, no permission
             session.close()
             self.final_failed.emit(str(e))

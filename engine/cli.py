@@ -207,7 +207,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             trainer.close()
             raise
         threads = threads or trainer.threads
-        final = session.finish(evaluate=status == EXIT_OK)
+        final = session.finish()
         trainer.close()
     if status == EXIT_INTERRUPTED:
         say(
@@ -283,7 +283,7 @@ def _save_before_failing(session: TrainingSession, say: Callable[[str], None], m
     """Keep the iterations done when training fails (out of memory, a helper gone): the failed
     step left the run as it was before it."""
     try:
-        final = session.finish(evaluate=False)
+        final = session.finish()
     except Exception:  # the error being raised says more than this one
         session.close()
         return

@@ -64,7 +64,6 @@ class TrainingSession:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_every, self.keep, self.sample_tokens = checkpoint_every, keep, sample_tokens
         self.last_val_loss: float | None = None
-        self._evaluated_at = -1  # the iteration of the last evaluation
         self._final: Path | None = None
         self._closed = False
         self._log_failed = False  # the run folder's records stopped at a write that failed
@@ -148,18 +147,14 @@ class TrainingSession:
             return checkpoint.save_weights(self.trainer, path)
         return checkpoint.save(self.trainer, path)
 
-    def finish(self, *, evaluate: bool = True) -> Path | None:
-        """Evaluate (unless just done or ``evaluate`` is False) and write ``final.safetensors``
-        into the run directory; return its path (None without a run directory). Idempotent."""
+    def finish(self) -> Path | None:
+        """Write ``final.safetensors`` into the run directory; return its path (None without a
+        run directory). Idempotent. It does not evaluate: a validation loss taken here would be
+        in no record and on no plot, yet could make this iteration the best checkpoint."""
         if self._closed:
             return self._final
-        tr = self.trainer
-        if evaluate and self._evaluated_at != tr.iteration:
-            _, improved = self._evaluate([])  # new helpers, if it comes to that, go unreported
-            if improved and self._log is not None:
-                checkpoint.save(tr, self._log.best_path)
         if self._log is not None:
-            self._final = checkpoint.save(tr, self._log.final_path)
+            self._final = checkpoint.save(self.trainer, self._log.final_path)
         self.close()
         return self._final
 
@@ -189,7 +184,7 @@ class TrainingSession:
     def _evaluate(self, warnings: list[str]) -> tuple[float, bool]:
         best = self.trainer.best_val_loss
         val = self._with_helpers(lambda: self.trainer.evaluate("val"), warnings)
-        self.last_val_loss, self._evaluated_at = val, self.trainer.iteration
+        self.last_val_loss = val
         return val, self.trainer.best_val_loss < best
 
     def _config(self, extra: Mapping[str, Any]) -> dict[str, Any]:

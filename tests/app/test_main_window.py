@@ -846,6 +846,9 @@ def test_a_stopped_run_continues_with_f6(make_window, qtbot):
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
     stopped_at = last_iter(w)
     assert stopped_at < 60 and w.panel.pause.text() == "Continue" and w.panel.pause.isEnabled()
+    # no validation loss taken at Stop: it would be on no plot, yet make this the best checkpoint
+    assert not (w.run_info.run_dir / "checkpoints" / "best.safetensors").exists()
+    assert (w.run_info.run_dir / "checkpoints" / "final.safetensors").exists()
     w.pause_action.trigger()  # F6
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
     assert list(w.store["iter"]) == list(range(1, 61))

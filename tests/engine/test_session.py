@@ -121,7 +121,7 @@ def test_a_run_folder_that_cannot_be_written_is_reported_once_and_training_goes_
     monkeypatch.setattr(RunLog, "append", real_append)
     assert [session.step().warnings for _ in range(3)] == [(), (), ()]  # said once; training goes on
     assert trainer.iteration == 6
-    assert session.finish(evaluate=False) is not None  # the final checkpoint is still written
+    assert session.finish() is not None  # the final checkpoint is still written
     run = read_run(tmp_path / "run")
     assert [r["iter"] for r in run.records] == [1, 2]  # whole records, up to where writing failed
     assert "--- iter 3 ---" in run.samples
