@@ -78,6 +78,7 @@ from engine.config import ModelConfig, format_duration, plural, preset_of
 from engine.data import Corpus
 from engine.default_corpus import data_dir
 from engine.errors import InputError
+from engine.memory import NotEnoughMemory, check_memory
 
 if TYPE_CHECKING:
     from engine.runlog import RunFollower
@@ -395,6 +396,11 @@ class MainWindow(QMainWindow):
             return
         corpus = self.corpus
         model_cfg, train_cfg = self.panel.configs(corpus.vocab_size)
+        try:  # before the run in the window gives way to one that cannot start
+            check_memory(model_cfg, train_cfg)
+        except NotEnoughMemory as e:
+            self._message(QMessageBox.Icon.Warning, "Cannot start training", str(e))
+            return
         base, threads = runs_dir(), self.panel.threads.value()
 
         def factory() -> SessionSetup:
@@ -552,7 +558,6 @@ class MainWindow(QMainWindow):
 
         def factory() -> SessionSetup:
             from engine.checkpoint import CheckpointError, CorpusNeeded, read_settings, restore
-            from engine.memory import NotEnoughMemory, check_memory
 
             # From the header, before the tensors: a run too big to train here still loads,
             # to sample from and export.
