@@ -498,8 +498,7 @@ class MainWindow(QMainWindow):
     def _ask_export_path(self, *, weights_too: bool = False) -> tuple[str, bool]:
         """Ask where to export, suggesting a name that says what and how far, and (if
         ``weights_too``) whether the weights alone; "" if cancelled."""
-        it = self.store.last("iter")
-        name = f"chargpt-{self.panel.preset_name()}-iter{0 if math.isnan(it) else int(it)}.safetensors"
+        name = f"{self._file_stem()}.safetensors"
         start = str(Path(self._dialog_dir("export_dir", Path.home())) / name)
         filters = [CHECKPOINT_FILTER, *([WEIGHTS_FILTER] if weights_too else []), "All files (*)"]
         path, chosen = QFileDialog.getSaveFileName(self, "Export checkpoint", start, ";;".join(filters))
@@ -507,11 +506,22 @@ class MainWindow(QMainWindow):
             self.settings.setValue("export_dir", str(Path(path).parent))
         return path, chosen == WEIGHTS_FILTER
 
+    def _file_stem(self) -> str:
+        """A file name for what the window shows: the model's preset (not the one the list
+        shows now, which may be for the next run), or the run folder's name, and how far."""
+        if self.run_info is not None:
+            what = preset_of(self.run_info.model_cfg) or "custom"
+        elif self._follower is not None:
+            what = self._follower.path.name
+        else:
+            what = self.panel.preset_name()
+        it = self.store.last("iter")
+        return f"chargpt-{what}-iter{0 if math.isnan(it) else int(it)}"
+
     @Slot()
     def save_plots(self) -> None:
         """Save the three plots as an image, named by the run and how far it got."""
-        it = self.store.last("iter")
-        name = f"chargpt-{self.panel.preset_name()}-iter{0 if math.isnan(it) else int(it)}-plots.png"
+        name = f"{self._file_stem()}-plots.png"
         start = str(Path(self._dialog_dir("plots_dir", Path.home())) / name)
         path, _ = QFileDialog.getSaveFileName(
             self, "Save plots as image", start, "PNG image (*.png);;JPEG image (*.jpg *.jpeg);;All files (*)"

@@ -168,8 +168,9 @@ def test_the_plots_are_saved_as_an_image_from_the_menu_and_from_a_right_click(
         return chosen.pop(0), ""
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", ask)
+    w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))  # the next run's, not this one's
     w.save_plots_action.trigger()
-    assert suggested == [str(Path.home() / "chargpt-tiny-iter30-plots.png")]
+    assert suggested == [str(Path.home() / "chargpt-tiny-iter30-plots.png")]  # named by its model
     png = QImage(str(tmp_path / "loss.png"))  # a name without a suffix gets .png
     assert png.size() == w.plots.canvas.size() and not png.isNull()
     assert "Saved the plots" in w.statusBar().currentMessage()
