@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import __version__
+from engine.config import PRESETS
 
 if TYPE_CHECKING:  # Qt is imported only once the display libraries are known to be there
     from app.main_window import MainWindow
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train and report how late a 50 ms GUI timer fires (median and 99th percentile)",
     )
-    p.add_argument("--preset", help="preset to select (screenshot and measure modes)")
+    p.add_argument("--preset", choices=list(PRESETS), help="preset to select (screenshot and measure modes)")
     p.add_argument("--iters", type=int, help="iterations to train (screenshot mode)")
     p.add_argument(
         "--corpus",

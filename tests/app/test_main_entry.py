@@ -43,6 +43,13 @@ def test_a_path_is_for_the_window_not_for_screenshots(capsys):
     assert exit_.value.code == 2 and "--corpus" in capsys.readouterr().err
 
 
+def test_an_unknown_preset_is_refused_with_the_names_there_are(capsys):
+    with pytest.raises(SystemExit) as exit_:  # it used to train tiny, and exit 0
+        app_main.main(["--screenshot", "out.png", "--preset", "bogus"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "'bogus'" in err and "'tiny', 'small'" in err
+
+
 def test_a_screenshot_of_a_text_that_cannot_be_read_fails_with_the_reason(tmp_path):
     # not a picture of the built-in corpus, which the window opens instead
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
