@@ -184,6 +184,9 @@ class TrainingPlots(QWidget):
         plot.setClipToView(True)  # only works with x auto-range off: see follow()
         plot.enableAutoRange(x=False, y=True)
         plot.setAutoVisible(y=True)  # y fits what is visible, not the whole history
+        # The wheel and a drag move along the iterations only: zooming y too turned its fit off,
+        # and three clicks of the wheel could leave the curve above or below the view.
+        plot.setMouseEnabled(x=True, y=False)
         plot.hideButtons()
         # in one row: stacked, three entries took a short plot's whole height (a 600 px screen)
         plot.addLegend(offset=(-8, 8), labelTextSize="8pt", colCount=3)  # coloured by _follow_palette

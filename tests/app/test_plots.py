@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QImage, QPalette
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QColor, QImage, QPalette, QWheelEvent
+from PySide6.QtWidgets import QApplication
 
 from app.metrics_store import MetricsStore
 from app.plots import ORANGE, PLOT_SHARE, REDRAW_MS, SLOWEST_MS, TrainingPlots, redraw_interval_ms
@@ -210,3 +211,25 @@ def test_the_uniform_guess_label_stays_inside_the_plot_and_clear_of_the_legend(q
         label = plots.chance.label.sceneBoundingRect()
         assert view.sceneBoundingRect().contains(label), top
         assert not label.intersects(legend.sceneBoundingRect()), top
+
+
+def test_the_wheel_zooms_the_iterations_and_the_loss_axis_keeps_fitting_them(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend(records(1, 1001))  # loss 5.0 falling to 4.0
+    plots.redraw()
+    view = plots.loss_plot.getViewBox()
+    box = view.sceneBoundingRect()  # the pointer in the plot's upper part, above the curve's end
+    centre = plots.canvas.mapFromScene(QPointF(box.center().x(), box.top() + 0.15 * box.height()))
+    for _ in range(3):
+        wheel = QWheelEvent(
+            QPointF(centre), QPointF(plots.canvas.mapToGlobal(centre)), QPoint(0, 0), QPoint(0, 120),
+            Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False,
+        )  # fmt: skip
+        QApplication.sendEvent(plots.canvas.viewport(), wheel)
+    plots.canvas.scene().prepareForPaint()  # where the ranges are fitted, before a paint
+    (x0, x1), (y0, y1) = view.viewRange()
+    assert x1 - x0 < 900 and not plots.following  # closer on the iterations
+    visible = store["loss"][(store["iter"] >= x0) & (store["iter"] <= x1)]
+    assert y0 <= visible.min() and visible.max() <= y1  # the curve in view, whatever was zoomed
+    assert y1 - y0 < 2 * (visible.max() - visible.min())
