@@ -35,6 +35,7 @@ REDRAW_MS = 50  # 20 Hz at most
 PLOT_SHARE = 0.05  # of the GUI thread for the plots; more slows training (small: 89 ms/iter at 15 %, 64 at 5)
 SLOWEST_MS = 500  # but the plots never look frozen
 MB = 1e6
+RSS_MIN_RANGE_MB = 4.0
 
 BLUE, ORANGE, GREEN, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (110, 110, 110)
 PURPLE = (148, 103, 189)
@@ -217,6 +218,9 @@ class TrainingPlots(QWidget):
         view.setXLink(plot)
         view.enableAutoRange(y=True)
         view.setAutoVisible(y=True)
+        # Resident memory moves by kilobytes early in a run: ticks a few kB apart were numbered
+        # "159.245" and ran into the axis name. A few MB at least keeps whole numbers.
+        view.setLimits(minYRange=RSS_MIN_RANGE_MB)
 
         def fit() -> None:
             view.setGeometry(plot.getViewBox().sceneBoundingRect())

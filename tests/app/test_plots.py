@@ -9,7 +9,15 @@ from PySide6.QtGui import QColor, QImage, QPalette, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from app.metrics_store import MetricsStore
-from app.plots import ORANGE, PLOT_SHARE, REDRAW_MS, SLOWEST_MS, TrainingPlots, redraw_interval_ms
+from app.plots import (
+    ORANGE,
+    PLOT_SHARE,
+    REDRAW_MS,
+    RSS_MIN_RANGE_MB,
+    SLOWEST_MS,
+    TrainingPlots,
+    redraw_interval_ms,
+)
 from tests.app.test_metrics_store import records
 
 
@@ -233,3 +241,13 @@ def test_the_wheel_zooms_the_iterations_and_the_loss_axis_keeps_fitting_them(qtb
     visible = store["loss"][(store["iter"] >= x0) & (store["iter"] <= x1)]
     assert y0 <= visible.min() and visible.max() <= y1  # the curve in view, whatever was zoomed
     assert y1 - y0 < 2 * (visible.max() - visible.min())
+
+
+def test_resident_memory_that_moves_by_kilobytes_is_drawn_on_whole_megabytes(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend([{"iter": i, "loss": 4.0, "rss": 159.23e6 + 3e3 * (i % 7)} for i in range(1, 60)])
+    plots.redraw()
+    qtbot.wait(50)
+    low, high = plots.mem_plot.getAxis("right").range
+    assert high - low >= RSS_MIN_RANGE_MB and low < 159.23 < 159.25 < high
