@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import math
 import platform
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -512,7 +511,7 @@ class MainWindow(QMainWindow):
         if self.run_info is not None:
             what = preset_of(self.run_info.model_cfg) or "custom"
         elif self._follower is not None:
-            what = self._follower.path.name
+            what = self._follower.run_dir.name
         else:
             what = self.panel.preset_name()
         it = self.store.last("iter")
@@ -629,8 +628,6 @@ class MainWindow(QMainWindow):
             self.plots.reset()
             self.samples.clear()
             self.store.extend(records)
-            for it, text in _samples_of(run):
-                self.samples.add(it, text, "periodic")
             self._follower = RunFollower(path)
             self._poll_run()
             self._follow_timer.start()
@@ -649,7 +646,7 @@ class MainWindow(QMainWindow):
     def shown_run_dir(self) -> Path:
         """The folder of the run in the window (viewed, training or loaded), else of all runs."""
         if self._follower is not None:
-            return self._follower.path.parent
+            return self._follower.run_dir
         if self.run_info is not None and self.run_info.run_dir is not None:
             return self.run_info.run_dir
         return runs_dir()
@@ -712,6 +709,8 @@ class MainWindow(QMainWindow):
         if records:
             self.store.extend(records)
             self._update_status()
+        for it, text in self._follower.poll_samples():  # those of a run still training too
+            self.samples.add(it, text, "periodic")
 
     def _stop_following(self) -> None:
         self._follow_timer.stop()
@@ -950,12 +949,6 @@ def _history_beside(checkpoint: Path, iteration: int) -> list[dict[str, Any]]:
         return history(read_run(run_dir_of(checkpoint)), iteration)
     except Exception:  # history is a nicety; the checkpoint loaded fine without it
         return []
-
-
-def _samples_of(run: Any) -> list[tuple[int, str]]:
-    """(iteration, text) pairs from a run's samples.txt ("--- iter N ---" headers), oldest first."""
-    parts = re.split(r"^--- iter (\d+) ---\n", run.samples or "", flags=re.MULTILINE)[1:]
-    return [(int(it), text.strip("\n")) for it, text in zip(parts[0::2], parts[1::2], strict=True)]
 
 
 def _int(value: Any, default: int) -> int:

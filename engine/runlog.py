@@ -206,18 +206,27 @@ def history(run: RunData, until: float = math.inf) -> list[dict[str, Any]]:
     return [r for part in reversed(parts) for r in part]
 
 
+def parse_samples(text: str) -> list[tuple[int, str]]:
+    """(iteration, text) pairs of a samples.txt ("--- iter N ---" headers), oldest first."""
+    parts = re.split(r"^--- iter (\d+) ---\n", text, flags=re.MULTILINE)[1:]
+    return [(int(it), body.strip("\n")) for it, body in zip(parts[0::2], parts[1::2], strict=True)]
+
+
 class RunFollower:
-    """Reads ``metrics.jsonl`` as another process appends to it.
+    """Reads ``metrics.jsonl`` and ``samples.txt`` as another process appends to them.
 
     ``poll()`` returns the records completed since the last call. A last line without its
     newline yet is kept back and returned once it is complete; a line that is not JSON
-    (a crash mid-write, then a restart) is skipped.
+    (a crash mid-write, then a restart) is skipped. ``poll_samples()`` does the same for samples.
     """
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / METRICS
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / METRICS
         self._offset = 0
         self._partial = b""
+        self._samples_size = 0
+        self._samples_seen = -1  # the iteration of the last sample returned
 
     def poll(self) -> list[dict[str, Any]]:
         try:
@@ -242,3 +251,22 @@ class RunFollower:
             if isinstance(record, dict):
                 records.append(record)
         return records
+
+    def poll_samples(self) -> list[tuple[int, str]]:
+        """The samples written since the last call, as (iteration, text), oldest first. Each is
+        written at once and ends with a blank line: a file that does not is being written."""
+        path = self.run_dir / SAMPLES
+        try:
+            if path.stat().st_size == self._samples_size:
+                return []
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        if data and not data.endswith(b"\n\n"):
+            return []
+        self._samples_size = len(data)
+        text = data.decode("utf-8", errors="replace")
+        new = [(it, body) for it, body in parse_samples(text) if it > self._samples_seen]
+        if new:
+            self._samples_seen = new[-1][0]
+        return new

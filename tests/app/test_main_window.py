@@ -27,6 +27,7 @@ from engine import blas, checkpoint
 from engine.blas import set_blas_threads
 from engine.config import PRESETS
 from engine.data import Corpus
+from engine.runlog import RunLog
 from engine.trainer import Trainer
 from tests.app.conftest import boxes, plotted, tiny, train_to_end
 
@@ -968,3 +969,20 @@ def test_menu_items_and_their_shortcuts_can_do_what_their_buttons_can(make_windo
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
     assert w.start_action.isEnabled() and w.open_corpus_action.isEnabled() and w.load_action.isEnabled()
     assert [p.name for p in runs_dir().iterdir()] == [w.run_info.run_dir.name]  # one run, one folder
+
+
+def test_a_run_followed_in_the_window_shows_its_samples_as_they_are_written(make_window, qtbot, tmp_path):
+    log = RunLog(tmp_path / "live")
+    log.write_config({"model": PRESETS["tiny"].model_for(40).to_dict(), "train": {"max_iters": 1000}})
+    for i in range(1, 501):
+        log.append({"iter": i, "loss": 3.0})
+    log.add_sample(500, "first words")
+    w = make_window()
+    w.open_run(str(tmp_path / "live"))
+    qtbot.waitUntil(lambda: plotted(w) == 500 and w.samples.count() == 1, timeout=10_000)
+    for i in range(501, 1001):  # as chargpt train goes on writing it
+        log.append({"iter": i, "loss": 2.0})
+    log.add_sample(1000, "later words")
+    qtbot.waitUntil(lambda: w.samples.count() == 2, timeout=10_000)
+    assert w.samples.text.toPlainText().splitlines()[1] == "later words"  # newest first
+    log.close()

@@ -146,3 +146,20 @@ def test_rotation_keeps_the_newest_periodic_checkpoints(tmp_path):
     ]
     assert log.rotate(0) == []
     log.close()
+
+
+def test_the_follower_returns_samples_as_they_are_written(tmp_path):
+    log = RunLog(tmp_path)
+    follower = RunFollower(tmp_path)
+    assert follower.poll_samples() == []  # none yet, and no file
+    log.add_sample(500, "To be, or\n\nnot to be")
+    assert follower.poll_samples() == [(500, "To be, or\n\nnot to be")]
+    assert follower.poll_samples() == []
+    with (tmp_path / "samples.txt").open("a", encoding="utf-8") as f:
+        f.write("--- iter 1000 ---\nhalf writ")  # caught while another process writes it
+    assert follower.poll_samples() == []
+    with (tmp_path / "samples.txt").open("a", encoding="utf-8") as f:
+        f.write("ten\n\n")
+    log.add_sample(1500, "third")
+    assert follower.poll_samples() == [(1000, "half written"), (1500, "third")]
+    log.close()
