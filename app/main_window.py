@@ -884,11 +884,16 @@ class MainWindow(QMainWindow):
 
     # -- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.confirm_close and self.state in (TRAINING, PAUSED) and self.handle is not None:
+        last = self.store.last("iter")
+        done = 0 if math.isnan(last) else int(last)
+        # a model loaded and not trained since is in its checkpoint already: nothing to ask
+        trained = self.run_info is not None and done > self.run_info.iteration
+        if self.confirm_close and self.state in (TRAINING, PAUSED) and self.handle is not None and trained:
             answer = QMessageBox.question(
                 self,
                 "Save before closing?",
-                "A model is training. Export a checkpoint before closing?",
+                f"The model is {self.state} at iteration {done:,}. Its run folder keeps it as "
+                "final.safetensors; export a checkpoint elsewhere before closing?",
                 QMessageBox.StandardButton.Save
                 | QMessageBox.StandardButton.Discard
                 | QMessageBox.StandardButton.Cancel,

@@ -203,16 +203,18 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         try:
             status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
         except Exception:
-            _save_before_failing(session, say, train_cfg.max_iters)
+            _save_before_failing(session, say, resume_command(args, train_cfg.max_iters))
             trainer.close()
             raise
         threads = threads or trainer.threads
         final = session.finish()
         trainer.close()
-    if status == EXIT_INTERRUPTED:
+    if status == EXIT_INTERRUPTED and final is None:
+        say(f"interrupted at iteration {trainer.iteration}, before training any: nothing to save")
+    elif status == EXIT_INTERRUPTED:
         say(
             f"interrupted at iteration {trainer.iteration}; saved {final}\n"
-            f"continue with: chargpt train --resume {final} --iters {train_cfg.max_iters}"
+            f"continue with: {resume_command(args, train_cfg.max_iters).format(final)}"
         )
     if status != EXIT_OK:
         return status
@@ -279,16 +281,23 @@ def run_session(
     return EXIT_OK, loss
 
 
-def _save_before_failing(session: TrainingSession, say: Callable[[str], None], max_iters: int) -> None:
+def resume_command(args: argparse.Namespace, max_iters: int) -> str:
+    """The command that carries this run on from a checkpoint ({} in it): with the thread
+    count given, since one BLAS thread is what makes a resumed run the same, bit for bit."""
+    threads = f" --threads {args.threads}" if parse_threads(args.threads) else ""
+    return f"chargpt train --resume {{}} --iters {max_iters}{threads}"
+
+
+def _save_before_failing(session: TrainingSession, say: Callable[[str], None], command: str) -> None:
     """Keep the iterations done when training fails (out of memory, a helper gone): the failed
-    step left the run as it was before it."""
+    step left the run as it was before it. ``command`` resumes it ({} for the checkpoint)."""
     try:
         final = session.finish()
     except Exception:  # the error being raised says more than this one
         session.close()
         return
     if final is not None:
-        say(f"saved {final}\ncontinue with: chargpt train --resume {final} --iters {max_iters}")
+        say(f"saved {final}\ncontinue with: {command.format(final)}")
 
 
 def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:

@@ -129,6 +129,22 @@ class RunLog:
     def close(self) -> None:
         self._metrics.close()
 
+    def remove_if_unused(self) -> None:
+        """Remove the run folder if it holds only what this log wrote before any record:
+        config.json, an empty metrics.jsonl, an empty checkpoints/. Anything else keeps it."""
+        metrics = self.run_dir / METRICS
+        try:
+            if {p.name for p in self.run_dir.iterdir()} - {CONFIG, METRICS, CHECKPOINTS}:
+                return
+            if (metrics.exists() and metrics.stat().st_size) or any(self.checkpoints.iterdir()):
+                return
+            self.checkpoints.rmdir()
+            metrics.unlink(missing_ok=True)
+            (self.run_dir / CONFIG).unlink(missing_ok=True)
+            self.run_dir.rmdir()
+        except OSError:
+            pass  # left as it is: an empty run folder is a nuisance, not a loss
+
     def __enter__(self) -> RunLog:
         return self
 

@@ -65,6 +65,7 @@ class TrainingSession:
         self.checkpoint_every, self.keep, self.sample_tokens = checkpoint_every, keep, sample_tokens
         self.last_val_loss: float | None = None
         self._final: Path | None = None
+        self._started_at = trainer.iteration
         self._closed = False
         self._log_failed = False  # the run folder's records stopped at a write that failed
         self._memory = ProcessMemory()
@@ -149,21 +150,25 @@ class TrainingSession:
 
     def finish(self) -> Path | None:
         """Write ``final.safetensors`` into the run directory; return its path (None without a
-        run directory). Idempotent. It does not evaluate: a validation loss taken here would be
-        in no record and on no plot, yet could make this iteration the best checkpoint."""
+        run directory, or if this session trained nothing: the model is in the checkpoint it
+        came from). Idempotent. It does not evaluate: a validation loss taken here would be in
+        no record and on no plot, yet could make this iteration the best checkpoint."""
         if self._closed:
             return self._final
-        if self._log is not None:
+        if self._log is not None and self.trainer.iteration > self._started_at:
             self._final = checkpoint.save(self.trainer, self._log.final_path)
         self.close()
         return self._final
 
     def close(self) -> None:
         """End the session without a final checkpoint: for one that trained nothing (a loaded
-        run already complete) or failed. Idempotent."""
+        run already complete) or failed. Idempotent. A run folder in which nothing was trained
+        goes: a checkpoint loaded only to sample from left an empty folder behind each time."""
         if self._log is not None:
             with contextlib.suppress(OSError):  # every whole record was flushed when written
                 self._log.close()
+            if self.trainer.iteration == self._started_at:
+                self._log.remove_if_unused()
         self._closed = True
 
     def _with_helpers(self, work: Callable[[], T], warnings: list[str]) -> T:

@@ -238,6 +238,32 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
     assert second.state == TRAINING
 
 
+def test_a_checkpoint_loaded_only_to_sample_closes_without_a_question_or_a_folder(
+    make_window, qtbot, monkeypatch
+):
+    first = make_window()
+    tiny(first, iters=500)
+    qtbot.mouseClick(first.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(first) >= 5, timeout=20_000)
+    qtbot.mouseClick(first.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: first.state == STOPPED, timeout=10_000)
+    final = first.run_info.run_dir / "checkpoints" / "final.safetensors"
+    first.close()
+    before = sorted(runs_dir().iterdir())
+    w = make_window()
+    w.load_checkpoint(str(final))
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=10_000)  # ready to resume, but not resumed
+    w.samples.request()
+    qtbot.waitUntil(lambda: w.samples.count() == 1, timeout=10_000)
+    asked = []
+    monkeypatch.setattr(
+        QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Discard
+    )
+    w.close()
+    assert not asked  # the model is in the checkpoint it came from
+    assert sorted(runs_dir().iterdir()) == before  # and no run folder was left for it
+
+
 def test_stop_right_after_start_stops_the_run_being_built(make_window, qtbot):
     """The click lands while the worker still builds the run: it must not be dropped."""
     w = make_window()
@@ -246,7 +272,8 @@ def test_stop_right_after_start_stops_the_run_being_built(make_window, qtbot):
     assert w.state == "starting" and w.panel.stop.isEnabled()
     qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
-    assert (w.run_info.run_dir / "checkpoints" / "final.safetensors").exists()
+    assert not w.store["iter"].size  # stopped before its first iteration: nothing trained,
+    assert not w.run_info.run_dir.exists()  # so no run folder either
 
 
 def test_a_nan_loss_pauses_the_run_and_says_so(make_window, qtbot, monkeypatch):
@@ -747,12 +774,13 @@ def test_a_checkpoint_too_big_to_train_here_loads_to_sample_and_export(
     qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(target.exists, timeout=10_000)
     assert checkpoint.load(target).iteration == k
-    # Stop ends it without evaluating (a batch it has no room for); Continue stays off
+    # Stop ends it without evaluating (a batch it has no room for), and, as it trained nothing,
+    # without a run folder (the model is in its checkpoint); Continue stays off
     evaluated: list[int] = []
     monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: evaluated.append(1) or 0.0)
     qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
-    assert not evaluated and (w.run_info.run_dir / "checkpoints" / "final.safetensors").exists()
+    assert not evaluated and not w.run_info.run_dir.exists()
     assert not boxes(w, "Training failed") and not w.panel.pause.isEnabled()
     # with the memory back, a new run trains as usual
     monkeypatch.undo()

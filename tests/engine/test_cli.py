@@ -212,5 +212,8 @@ def test_running_out_of_memory_is_one_line_not_a_traceback(corpus_file, monkeypa
     assert code == 1
     # the iterations done are kept, with the command that carries on from them
     assert checkpoint.load("r/checkpoints/final.safetensors").iteration == 2
-    assert "continue with: chargpt train --resume r/checkpoints/final.safetensors --iters 5" in captured.out
+    assert (
+        "continue with: chargpt train --resume r/checkpoints/final.safetensors --iters 5 --threads 1"
+        in captured.out
+    )
     assert err[-1].startswith("chargpt: error: out of memory (Unable to allocate 3.1 GiB); lower the batch")

@@ -168,6 +168,8 @@ def test_ctrl_c_saves_at_the_iteration_boundary_and_exits_130(tmp_path, corpus_f
         proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted at iteration" in out
+    # one BLAS thread keeps a resumed run the very same: the command says so
+    assert "chargpt train --resume run/checkpoints/final.safetensors --iters 100000 --threads 1" in out
     ckpt = checkpoint.load(tmp_path / "run" / "checkpoints" / "final.safetensors")
     assert 1 <= ckpt.iteration < 100000
     assert read_run(tmp_path / "run").records[-1]["iter"] == ckpt.iteration

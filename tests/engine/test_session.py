@@ -136,3 +136,16 @@ def test_close_ends_a_session_that_trained_nothing_without_a_final_checkpoint(tm
         session.step()
     assert session.finish() is None  # closed: nothing more is written
     assert not (tmp_path / "run" / "checkpoints" / "final.safetensors").exists()
+
+
+def test_a_session_that_trains_nothing_writes_no_final_checkpoint_and_leaves_no_folder(
+    tmp_path, verse_corpus
+):
+    """A checkpoint loaded to sample from: its model is in that file already."""
+    session = TrainingSession(make_trainer(verse_corpus), tmp_path / "looked")
+    assert session.sample(n_tokens=5)
+    assert session.finish() is None and not (tmp_path / "looked").exists()
+    session = TrainingSession(make_trainer(verse_corpus), tmp_path / "trained")
+    session.step()
+    assert session.finish() == tmp_path / "trained" / "checkpoints" / "final.safetensors"
+    assert session.finish().exists()
