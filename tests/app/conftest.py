@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtWidgets import QMessageBox
 
 from app.main_window import MainWindow
-from app.worker import FINISHED, GuiThreadCollector
+from app.worker import FINISHED, STOPPED, GuiThreadCollector
 
 # A few kilobytes of varied text: enough for the tiny preset's context and a validation split.
 LINES = [
@@ -96,6 +97,20 @@ def train_to_end(window: MainWindow, qtbot, *, timeout: int = 20_000, **settings
     tiny(window, **settings)
     qtbot.mouseClick(window.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.state == FINISHED, timeout=timeout)
+
+
+def last_iter(window: MainWindow) -> int:
+    it = window.store.last("iter")
+    return 0 if math.isnan(it) else int(it)
+
+
+def train_then_stop(window: MainWindow, qtbot, *, at: int = 5, **settings: int) -> None:
+    """Start a tiny run (``settings`` as for ``tiny``) and Stop it once ``at`` iterations are in."""
+    tiny(window, **settings)
+    qtbot.mouseClick(window.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(window) >= at, timeout=20_000)
+    qtbot.mouseClick(window.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.state == STOPPED, timeout=10_000)
 
 
 def plotted(window: MainWindow) -> int:

@@ -29,7 +29,7 @@ from engine.config import PRESETS
 from engine.data import Corpus
 from engine.runlog import RunLog
 from engine.trainer import Trainer
-from tests.app.conftest import boxes, plotted, tiny, train_to_end
+from tests.app.conftest import boxes, last_iter, plotted, tiny, train_then_stop, train_to_end
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pyqtgraph")
 
@@ -37,11 +37,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pyqtgraph")
 def drop_of(mime: QMimeData) -> QDropEvent:
     left, none = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
     return QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, left, none)
-
-
-def last_iter(window) -> int:
-    it = window.store.last("iter")
-    return 0 if math.isnan(it) else int(it)
 
 
 def train_then_pause(window, qtbot, at: int) -> None:
@@ -242,11 +237,7 @@ def test_a_checkpoint_loaded_only_to_sample_closes_without_a_question_or_a_folde
     make_window, qtbot, monkeypatch
 ):
     first = make_window()
-    tiny(first, iters=500)
-    qtbot.mouseClick(first.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: last_iter(first) >= 5, timeout=20_000)
-    qtbot.mouseClick(first.panel.stop, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: first.state == STOPPED, timeout=10_000)
+    train_then_stop(first, qtbot, iters=500)
     final = first.run_info.run_dir / "checkpoints" / "final.safetensors"
     first.close()
     before = sorted(runs_dir().iterdir())
@@ -871,11 +862,7 @@ def test_continue_is_offered_only_while_the_other_settings_are_the_models(make_w
 
 def test_a_stopped_run_continues_with_f6(make_window, qtbot):
     w = make_window()
-    tiny(w, iters=60)
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
-    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    train_then_stop(w, qtbot, iters=60)
     stopped_at = last_iter(w)
     assert stopped_at < 60 and w.panel.pause.text() == "Continue" and w.panel.pause.isEnabled()
     # no validation loss taken at Stop: it would be on no plot, yet make this the best checkpoint
