@@ -759,12 +759,12 @@ class MainWindow(QMainWindow):
         if state != TRAINING:
             self.plots.redraw()  # the final points of a run show at once, not at the next tick
 
-    @Slot(int, float)
-    def _on_nonfinite(self, iteration: int, loss: float) -> None:
+    @Slot(int, str)
+    def _on_nonfinite(self, iteration: int, what: str) -> None:
         self._message(
             QMessageBox.Icon.Warning,
             "Training paused",
-            f"The loss became {loss} at iteration {iteration}, so training paused itself. "
+            f"At iteration {iteration}, {what}, so training paused itself. "
             "Lower the learning rate and start again, or export the model as it was before.",
         )
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import threading
 import time
 import traceback
@@ -158,7 +157,7 @@ class TrainingWorker(QObject):
     metrics = Signal(list)  # a batch of metrics.jsonl records
     sample = Signal(int, str, str)  # iteration, text, "periodic" or "on demand"
     state_changed = Signal(str)
-    nonfinite = Signal(int, float)  # iteration, loss: training paused itself
+    nonfinite = Signal(int, str)  # iteration, what ("the loss is nan"): training paused itself
     threads_changed = Signal(int)
     warned = Signal(str)  # something went wrong that training survived (a checkpoint not written)
     exported = Signal(str)
@@ -344,10 +343,9 @@ class TrainingWorker(QObject):
         if report.sample is not None:
             self._flush()
             self.sample.emit(int(report.record["iter"]), report.sample, "periodic")
-        loss = float(report.record.get("loss", math.nan))
-        if not math.isfinite(loss):
+        if report.diverged:
             self._flush()
-            self.nonfinite.emit(int(report.record["iter"]), loss)
+            self.nonfinite.emit(int(report.record["iter"]), report.diverged)
             self._set_state(PAUSED)
         elif session.finished:
             self._flush()

@@ -479,6 +479,11 @@ def export_weights(checkpoint_path: str | Path, out_path: str | Path) -> Path:
     nanoGPT model of the same shape with untied ``lm_head`` (nanoGPT's causal-mask buffers
     are not parameters and are not in the file).
     """
+    if Path(out_path).resolve() == Path(checkpoint_path).resolve():
+        raise CheckpointError(
+            f"{out_path} is the checkpoint being exported: writing the weights alone over it would "
+            "lose its optimizer state and place in the data; give the export another name"
+        )
     c = load(checkpoint_path)
     return _write_weights(out_path, c.model_cfg, c.train_cfg, c.vocabulary, c.iteration, c.params)
 

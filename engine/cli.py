@@ -201,7 +201,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     with _deferred_sigint() as interrupted:
         tuner = None if threads else ThreadTuner(apply=trainer.set_threads)
         try:
-            status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
+            with np.errstate(all="ignore"):  # a diverging run is told by its loss, in one line
+                status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
         except Exception:
             _save_before_failing(session, say, resume_command(args, train_cfg.max_iters))
             trainer.close()
@@ -269,8 +270,8 @@ def run_session(
             say(f"BLAS threads: {tuner.chosen} is fastest here ({timings} per iteration)")
         for warning in report.warnings:
             say(f"warning: {warning}; training goes on")
-        if not math.isfinite(loss):
-            say(f"iter {it}: loss is {loss}; lower the learning rate (--lr) and try again")
+        if report.diverged:
+            say(f"iter {it}: {report.diverged}; lower the learning rate (--lr) and try again")
             return EXIT_FAILED, loss
         if report.val_loss is not None and it != max_iters:
             say(f"iter {it:>6}  validation loss {report.val_loss:.4f}")
@@ -300,6 +301,11 @@ def _save_before_failing(session: TrainingSession, say: Callable[[str], None], c
         say(f"saved {final}\ncontinue with: {command.format(final)}")
 
 
+def _number(value: float) -> str:
+    """A setting as it was typed: 1234567 for a count (not 1.23457e+06), 0.0003 for a rate."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
     """The trainer of ``--resume CKPT``. Only settings that keep the run's arithmetic may change;
     the others may be given as the checkpoint has them, so the first command line can be reused."""
@@ -318,7 +324,8 @@ def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
     for flag, field, cfg in given:
         value, held = getattr(args, flag), getattr(cfg, field)
         if value is not None and value != held:
-            differ.append(f"--{flag.replace('_', '-')} {value:g} (the checkpoint's is {held:g})")
+            name = flag.replace("_", "-")
+            differ.append(f"--{name} {_number(value)} (the checkpoint's is {_number(held)})")
     if differ:
         raise UsageError(
             f"{', '.join(differ)}: a resumed run keeps its checkpoint's settings; "

@@ -163,7 +163,8 @@ def plural(n: int, noun: str) -> str:
 
 
 def format_count(n: int) -> str:
-    if n >= 1_000_000:
+    """A parameter count for a person: 48K, 19.05M (999,600 is 1.00M, not 1000K)."""
+    if round(n, -3) >= 1_000_000:
         return f"{n / 1e6:.2f}M"
     if n >= 1_000:
         return f"{n / 1e3:.0f}K"
@@ -171,8 +172,8 @@ def format_count(n: int) -> str:
 
 
 def format_bytes(n: float) -> str:
-    """A memory size for a person: 182 MB, 61.3 GB."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    """A memory size for a person: 182 MB, 61.3 GB (999.7 MB is 1.0 GB, not 1000 MB)."""
+    return f"{n / 1e9:.1f} GB" if round(n, -6) >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def format_duration(seconds: float) -> str:

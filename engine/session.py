@@ -10,6 +10,7 @@ the model is trained on.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,17 @@ class IterationReport:
     checkpoint: Path | None  # set when a periodic or best checkpoint was written
     # what went wrong and training survived: a checkpoint not written, a helper process lost
     warnings: tuple[str, ...] = ()
+
+    @property
+    def diverged(self) -> str | None:
+        """What stopped being a finite number in this iteration ("the loss is nan"), which left
+        the weights as they were; None if nothing did."""
+        loss, norm = self.record["loss"], self.record.get("grad_norm", 0.0)
+        if not math.isfinite(loss):
+            return f"the loss is {loss}"
+        if not math.isfinite(norm):  # a finite loss, but no update: said too, not skipped silently
+            return f"the gradient norm is {norm}"
+        return None
 
 
 class TrainingSession:

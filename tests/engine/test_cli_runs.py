@@ -121,9 +121,15 @@ def test_on_one_core_auto_threads_has_nothing_to_time(corpus_file):
 
 def test_resume_refuses_settings_the_checkpoint_fixes_and_takes_them_as_they_are(trained, corpus_file):
     final = str(trained / "checkpoints" / "final.safetensors")
-    r = chargpt("train", "--resume", final, "--lr", "0.1", "--preset", "small", "--heads", "2")
+    r = chargpt(
+        "train", "--resume", final, "--lr", "0.1", "--preset", "small", "--heads", "2", "--seed", "1234567"
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    for said in ("--preset small (the checkpoint's model is tiny)", "--lr 0.1 (the checkpoint's is 0.003)"):
+    for said in (
+        "--preset small (the checkpoint's model is tiny)",
+        "--lr 0.1 (the checkpoint's is 0.003)",
+        "--seed 1234567 (the checkpoint's is 1337)",  # as typed, not 1.23457e+06
+    ):
         assert said in r.stderr
     assert "--heads" not in r.stderr  # tiny has 2
     # the first command line, with --resume and a new total: what is fixed is given as it is
@@ -236,3 +242,41 @@ def test_export_writes_pytorch_named_weights(trained, tmp_path):
     expected = {checkpoint.torch_name(name): shape for name, shape in cfg.param_shapes()}
     assert {k: v.shape for k, v in weights.items()} == expected
     assert "transformer.h.0.attn.c_attn.weight" in weights and "lm_head.weight" in weights
+
+
+def test_export_refuses_to_write_over_the_checkpoint_it_exports(trained):
+    final = trained / "checkpoints" / "final.safetensors"
+    before = final.read_bytes()
+    r = chargpt(
+        "export",
+        str(final),
+        "--weights-only",
+        str(trained / "checkpoints" / ".." / "checkpoints" / final.name),
+    )
+    assert (
+        r.returncode == 2 and "is the checkpoint being exported" in r.stderr and "Traceback" not in r.stderr
+    )
+    assert final.read_bytes() == before
+
+
+def test_a_diverging_run_is_told_in_one_line_and_its_iterations_are_kept(corpus_file):
+    r = chargpt(
+        "train",
+        "--iters",
+        "50",
+        "--lr",
+        "1e30",
+        "--clip",
+        "0",
+        "--corpus",
+        str(corpus_file),
+        "--run-dir",
+        "r",
+        *FAST,
+    )
+    assert r.returncode == 1
+    assert ": the loss is nan; lower the learning rate (--lr)" in r.stdout
+    assert (
+        "Warning" not in r.stderr
+    )  # NumPy's overflow warnings, with their source lines, are not for a person
+    assert checkpoint.load("r/checkpoints/final.safetensors").iteration >= 1

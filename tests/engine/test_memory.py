@@ -4,6 +4,7 @@ import psutil
 import pytest
 
 from engine import memory
+from engine.config import format_bytes, format_count
 from engine.memory import available_memory, cgroup_room
 
 GB = 1 << 30
@@ -72,3 +73,19 @@ def test_available_memory_is_the_smaller(monkeypatch: pytest.MonkeyPatch) -> Non
     assert available_memory() == 1000
     monkeypatch.setattr(memory, "cgroup_room", lambda: None)
     assert available_memory() == pytest.approx(psutil.virtual_memory().available, rel=0.2)
+
+
+def test_sizes_are_rounded_into_the_next_unit_rather_than_shown_as_a_thousand():
+    assert [format_count(n) for n in (999, 47_936, 999_400, 999_600, 19_050_000)] == [
+        "999",
+        "48K",
+        "999K",
+        "1.00M",
+        "19.05M",
+    ]
+    assert [format_bytes(n) for n in (182e6, 999.4e6, 999.7e6, 61.3e9)] == [
+        "182 MB",
+        "999 MB",
+        "1.0 GB",
+        "61.3 GB",
+    ]

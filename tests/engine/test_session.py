@@ -1,9 +1,11 @@
+import math
+
 import pytest
 
 from engine import checkpoint
 from engine.checkpoint import CheckpointError
 from engine.runlog import RunLog, read_run
-from engine.session import TrainingSession
+from engine.session import IterationReport, TrainingSession
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
 
@@ -149,3 +151,12 @@ def test_a_session_that_trains_nothing_writes_no_final_checkpoint_and_leaves_no_
     session.step()
     assert session.finish() == tmp_path / "trained" / "checkpoints" / "final.safetensors"
     assert session.finish().exists()
+
+
+def test_an_iteration_that_diverged_says_what_stopped_being_a_number():
+    def report(loss: float, norm: float) -> IterationReport:
+        return IterationReport({"iter": 7, "loss": loss, "grad_norm": norm}, None, None, None)
+
+    assert report(2.5, 0.8).diverged is None
+    assert report(math.nan, math.nan).diverged == "the loss is nan"
+    assert report(2.5, math.inf).diverged == "the gradient norm is inf"  # no update was made: said so
