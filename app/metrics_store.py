@@ -100,14 +100,23 @@ class MetricsStore:
         self.version += 1
 
     def smoothed_loss(self, window: int) -> Array:
-        """Trailing mean of the loss over ``window`` iterations (fewer at the start)."""
+        """Mean of the loss over ``window`` iterations centred on each (narrower at the start,
+        where fewer came before), NaN for the newest half window, whose later half is not in yet.
+
+        A trailing mean lags: while a new model's loss falls fast, one of 50 iterations sat far
+        above every point around it, and read as another, slower model. Centred, a straight
+        stretch of the loss is smoothed onto itself."""
         cs = self._loss_cumsum.view()
         if window <= 1 or not len(cs):
             return self["loss"]
-        out = cs.copy()
-        out[window:] -= cs[:-window]
-        counts = np.minimum(np.arange(1, len(cs) + 1), window)
-        out /= counts
+        n, half = len(cs), window // 2
+        i = np.arange(n)
+        reach = np.minimum(half, i)  # as far before as after
+        hi, lo = i + reach, i - reach
+        whole = hi < n
+        sums = np.concatenate(([0.0], cs))  # sums[k]: the first k losses
+        out = np.full(n, np.nan)
+        out[whole] = (sums[hi[whole] + 1] - sums[lo[whole]]) / (2 * reach[whole] + 1)
         return out
 
     def index_at(self, iteration: float) -> int | None:

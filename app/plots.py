@@ -428,8 +428,8 @@ class TrainingPlots(QWidget):
             line.setPos(it)
             line.setVisible(True)
         parts = [f"iter {it:.0f}", f"loss {s['loss'][i]:.4f}"]
-        smooth = s.smoothed_loss(self.smoothing.value())
-        parts.append(f"smoothed {smooth[i]:.4f}")
+        smooth = s.smoothed_loss(self.smoothing.value())[i]
+        parts += [f"smoothed {smooth:.4f}"] if math.isfinite(smooth) else []  # none yet, at the end
         vi = np.searchsorted(s.val_iter.view(), it)
         if vi < len(s.val_iter) and s.val_iter.view()[vi] == it:
             parts.append(f"val {s.val_loss.view()[vi]:.4f}")

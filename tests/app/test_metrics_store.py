@@ -36,11 +36,20 @@ def test_validation_points_are_sparse():
     np.testing.assert_array_equal(store.val_loss.view(), [2.5])
 
 
-def test_smoothing_is_a_trailing_mean_that_survives_a_nan():
+def test_smoothing_is_a_centred_mean_that_survives_a_nan():
     store = MetricsStore()
     store.extend([{"iter": i + 1, "loss": v} for i, v in enumerate([1.0, 3.0, 5.0, math.nan, 7.0])])
-    np.testing.assert_allclose(store.smoothed_loss(2), [1.0, 2.0, 4.0, 5.0, 6.0])
+    # the NaN counts as the 5 before it; the newest has no iteration after it yet
+    np.testing.assert_allclose(store.smoothed_loss(2), [1.0, 3.0, 13 / 3, 17 / 3, math.nan])
     np.testing.assert_array_equal(store.smoothed_loss(1)[:3], [1.0, 3.0, 5.0])
+
+
+def test_smoothing_does_not_lag_a_falling_loss():
+    store = MetricsStore()
+    store.extend([{"iter": i, "loss": 5.0 - i / 100} for i in range(1, 1001)])
+    smooth = store.smoothed_loss(50)
+    np.testing.assert_allclose(smooth[:975], store["loss"][:975])  # a trailing mean sat 0.25 above
+    assert np.isnan(smooth[975:]).all()  # the last half window waits for the iterations after it
 
 
 def test_the_step_time_median_passes_over_spikes_and_gaps_and_grows_with_the_rows():
