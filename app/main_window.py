@@ -73,8 +73,8 @@ from app.worker import (
     wait_for_background,
 )
 from engine.blas import blas_info, cpu_count
-from engine.config import ModelConfig, format_duration, plural, preset_of
-from engine.data import Corpus
+from engine.config import PRESETS, ModelConfig, format_duration, plural, preset_of
+from engine.data import Corpus, CorpusError
 from engine.default_corpus import data_dir
 from engine.errors import InputError
 from engine.memory import NotEnoughMemory, check_memory
@@ -333,7 +333,15 @@ class MainWindow(QMainWindow):
 
         def read() -> Corpus:
             if path:
-                return Corpus.from_file(path)
+                corpus = Corpus.from_file(path)
+                # a text no model here can train on is refused now, not at Start
+                shortest = min(PRESETS.values(), key=lambda p: p.model.context)
+                corpus.check_context(
+                    shortest.model.context,
+                    f"use a longer text: {shortest.name}, the model with the shortest context, "
+                    f"reads {shortest.model.context} characters at a time",
+                )
+                return corpus
             from engine.default_corpus import load_default_corpus
 
             return load_default_corpus()
@@ -396,8 +404,9 @@ class MainWindow(QMainWindow):
         corpus = self.corpus
         model_cfg, train_cfg = self.panel.configs(corpus.vocab_size)
         try:  # before the run in the window gives way to one that cannot start
+            corpus.check_context(model_cfg.context, "use a longer text, or a preset with a shorter context")
             check_memory(model_cfg, train_cfg)
-        except NotEnoughMemory as e:
+        except (CorpusError, NotEnoughMemory) as e:
             self._message(QMessageBox.Icon.Warning, "Cannot start training", str(e))
             return
         base, threads = runs_dir(), self.panel.threads.value()

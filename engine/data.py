@@ -142,12 +142,12 @@ class Corpus:
         vocabulary)."""
         return self.tokenizer.decode_array(self.tokens)
 
-    def check_context(self, context: int) -> None:
-        """Raise CorpusError unless the text holds at least one training window."""
+    def check_context(self, context: int, advice: str = "use a longer text or a smaller context") -> None:
+        """Raise CorpusError, ending with ``advice``, unless the text holds one training window."""
         if len(self.tokens) < context + 1:
             raise CorpusError(
                 f"{self.name} has {len(self.tokens)} characters, fewer than the context "
-                f"{context} + 1 that one training example needs; use a longer text or a smaller context"
+                f"{context} + 1 that one training example needs; {advice}"
             )
 
     def split(self, name: str, context: int) -> NDArray[np.uint16]:

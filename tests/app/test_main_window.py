@@ -22,7 +22,7 @@ from PySide6.QtGui import QDesktopServices, QDropEvent, QImage
 from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QMessageBox
 
 from app.main_window import WEIGHTS_FILTER, _short, runs_dir
-from app.worker import FAILED, FINISHED, PAUSED, STOPPED, TRAINING
+from app.worker import FAILED, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine import blas, checkpoint
 from engine.blas import set_blas_threads
 from engine.config import PRESETS
@@ -1001,3 +1001,29 @@ def test_a_run_followed_in_the_window_shows_its_samples_as_they_are_written(make
     qtbot.waitUntil(lambda: w.samples.count() == 2, timeout=10_000)
     assert w.samples.text.toPlainText().splitlines()[1] == "later words"  # newest first
     log.close()
+
+
+def test_a_text_too_short_for_any_model_is_refused_when_opened_and_one_too_short_for_this_one_at_start(
+    make_window, qtbot, tmp_path
+):
+    w = make_window()
+    good = w.corpus
+    short = tmp_path / "short.txt"
+    short.write_text("ten chars!", encoding="utf-8")
+    w.load_corpus(str(short))
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot use this corpus")), timeout=10_000)
+    [box] = boxes(w, "Cannot use this corpus")
+    assert (
+        "10 characters" in box.text() and "tiny, the model with the shortest context, reads 32" in box.text()
+    )
+    assert w.corpus is good
+    box.accept()
+    fifty = tmp_path / "fifty.txt"
+    fifty.write_text("abcde" * 10, encoding="utf-8")
+    w.load_corpus(str(fifty))
+    qtbot.waitUntil(lambda: "fifty.txt" in w.panel.corpus_label.toolTip(), timeout=10_000)
+    w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))  # context 64
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    [box] = boxes(w, "Cannot start training")
+    assert "fewer than the context 64" in box.text() and "a preset with a shorter context" in box.text()
+    assert w.state == IDLE and w.run_info is None
