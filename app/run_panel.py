@@ -269,8 +269,7 @@ class RunPanel(QWidget):
         t = PRESETS[self.preset_name()].train
         self.batch.setValue(t.batch_size)
         self.iters.setValue(t.max_iters)
-        self.lr.setValue(t.lr)
-        self.seed.setValue(t.seed)
+        self.lr.setValue(t.lr)  # the seed stays: it is the person's, not the model's
         self._show_model()
         self._update_enabled()
 

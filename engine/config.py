@@ -203,13 +203,14 @@ PRESETS: dict[str, Preset] = {
             "small",
             ModelConfig(d_model=128, n_heads=4, n_layers=2, d_ff=512, context=64),
             TrainConfig(batch_size=16, max_iters=3000, lr=2e-3, min_lr=2e-4, warmup_iters=100),
-            "2 layers × 128: the seed system's model",
+            "2 layers × 128: a few minutes to words and punctuation; the model of the C project "
+            "this one grew from",
         ),
         Preset(
             "v2",
             ModelConfig(d_model=256, n_heads=4, n_layers=1, d_ff=1024, context=64),
             TrainConfig(batch_size=16, max_iters=3000, lr=1e-3, min_lr=1e-4, warmup_iters=100),
-            "1 wide layer × 256",
+            "1 layer × 256: twice small's parameters, in one wide layer instead of two narrow ones",
         ),
         Preset(
             "medium",

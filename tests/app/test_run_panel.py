@@ -82,3 +82,12 @@ def test_a_file_name_is_shown_as_text_not_markup():
 
     shown = breakable("notes <draft> & more.txt").replace("\N{ZERO WIDTH SPACE}", "")
     assert shown == "notes &lt;draft&gt; &amp; more.txt"
+
+
+def test_choosing_a_preset_keeps_the_seed_a_person_typed(qtbot):
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.seed.setValue(7)
+    panel.set_preset("small")
+    panel.set_preset("tiny")
+    assert panel.seed.value() == 7 and panel.batch.value() == PRESETS["tiny"].train.batch_size
