@@ -36,6 +36,9 @@ class ScientificSpinBox(QDoubleSpinBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setDecimals(12)
+        # The value is taken at Enter or on leaving the field, not at every keystroke: typing
+        # "1e-9" went through "1", which stayed when 1e-9 itself was out of range.
+        self.setKeyboardTracking(False)
 
     def textFromValue(self, value: float) -> str:
         return f"{value:g}"
@@ -53,6 +56,14 @@ class ScientificSpinBox(QDoubleSpinBox):
             return QValidator.State.Intermediate, text, pos
         ok = self.minimum() <= value <= self.maximum()
         return (QValidator.State.Acceptable if ok else QValidator.State.Intermediate), text, pos
+
+    def fixup(self, text: str) -> str:
+        """A number out of range becomes the nearest bound: 20 is 10, 1e-9 is 1e-07."""
+        try:
+            value = float(text)
+        except ValueError:
+            return text
+        return self.textFromValue(min(max(value, self.minimum()), self.maximum()))
 
     def stepBy(self, steps: int) -> None:
         # One step multiplies or divides by 2: a linear step makes no sense across decades.
@@ -106,7 +117,9 @@ class RunPanel(QWidget):
         )
         self.iters.setToolTip("Optimizer steps in all; after the last, raise it and Continue to train on")
         self.lr.setToolTip(
-            "The peak learning rate, reached after a warmup;\nit then falls along a cosine to a tenth of it"
+            "The peak learning rate, reached after a warmup;\n"
+            "it then falls along a cosine to a tenth of it.\n"
+            "Type it as 3e-3 or 0.003; the arrows double or halve it"
         )
         self.seed.setToolTip("The same seed and settings train the same model again")
         self.threads = QSpinBox()

@@ -91,3 +91,13 @@ def test_choosing_a_preset_keeps_the_seed_a_person_typed(qtbot):
     panel.set_preset("small")
     panel.set_preset("tiny")
     assert panel.seed.value() == 7 and panel.batch.value() == PRESETS["tiny"].train.batch_size
+
+
+def test_a_learning_rate_typed_out_of_range_becomes_the_nearest_bound(qtbot):
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    for typed, taken in (("5e-4", 5e-4), ("1e-9", 1e-7), ("20", 10.0), ("0.003", 3e-3)):
+        panel.lr.lineEdit().selectAll()
+        qtbot.keyClicks(panel.lr.lineEdit(), typed)
+        qtbot.keyClick(panel.lr.lineEdit(), Qt.Key.Key_Return)
+        assert panel.lr.value() == taken, typed  # 1e-9 went through "1", and 1 stayed
