@@ -90,7 +90,11 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     for flag, field in TRAIN_OVERRIDES.items():
         kind = float if field in ("lr", "min_lr", "weight_decay", "grad_clip") else int
         t.add_argument(f"--{flag.replace('_', '-')}", type=kind, dest=flag)
-    p.add_argument("--threads", default="auto", help="BLAS threads: a number, or auto (default)")
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="cores to train on, a number or auto (default): BLAS threads, or processes that split the batch",
+    )
 
 
 def load_corpus(path: str | None) -> Corpus:
@@ -186,7 +190,11 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         else f"training {preset or 'a custom model'}"
     )
     if threads or cpu_count() == 1:  # with one core, there is nothing to choose between
-        blas = plural(threads or 1, "BLAS thread")
+        blas = (
+            f"{threads} processes of 1 BLAS thread, the batch split between them"
+            if trainer.helper_pids
+            else plural(threads or 1, "BLAS thread")
+        )
     else:
         blas = "BLAS threads chosen by timing the first iterations"
     say(
@@ -267,7 +275,7 @@ def run_session(
         step_times.append(report.record["step_s"])
         if tuner is not None and tuner.after_step(report.record["step_s"]):
             timings = ", ".join(f"{n}: {1e3 * sorted(t)[len(t) // 2]:.1f} ms" for n, t in tuner.times.items())
-            say(f"BLAS threads: {tuner.chosen} is fastest here ({timings} per iteration)")
+            say(f"threads: {tuner.chosen} is fastest here ({timings} per iteration)")
         for warning in report.warnings:
             say(f"warning: {warning}; training goes on")
         if report.diverged:

@@ -280,3 +280,12 @@ def test_a_diverging_run_is_told_in_one_line_and_its_iterations_are_kept(corpus_
         "Warning" not in r.stderr
     )  # NumPy's overflow warnings, with their source lines, are not for a person
     assert checkpoint.load("r/checkpoints/final.safetensors").iteration >= 1
+
+
+def test_a_split_batch_is_named_as_processes_not_as_blas_threads(corpus_file):
+    r = chargpt(
+        "train", "--preset", "small", "--batch", "16", "--iters", "1", "--threads", "2", "--eval-iters", "1",
+        "--corpus", str(corpus_file), "--run-dir", "split",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].endswith(", 2 processes of 1 BLAS thread, the batch split between them")
