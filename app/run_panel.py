@@ -112,6 +112,7 @@ class RunPanel(QWidget):
         self.lr.setRange(1e-7, 10.0)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(TrainConfig().seed)  # a preset leaves it be: it is the person's
         self.batch.setToolTip(
             "Text windows per iteration: more smooths the gradient,\nand costs memory and time per iteration"
         )

@@ -6,7 +6,7 @@ from PySide6.QtWidgets import QSplitter, QWidget
 
 from app.run_panel import DEFAULT_VOCAB, RunPanel
 from engine import memory
-from engine.config import PRESETS, format_bytes
+from engine.config import PRESETS, TrainConfig, format_bytes
 from engine.memory import memory_needed
 
 
@@ -87,6 +87,7 @@ def test_a_file_name_is_shown_as_text_not_markup():
 def test_choosing_a_preset_keeps_the_seed_a_person_typed(qtbot):
     panel = RunPanel()
     qtbot.addWidget(panel)
+    assert panel.seed.value() == TrainConfig().seed  # what chargpt train takes by default
     panel.seed.setValue(7)
     panel.set_preset("small")
     panel.set_preset("tiny")
