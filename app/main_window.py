@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 APP_NAME = "CharGPT Studio"
+READY = "Run ready"  # the status bar's word when a run is built
 STARTING = "starting"  # the worker is building the run (reading a checkpoint, say)
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
@@ -747,8 +748,9 @@ class MainWindow(QMainWindow):
                 "This model can generate samples and be exported here, but not train on: "
                 f"{info.cannot_train}.",
             )
-        where = f" — writing {_short(info.run_dir)}" if info.run_dir else ""
-        self.statusBar().showMessage(f"Run ready at iteration {info.iteration}{where}", 8000)
+        # the folder's name: its whole path did not fit beside the status fields (Show run folder)
+        where = f" — run folder {info.run_dir.name}" if info.run_dir else ""
+        self.statusBar().showMessage(f"{READY} at iteration {info.iteration:,}{where}", 8000)
         self._update_status()
 
     @Slot(list)
@@ -765,6 +767,8 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_state(self, state: str) -> None:
         self._set_state(state)
+        if state in (FINISHED, STOPPED) and self.statusBar().currentMessage().startswith(READY):
+            self.statusBar().clearMessage()  # a short run ends within its 8 s: "iteration 0" was stale
         if state != TRAINING:
             self.plots.redraw()  # the final points of a run show at once, not at the next tick
 

@@ -1027,3 +1027,13 @@ def test_a_text_too_short_for_any_model_is_refused_when_opened_and_one_too_short
     [box] = boxes(w, "Cannot start training")
     assert "fewer than the context 64" in box.text() and "a preset with a shorter context" in box.text()
     assert w.state == IDLE and w.run_info is None
+
+
+def test_the_run_ready_message_names_its_folder_and_goes_when_the_run_ends(make_window, qtbot):
+    w = make_window()
+    tiny(w, iters=20)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.statusBar().currentMessage().startswith("Run ready"), timeout=10_000)
+    assert w.statusBar().currentMessage().endswith(f"run folder {w.run_info.run_dir.name}")
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    assert not w.statusBar().currentMessage().startswith("Run ready")  # it said iteration 0 still
