@@ -79,7 +79,10 @@ class Screenshot(_Job):
                 self.finish(1)
                 return
             self.samples_before = w.samples.count()
-            w.samples.prompt.setText("The ")
+            # a prompt of the corpus's own characters: one it lacks is refused, and no sample comes
+            prompt = "The "
+            known = set(w.corpus.tokenizer.chars) if w.corpus is not None else set()
+            w.samples.prompt.setText(prompt if set(prompt) <= known else "")
             w.samples.generate_button.click()
             self.phase = "sample"
         elif self.phase == "sample" and w.samples.count() > self.samples_before:

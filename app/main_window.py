@@ -375,15 +375,22 @@ class MainWindow(QMainWindow):
             self.panel.set_corpus(c.name, len(c.tokens), c.vocab_size)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        urls = event.mimeData().urls()
-        if len(urls) == 1 and urls[0].isLocalFile() and self.state not in (TRAINING, PAUSED):
+        if self._dropped_path(event) is not None:
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        urls = event.mimeData().urls()
-        if len(urls) == 1 and urls[0].isLocalFile():
+        path = self._dropped_path(event)
+        if path is not None:
             event.acceptProposedAction()
-            self.open_path(urls[0].toLocalFile())
+            self.open_path(path)
+
+    def _dropped_path(self, event: QDragEnterEvent | QDropEvent) -> str | None:
+        """The one local file or folder dragged, unless a run is on (its text and model are
+        its own until it stops)."""
+        urls = event.mimeData().urls()
+        if len(urls) == 1 and urls[0].isLocalFile() and self.state not in (STARTING, TRAINING, PAUSED):
+            return urls[0].toLocalFile()
+        return None
 
     def open_path(self, path: str) -> None:
         """A folder opens as a run, a .safetensors file loads as a checkpoint, and any other
@@ -448,6 +455,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def toggle_pause(self) -> None:
+        self.panel.commit_typing()  # Continue waits while the settings differ from the model's
         if self.panel.pause.isEnabled():  # pause, resume, or continue: what the button says
             self.panel.pause.toggle()
 
@@ -457,11 +465,9 @@ class MainWindow(QMainWindow):
         if self.handle is None or self.state not in (FINISHED, STOPPED):
             return
         base = runs_dir()
-        before = self.run_info.run_dir if self.run_info is not None else None
-        continued_from = str(before) if before else None
 
-        def make_session(trainer: Trainer) -> TrainingSession:
-            return _session_in_new_folder(trainer, base, continued_from=continued_from)
+        def make_session(trainer: Trainer, before: TrainingSession) -> TrainingSession:
+            return _session_in_new_folder(trainer, base, **before.origin())
 
         self.handle.worker.continue_to(self.panel.iters.value(), make_session)
 
@@ -558,7 +564,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def choose_checkpoint(self) -> None:
-        if self.state in (TRAINING, PAUSED):
+        if self.state in (STARTING, TRAINING, PAUSED):
             return
         path, _ = QFileDialog.getOpenFileName(
             self,
@@ -604,7 +610,7 @@ class MainWindow(QMainWindow):
     # -- opening a run directory ----------------------------------------------------------------
     @Slot()
     def choose_run(self) -> None:
-        if self.state in (TRAINING, PAUSED):
+        if self.state in (STARTING, TRAINING, PAUSED):
             self._message(
                 QMessageBox.Icon.Information, "Training", "Stop the current run before opening another."
             )
@@ -657,8 +663,8 @@ class MainWindow(QMainWindow):
         """The folder of the run in the window (viewed, training or loaded), else of all runs."""
         if self._follower is not None:
             return self._follower.run_dir
-        if self.run_info is not None and self.run_info.run_dir is not None:
-            return self.run_info.run_dir
+        if self.run_info is not None and self.run_info.run_dir is not None and self.run_info.run_dir.is_dir():
+            return self.run_info.run_dir  # gone if nothing was trained in it
         return runs_dir()
 
     @Slot()

@@ -269,6 +269,7 @@ class RunPanel(QWidget):
     # -- view -> model ------------------------------------------------------------------------
     def configs(self, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
         """The model and training configuration the controls describe."""
+        self.commit_typing()
         p = PRESETS[self.preset_name()]
         train = p.train_with(
             batch_size=self.batch.value(),
@@ -277,6 +278,11 @@ class RunPanel(QWidget):
             seed=self.seed.value(),
         )
         return p.model_for(vocab_size), train
+
+    def commit_typing(self) -> None:
+        """Take a learning rate still being typed: it counts at Enter or on leaving the field,
+        and a shortcut (F5, F6) does neither."""
+        self.lr.interpretText()
 
     @Slot()
     def _on_preset(self) -> None:

@@ -84,10 +84,10 @@ class Sample:
 @dataclass(frozen=True)
 class Continue:
     """Train a finished or stopped run on to ``total`` iterations, in the session that
-    ``make_session`` builds around its trainer (a new run folder)."""
+    ``make_session`` builds around its trainer (a new run folder), given the session before."""
 
     total: int
-    make_session: Callable[[Trainer], TrainingSession]
+    make_session: Callable[[Trainer, TrainingSession], TrainingSession]
 
 
 Command = Pause | Resume | Stop | Quit | SetThreads | Export | Sample | Continue
@@ -203,7 +203,9 @@ class TrainingWorker(QObject):
     def request_sample(self, prompt: str, n_tokens: int, temperature: float, top_k: int | None) -> None:
         self._queue.put(Sample(prompt, n_tokens, temperature, top_k))
 
-    def continue_to(self, total: int, make_session: Callable[[Trainer], TrainingSession]) -> None:
+    def continue_to(
+        self, total: int, make_session: Callable[[Trainer, TrainingSession], TrainingSession]
+    ) -> None:
         self._queue.put(Continue(total, make_session))
 
     @Slot()
@@ -227,12 +229,12 @@ class TrainingWorker(QObject):
         session = setup.session
         self._trainer = session.trainer
         self._cannot_train = setup.cannot_train
-        self._apply_threads(self._threads)
         self._announce(session, setup.warnings, setup.history)
         if session.finished:
             self._set_state(FINISHED)
         else:
             self._set_state(PAUSED if self._start_paused else TRAINING)
+        self._apply_threads(self._threads)  # after the state: a finished model starts no helpers
         self._last_flush = time.monotonic()
         while True:
             commands = self._queue.drain() if self.state == TRAINING else self._queue.wait()
@@ -282,7 +284,7 @@ class TrainingWorker(QObject):
         finished_cfg = trainer.train_cfg
         trainer.extend(cmd.total)
         try:
-            new = cmd.make_session(trainer)
+            new = cmd.make_session(trainer, session)
         except Exception as e:  # no run folder: say so; the model stays as it was
             trainer.train_cfg = finished_cfg
             self._fail(e)
@@ -290,7 +292,8 @@ class TrainingWorker(QObject):
         self._announce(new)
         self._set_state(TRAINING)
         if self._tuner is None:  # the run's end let the helpers go: the count in force again
-            self._trainer_threads(self._in_force)
+            with contextlib.suppress(ValueError):
+                self._trainer_threads(self._in_force)
         return new
 
     def _apply(self, cmd: Command, session: TrainingSession) -> None:
@@ -333,6 +336,7 @@ class TrainingWorker(QObject):
             self._fail(e)
             with contextlib.suppress(Exception):  # close the run log; the error is already shown
                 session.finish()
+            session.trainer.close()  # its helpers and arena: the model stays, to sample and export
             return
         self._buffer.append(report.record)
         if tuner is not None and tuner.after_step(report.record["step_s"]):
@@ -383,6 +387,11 @@ class TrainingWorker(QObject):
         if self._tuner is not None and self._tuner.done:  # one core: chosen with nothing to time
             self.threads_changed.emit(self._tuner.chosen)
             self._tuner = None
+        elif self._tuner is None and self.state in (FINISHED, STOPPED, FAILED):
+            # a model only shown to sample and export: the count waits for Continue, which starts
+            # helper processes only then
+            self._in_force = n
+            self.threads_changed.emit(n)
         elif self._tuner is None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
                 self.threads_changed.emit(self._trainer_threads(n))

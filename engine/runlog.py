@@ -74,8 +74,15 @@ def unused_run_dir(path: Path) -> Path:
     """``path``, or, where a run was written already, the first of path-2, path-3, … that
     holds none: two runs in one folder mix their records, and the second's checkpoints were
     rotated out by the first's."""
+    def holds_run(folder: Path) -> bool:
+        return (folder / CONFIG).exists() or (folder / METRICS).exists()
+
+    if not holds_run(path):
+        return path
+    if path.name in ("", ".."):  # "." and ".." have no name to number: their siblings are beside them
+        path = path.resolve()
     candidate, n = path, 1
-    while (candidate / CONFIG).exists() or (candidate / METRICS).exists():
+    while holds_run(candidate):
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
     return candidate

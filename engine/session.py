@@ -82,8 +82,10 @@ class TrainingSession:
         self._log_failed = False  # the run folder's records stopped at a write that failed
         self._memory = ProcessMemory()
         self._log = RunLog(self.run_dir) if self.run_dir is not None else None
+        extra = dict(extra_config or {})
+        self._came_from = {k: extra[k] for k in ("continued_from", "resumed_from") if extra.get(k)}
         if self._log is not None:
-            self._log.write_config(self._config(extra_config or {}))
+            self._log.write_config(self._config(extra))
 
     @property
     def finished(self) -> bool:
@@ -182,6 +184,13 @@ class TrainingSession:
             if self.trainer.iteration == self._started_at:
                 self._log.remove_if_unused()
         self._closed = True
+
+    def origin(self) -> dict[str, str]:
+        """What a run that carries this one on records it came from (config.json): this run
+        folder; or, if nothing was trained in it (it is gone), where this session came from."""
+        if self.run_dir is not None and self.run_dir.is_dir():
+            return {"continued_from": str(self.run_dir)}
+        return dict(self._came_from)
 
     def _with_helpers(self, work: Callable[[], T], warnings: list[str]) -> T:
         """``work()``, done again by new helper processes if one is gone (killed by a system

@@ -60,3 +60,21 @@ def test_a_screenshot_of_a_text_that_cannot_be_read_fails_with_the_reason(tmp_pa
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert f"corpus file not found: {missing}" in done.stderr and not out.exists()
+
+
+def test_a_screenshot_of_a_text_without_the_sample_prompts_letters_is_taken_all_the_same(tmp_path):
+    """Its sample asked for "The ", refused for a text without a T: the command never ended."""
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path),
+    }
+    text, out = tmp_path / "lower.txt", tmp_path / "out.png"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    cmd = [sys.executable, "-m", "app", "--screenshot", str(out), "--corpus", str(text), "--iters", "5"]
+    cmd += ["--preset", "tiny", "--threads", "1"]
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 10_000

@@ -265,6 +265,7 @@ def test_stop_right_after_start_stops_the_run_being_built(make_window, qtbot):
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
     assert not w.store["iter"].size  # stopped before its first iteration: nothing trained,
     assert not w.run_info.run_dir.exists()  # so no run folder either
+    assert w.shown_run_dir() == runs_dir()  # Show run folder does not make it again
 
 
 def test_a_nan_loss_pauses_the_run_and_says_so(make_window, qtbot, monkeypatch):
@@ -963,6 +964,10 @@ def test_a_run_that_ends_lets_its_helper_processes_go_and_continue_brings_them_b
     qtbot.mouseClick(p.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
     qtbot.waitUntil(lambda: not _helper_processes(), timeout=10_000)  # the model alone stays
+    p.threads.setValue(1)
+    p.threads.setValue(2)  # a count for the run to come: no helpers for a model only shown
+    qtbot.wait(300)
+    assert not _helper_processes()
     p.iters.setValue(400)
     qtbot.mouseClick(p.pause, Qt.MouseButton.LeftButton)  # Continue, on two processes again
     qtbot.waitUntil(lambda: w.state == TRAINING and len(_helper_processes()) == 1, timeout=20_000)
@@ -1037,3 +1042,69 @@ def test_the_run_ready_message_names_its_folder_and_goes_when_the_run_ends(make_
     assert w.statusBar().currentMessage().endswith(f"run folder {w.run_info.run_dir.name}")
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
     assert not w.statusBar().currentMessage().startswith("Run ready")  # it said iteration 0 still
+
+
+def test_a_learning_rate_still_being_typed_is_the_one_f5_starts_with(make_window, qtbot):
+    w = make_window()
+    tiny(w, iters=20)
+    w.panel.lr.lineEdit().selectAll()
+    qtbot.keyClicks(w.panel.lr.lineEdit(), "0.0005")  # no Enter, and the field keeps the focus
+    w.start_action.trigger()  # F5
+    qtbot.waitUntil(lambda: w.run_info is not None, timeout=10_000)
+    assert w.run_info.train_cfg.lr == 0.0005
+
+
+def test_a_loaded_checkpoint_continued_keeps_the_curves_of_the_run_it_came_from(make_window, qtbot):
+    first = make_window()
+    train_to_end(first, qtbot, iters=20)
+    final = first.run_info.run_dir / "checkpoints" / "final.safetensors"
+    first.close()
+    w = make_window()
+    w.load_checkpoint(str(final))  # finished: to sample from, or to continue
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=10_000)
+    w.panel.iters.setValue(30)
+    w.pause_action.trigger()  # Continue
+    qtbot.waitUntil(lambda: w.state == FINISHED and last_iter(w) == 30, timeout=20_000)
+    continued = w.run_info.run_dir
+    w.close()
+    later = make_window()
+    later.load_checkpoint(str(continued / "checkpoints" / "final.safetensors"))
+    qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
+    assert list(later.store["iter"]) == list(range(1, 31))  # not 21-30: the loading folder is gone
+
+
+def test_a_run_that_fails_lets_its_helper_processes_go(make_window, qtbot, monkeypatch):
+    real_step = Trainer.step
+
+    def failing(self: Trainer):
+        if self.iteration == 3:
+            raise RuntimeError("a bug of ours")
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "step", failing)
+    w = make_window()
+    p = w.panel
+    p.preset.setCurrentIndex(p.preset.findData("small"))
+    p.batch.setValue(16)
+    p.threads.setValue(2)
+    qtbot.mouseClick(p.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FAILED, timeout=30_000)
+    qtbot.waitUntil(lambda: not _helper_processes(), timeout=10_000)
+    assert w.panel.export.isEnabled()  # the model stays, to export
+
+
+def test_a_file_dropped_while_a_run_is_built_or_trains_is_not_taken(make_window, qtbot, tmp_path):
+    w = make_window()
+    tiny(w)
+    good = w.corpus
+    text = tmp_path / "other.txt"
+    text.write_text("zebra quagga okapi\n" * 40, encoding="utf-8")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(text))])
+    w.start_action.trigger()
+    assert w.state == "starting"
+    w.dropEvent(drop_of(mime))
+    qtbot.waitUntil(lambda: w.state == TRAINING, timeout=10_000)
+    w.dropEvent(drop_of(mime))  # the running model's text is its own
+    qtbot.wait(300)
+    assert w.corpus is good and "other.txt" not in w.panel.corpus_label.toolTip()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runlog import RunFollower, RunLog, RunLogError, history, new_run_dir, read_run
+from engine.runlog import RunFollower, RunLog, RunLogError, history, new_run_dir, read_run, unused_run_dir
 
 
 def test_new_run_dirs_are_fresh_timestamped_folders(tmp_path):
@@ -163,3 +163,12 @@ def test_the_follower_returns_samples_as_they_are_written(tmp_path):
     log.add_sample(1500, "third")
     assert follower.poll_samples() == [(1000, "half written"), (1500, "third")]
     log.close()
+
+
+def test_a_run_folder_named_dot_that_holds_a_run_gets_a_sibling(tmp_path, monkeypatch):
+    here = tmp_path / "mine"
+    here.mkdir()
+    (here / "config.json").write_text("{}")
+    monkeypatch.chdir(here)
+    assert unused_run_dir(Path(".")) == tmp_path / "mine-2"  # not a ValueError: "." has no name
+    assert unused_run_dir(Path("fresh")) == Path("fresh")
