@@ -409,6 +409,7 @@ class MainWindow(QMainWindow):
         """Train a new model with the panel's settings on the current corpus."""
         if self.corpus is None or self.state in (STARTING, TRAINING, PAUSED):
             return
+        self.panel.commit_typing()  # F5 while a rate is still being typed
         corpus = self.corpus
         model_cfg, train_cfg = self.panel.configs(corpus.vocab_size)
         try:  # before the run in the window gives way to one that cannot start
@@ -431,6 +432,9 @@ class MainWindow(QMainWindow):
         """Run ``factory``'s session on a new worker; ``cannot`` titles a failure to set it up."""
         self._cannot = cannot
         self._stop_following()
+        # a corpus still loading would replace the run's own text in the panel: the run has it
+        self._corpus_request += 1
+        self._show_corpus()
         self._shutdown_worker()
         self.store.clear()
         self.plots.reset()
@@ -772,8 +776,9 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_state(self, state: str) -> None:
+        ended = self.state in (TRAINING, PAUSED) and state in (FINISHED, STOPPED)
         self._set_state(state)
-        if state in (FINISHED, STOPPED) and self.statusBar().currentMessage().startswith(READY):
+        if ended and self.statusBar().currentMessage().startswith(READY):
             self.statusBar().clearMessage()  # a short run ends within its 8 s: "iteration 0" was stale
         if state != TRAINING:
             self.plots.redraw()  # the final points of a run show at once, not at the next tick

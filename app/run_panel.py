@@ -269,7 +269,6 @@ class RunPanel(QWidget):
     # -- view -> model ------------------------------------------------------------------------
     def configs(self, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
         """The model and training configuration the controls describe."""
-        self.commit_typing()
         p = PRESETS[self.preset_name()]
         train = p.train_with(
             batch_size=self.batch.value(),

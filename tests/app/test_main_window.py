@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -1108,3 +1109,32 @@ def test_a_file_dropped_while_a_run_is_built_or_trains_is_not_taken(make_window,
     w.dropEvent(drop_of(mime))  # the running model's text is its own
     qtbot.wait(300)
     assert w.corpus is good and "other.txt" not in w.panel.corpus_label.toolTip()
+
+
+def test_a_corpus_still_loading_when_a_run_starts_does_not_replace_the_runs_text(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    w = make_window()
+    tiny(w)
+    good = w.corpus
+    other = tmp_path / "other.txt"
+    other.write_text("zebra quagga okapi\n" * 40, encoding="utf-8")
+    read = Corpus.from_file
+    monkeypatch.setattr(Corpus, "from_file", lambda path: time.sleep(1.0) or read(path))  # a big file
+    w.load_corpus(str(other))
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.state == TRAINING, timeout=10_000)
+    qtbot.wait(1500)  # the read is done by now
+    assert w.corpus is good and "other.txt" not in w.panel.corpus_label.toolTip()
+
+
+def test_a_loaded_finished_checkpoint_keeps_its_run_ready_message(make_window, qtbot):
+    first = make_window()
+    train_to_end(first, qtbot, iters=20)
+    final = first.run_info.run_dir / "checkpoints" / "final.safetensors"
+    first.close()
+    w = make_window()
+    w.load_checkpoint(str(final))
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=10_000)
+    qtbot.wait(100)
+    assert w.statusBar().currentMessage().startswith("Run ready at iteration 20")

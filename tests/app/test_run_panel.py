@@ -102,3 +102,12 @@ def test_a_learning_rate_typed_out_of_range_becomes_the_nearest_bound(qtbot):
         qtbot.keyClicks(panel.lr.lineEdit(), typed)
         qtbot.keyClick(panel.lr.lineEdit(), Qt.Key.Key_Return)
         assert panel.lr.value() == taken, typed  # 1e-9 went through "1", and 1 stayed
+
+
+def test_a_learning_rate_being_typed_is_left_alone_when_the_model_label_is_redrawn(qtbot):
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.lr.lineEdit().selectAll()
+    qtbot.keyClicks(panel.lr.lineEdit(), "0.00")  # on the way to 0.0005
+    panel.set_corpus("other.txt", 1000, 40)  # a corpus load finishing: the label is redrawn
+    assert panel.lr.lineEdit().text() == "0.00"
