@@ -1055,7 +1055,8 @@ def test_a_learning_rate_still_being_typed_is_the_one_f5_starts_with(make_window
     assert w.run_info.train_cfg.lr == 0.0005
 
 
-def test_a_loaded_checkpoint_continued_keeps_the_curves_of_the_run_it_came_from(make_window, qtbot):
+def finished_run_loaded(make_window, qtbot):
+    """A fresh window that loaded the final checkpoint of a finished 20-iteration run."""
     first = make_window()
     train_to_end(first, qtbot, iters=20)
     final = first.run_info.run_dir / "checkpoints" / "final.safetensors"
@@ -1063,6 +1064,11 @@ def test_a_loaded_checkpoint_continued_keeps_the_curves_of_the_run_it_came_from(
     w = make_window()
     w.load_checkpoint(str(final))  # finished: to sample from, or to continue
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=10_000)
+    return w
+
+
+def test_a_loaded_checkpoint_continued_keeps_the_curves_of_the_run_it_came_from(make_window, qtbot):
+    w = finished_run_loaded(make_window, qtbot)
     w.panel.iters.setValue(30)
     w.pause_action.trigger()  # Continue
     qtbot.waitUntil(lambda: w.state == FINISHED and last_iter(w) == 30, timeout=20_000)
@@ -1129,12 +1135,6 @@ def test_a_corpus_still_loading_when_a_run_starts_does_not_replace_the_runs_text
 
 
 def test_a_loaded_finished_checkpoint_keeps_its_run_ready_message(make_window, qtbot):
-    first = make_window()
-    train_to_end(first, qtbot, iters=20)
-    final = first.run_info.run_dir / "checkpoints" / "final.safetensors"
-    first.close()
-    w = make_window()
-    w.load_checkpoint(str(final))
-    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=10_000)
+    w = finished_run_loaded(make_window, qtbot)
     qtbot.wait(100)
     assert w.statusBar().currentMessage().startswith("Run ready at iteration 20")
