@@ -74,6 +74,7 @@ def unused_run_dir(path: Path) -> Path:
     """``path``, or, where a run was written already, the first of path-2, path-3, … that
     holds none: two runs in one folder mix their records, and the second's checkpoints were
     rotated out by the first's."""
+
     def holds_run(folder: Path) -> bool:
         return (folder / CONFIG).exists() or (folder / METRICS).exists()
 
@@ -81,6 +82,8 @@ def unused_run_dir(path: Path) -> Path:
         return path
     if path.name in ("", ".."):  # "." and ".." have no name to number: their siblings are beside them
         path = path.resolve()
+    if not path.name:
+        raise RunLogError(f"{path} holds a run already; choose a new folder for this one")
     candidate, n = path, 1
     while holds_run(candidate):
         n += 1

@@ -172,3 +172,10 @@ def test_a_run_folder_named_dot_that_holds_a_run_gets_a_sibling(tmp_path, monkey
     monkeypatch.chdir(here)
     assert unused_run_dir(Path(".")) == tmp_path / "mine-2"  # not a ValueError: "." has no name
     assert unused_run_dir(Path("fresh")) == Path("fresh")
+
+
+def test_the_root_folder_holding_a_run_is_refused_in_one_line(monkeypatch):
+    exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: str(self) == "/config.json" or exists(self))
+    with pytest.raises(RunLogError, match="holds a run already; choose a new folder"):
+        unused_run_dir(Path("/"))  # no name to number, and no folder beside it
