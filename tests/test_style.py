@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="runs only in a source checkout")
-def test_the_code_is_ruff_clean():
+def test_the_code_is_ruff_clean_and_formatted():
     if (
         shutil.which("ruff") is None
         and subprocess.run(
@@ -17,11 +17,8 @@ def test_the_code_is_ruff_clean():
         ).returncode
     ):
         pytest.skip("ruff is not installed")
-    r = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    for command in (["check", "--output-format", "concise", "."], ["format", "--check", "."]):
+        r = subprocess.run(
+            [sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
