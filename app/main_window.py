@@ -87,6 +87,7 @@ if TYPE_CHECKING:
 APP_NAME = "CharGPT Studio"
 READY = "Run ready"  # the status bar's word when a run is built
 STARTING = "starting"  # the worker is building the run (reading a checkpoint, say)
+BUSY = (STARTING, TRAINING, PAUSED)  # a run is on: its text and model are its own until it stops
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
@@ -388,7 +389,7 @@ class MainWindow(QMainWindow):
         """The one local file or folder dragged, unless a run is on (its text and model are
         its own until it stops)."""
         urls = event.mimeData().urls()
-        if len(urls) == 1 and urls[0].isLocalFile() and self.state not in (STARTING, TRAINING, PAUSED):
+        if len(urls) == 1 and urls[0].isLocalFile() and self.state not in BUSY:
             return urls[0].toLocalFile()
         return None
 
@@ -407,7 +408,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def start(self) -> None:
         """Train a new model with the panel's settings on the current corpus."""
-        if self.corpus is None or self.state in (STARTING, TRAINING, PAUSED):
+        if self.corpus is None or self.state in BUSY:
             return
         self.panel.commit_typing()  # F5 while a rate is still being typed
         corpus = self.corpus
@@ -486,7 +487,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def stop(self) -> None:
         # While the run is being built too: the worker applies it once the run exists.
-        if self.handle is not None and self.state in (STARTING, TRAINING, PAUSED):
+        if self.handle is not None and self.state in BUSY:
             self.handle.worker.stop()
 
     @Slot(int)
@@ -534,8 +535,7 @@ class MainWindow(QMainWindow):
             what = self._follower.run_dir.name
         else:
             what = self.panel.preset_name()
-        it = self.store.last("iter")
-        return f"chargpt-{what}-iter{0 if math.isnan(it) else int(it)}"
+        return f"chargpt-{what}-iter{self.store.last_iteration}"
 
     @Slot()
     def save_plots(self) -> None:
@@ -568,7 +568,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def choose_checkpoint(self) -> None:
-        if self.state in (STARTING, TRAINING, PAUSED):
+        if self.state in BUSY:
             return
         path, _ = QFileDialog.getOpenFileName(
             self,
@@ -614,7 +614,7 @@ class MainWindow(QMainWindow):
     # -- opening a run directory ----------------------------------------------------------------
     @Slot()
     def choose_run(self) -> None:
-        if self.state in (STARTING, TRAINING, PAUSED):
+        if self.state in BUSY:
             self._message(
                 QMessageBox.Icon.Information, "Training", "Stop the current run before opening another."
             )
@@ -849,8 +849,7 @@ class MainWindow(QMainWindow):
         if state == STARTING:
             panel_state = TRAINING
         # the model's iteration: the curves' last, or where a checkpoint without curves stood
-        last = self.store.last("iter")
-        done = max(0 if math.isnan(last) else int(last), self.run_info.iteration if self.run_info else 0)
+        done = max(self.store.last_iteration, self.run_info.iteration if self.run_info else 0)
         self.panel.set_state(panel_state, has_model=has_model, done=done)
         self.samples.generate_button.setEnabled(has_model)
         self.state_label.setText(f"<b>{html.escape(state)}</b>")  # "viewing <a folder name>"
@@ -859,8 +858,7 @@ class MainWindow(QMainWindow):
     def _update_status(self) -> None:
         s = self.store
         total = self.run_info.train_cfg.max_iters if self.run_info else self._total_iters
-        it = s.last("iter")
-        done = 0 if math.isnan(it) else int(it)
+        done = s.last_iteration
         self.iter_label.setText(f"iter {done:,} / {total:,}" if total else f"iter {done:,}")
         step = s.median_recent("step_s")
         tokens = s.median_recent("tokens_s")
@@ -908,8 +906,7 @@ class MainWindow(QMainWindow):
 
     # -- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
-        last = self.store.last("iter")
-        done = 0 if math.isnan(last) else int(last)
+        done = self.store.last_iteration
         # a model loaded and not trained since is in its checkpoint already: nothing to ask
         trained = self.run_info is not None and done > self.run_info.iteration
         if self.confirm_close and self.state in (TRAINING, PAUSED) and self.handle is not None and trained:

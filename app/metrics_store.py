@@ -131,6 +131,12 @@ class MetricsStore:
             return i - 1
         return i
 
+    @property
+    def last_iteration(self) -> int:
+        """The newest iteration held, 0 when none is."""
+        it = self.last("iter")
+        return 0 if math.isnan(it) else int(it)
+
     def last(self, name: str) -> float:
         col = self[name]
         return float(col[-1]) if len(col) else math.nan

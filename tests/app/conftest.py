@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -100,8 +99,7 @@ def train_to_end(window: MainWindow, qtbot, *, timeout: int = 20_000, **settings
 
 
 def last_iter(window: MainWindow) -> int:
-    it = window.store.last("iter")
-    return 0 if math.isnan(it) else int(it)
+    return window.store.last_iteration
 
 
 def train_then_stop(window: MainWindow, qtbot, *, at: int = 5, **settings: int) -> None:

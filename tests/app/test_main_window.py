@@ -31,6 +31,7 @@ from engine.data import Corpus
 from engine.runlog import RunLog
 from engine.trainer import Trainer
 from tests.app.conftest import boxes, last_iter, plotted, tiny, train_then_stop, train_to_end
+from tests.conftest import fail_steps
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pyqtgraph")
 
@@ -303,13 +304,7 @@ def test_a_failure_in_the_worker_is_shown_and_the_window_stays_usable(
     make_window, qtbot, monkeypatch, error, says, traceback
 ):
     real_step = Trainer.step
-
-    def failing(self: Trainer):
-        if self.iteration >= 3:
-            raise error
-        return real_step(self)
-
-    monkeypatch.setattr(Trainer, "step", failing)
+    fail_steps(monkeypatch, error, at=3, after=True)
     w = make_window()
     tiny(w)
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
@@ -1081,14 +1076,7 @@ def test_a_loaded_checkpoint_continued_keeps_the_curves_of_the_run_it_came_from(
 
 
 def test_a_run_that_fails_lets_its_helper_processes_go(make_window, qtbot, monkeypatch):
-    real_step = Trainer.step
-
-    def failing(self: Trainer):
-        if self.iteration == 3:
-            raise RuntimeError("a bug of ours")
-        return real_step(self)
-
-    monkeypatch.setattr(Trainer, "step", failing)
+    fail_steps(monkeypatch, RuntimeError("a bug of ours"), at=3)
     w = make_window()
     p = w.panel
     p.preset.setCurrentIndex(p.preset.findData("small"))

@@ -11,6 +11,7 @@ from engine.blas import cpu_count
 from engine.config import PRESETS
 from engine.memory import HELPER_BYTES
 from engine.parallel import shards_for
+from tests.conftest import fail_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,16 +195,8 @@ def test_bench_runs_from_the_command_line():
 
 def test_running_out_of_memory_is_one_line_not_a_traceback(corpus_file, monkeypatch, capsys):
     from engine import checkpoint, cli
-    from engine.trainer import Trainer
 
-    real_step = Trainer.step
-
-    def starved(self: Trainer):
-        if self.iteration == 2:
-            raise MemoryError("Unable to allocate 3.1 GiB")
-        return real_step(self)
-
-    monkeypatch.setattr(Trainer, "step", starved)
+    fail_steps(monkeypatch, MemoryError("Unable to allocate 3.1 GiB"), at=2)
     code = cli.main(
         ["train", "--iters", "5", "--corpus", str(corpus_file), "--threads", "1", "--run-dir", "r"]
     )
