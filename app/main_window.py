@@ -667,8 +667,14 @@ class MainWindow(QMainWindow):
         """The folder of the run in the window (viewed, training or loaded), else of all runs."""
         if self._follower is not None:
             return self._follower.run_dir
-        if self.run_info is not None and self.run_info.run_dir is not None and self.run_info.run_dir.is_dir():
-            return self.run_info.run_dir  # gone if nothing was trained in it
+        info = self.run_info
+        if info is not None:
+            # Until the model trains here, its new folder holds nothing of it (and goes away if
+            # nothing is trained), while the folder it was loaded or continued from holds it all.
+            trained = self.store.last_iteration > info.iteration
+            for folder in (info.run_dir,) if trained else (info.came_from, info.run_dir):
+                if folder is not None and folder.is_dir():
+                    return folder
         return runs_dir()
 
     @Slot()

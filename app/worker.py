@@ -131,6 +131,7 @@ class RunInfo:
     iteration: int
     corpus: Corpus  # the text it trains on (a loaded checkpoint's may not be the window's)
     run_dir: Path | None
+    came_from: Path | None  # the run folder that held the model before (TrainingSession.came_from)
     warnings: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)  # earlier records of a loaded run
     cannot_train: str = ""  # why the model is here only to sample and export ("": it trains)
@@ -172,6 +173,7 @@ class TrainingWorker(QObject):
         self._factory = factory
         self._threads = threads  # AUTO_THREADS: time the first iterations at each count
         self._in_force = 1  # the count last applied to the trainer (Auto's choice, once it has one)
+        self._helpers_due = False  # _in_force waits for training to start (see _apply_threads)
         self._tuner: ThreadTuner | None = None
         self._trainer: Trainer | None = None  # set on the worker thread once the run is built
         self._start_paused = start_paused
@@ -269,6 +271,7 @@ class TrainingWorker(QObject):
                 trainer.iteration,
                 trainer.corpus,
                 session.run_dir,
+                session.came_from(),
                 warnings or [],
                 history or [],
                 self._cannot_train,
@@ -290,10 +293,7 @@ class TrainingWorker(QObject):
             self._fail(e)
             return session
         self._announce(new)
-        self._set_state(TRAINING)
-        if self._tuner is None:  # the run's end let the helpers go: the count in force again
-            with contextlib.suppress(ValueError):
-                self._trainer_threads(self._in_force)
+        self._train()
         return new
 
     def _apply(self, cmd: Command, session: TrainingSession) -> None:
@@ -301,7 +301,7 @@ class TrainingWorker(QObject):
             self._flush()
             self._set_state(PAUSED)
         elif isinstance(cmd, Resume) and self.state == PAUSED and not self._cannot_train:
-            self._set_state(TRAINING)
+            self._train()
         elif isinstance(cmd, Stop) and self.state in (TRAINING, PAUSED):
             self._flush()
             self._finish(session)
@@ -370,6 +370,7 @@ class TrainingWorker(QObject):
             # The model stays to sample and export, which need neither the helper processes nor
             # the arena of a training pass (medium: 290 MB between them); Continue brings them back.
             session.trainer.close()
+            self._helpers_due = True
 
     def _flush(self) -> None:
         if self._buffer:
@@ -387,14 +388,23 @@ class TrainingWorker(QObject):
         if self._tuner is not None and self._tuner.done:  # one core: chosen with nothing to time
             self.threads_changed.emit(self._tuner.chosen)
             self._tuner = None
-        elif self._tuner is None and self.state in (FINISHED, STOPPED, FAILED):
-            # a model only shown to sample and export: the count waits for Continue, which starts
-            # helper processes only then
+        elif self._tuner is None and self.state != TRAINING:
+            # A model that is not training (loaded, paused, finished) is here to sample and export
+            # until Resume or Continue: its helper processes start only then (_train).
             self._in_force = n
+            self._helpers_due = True
             self.threads_changed.emit(n)
         elif self._tuner is None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
                 self.threads_changed.emit(self._trainer_threads(n))
+
+    def _train(self) -> None:
+        """Go on training, with the thread count set while the model was not training."""
+        if self._helpers_due and self._tuner is None:  # Auto's tuner applies its own counts
+            with contextlib.suppress(ValueError):  # out of range: keep the count in force
+                self.threads_changed.emit(self._trainer_threads(self._in_force))
+        self._helpers_due = False
+        self._set_state(TRAINING)
 
     def _trainer_threads(self, n: int) -> int:
         assert self._trainer is not None

@@ -170,7 +170,6 @@ class RunData:
     run_dir: Path
     config: dict[str, Any]
     records: list[dict[str, Any]]
-    samples: str
     checkpoints: list[Path] = field(default_factory=list)  # every .safetensors in checkpoints/
 
 
@@ -190,10 +189,8 @@ def read_run(run_dir: str | Path) -> RunData:
         raise RunLogError(f"cannot read {config_path}: {e}") from None
     follower = RunFollower(run_dir)
     records = follower.poll()
-    samples_path = run_dir / SAMPLES
-    samples = samples_path.read_text(encoding="utf-8") if samples_path.exists() else ""
     checkpoints = sorted((run_dir / CHECKPOINTS).glob("*.safetensors"))
-    return RunData(run_dir, config, records, samples, checkpoints)
+    return RunData(run_dir, config, records, checkpoints)
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:

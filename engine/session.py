@@ -24,7 +24,7 @@ import engine
 from engine import checkpoint
 from engine.config import preset_of
 from engine.parallel import ShardError
-from engine.runlog import RunLog
+from engine.runlog import RunLog, run_dir_of
 from engine.trainer import Trainer
 
 T = TypeVar("T")
@@ -191,6 +191,15 @@ class TrainingSession:
         if self.run_dir is not None and self.run_dir.is_dir():
             return {"continued_from": str(self.run_dir)}
         return dict(self._came_from)
+
+    def came_from(self) -> Path | None:
+        """The run folder that held this session's model before it: the run it continues, or
+        the folder of the checkpoint it resumed (None for a new model)."""
+        if "continued_from" in self._came_from:
+            return Path(self._came_from["continued_from"])
+        if "resumed_from" in self._came_from:
+            return run_dir_of(self._came_from["resumed_from"])
+        return None
 
     def _with_helpers(self, work: Callable[[], T], warnings: list[str]) -> T:
         """``work()``, done again by new helper processes if one is gone (killed by a system

@@ -22,7 +22,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QDropEvent, QImage
 from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QMessageBox
 
-from app.main_window import WEIGHTS_FILTER, _short, runs_dir
+from app.main_window import WEIGHTS_FILTER, MainWindow, _short, runs_dir
 from app.worker import FAILED, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine import blas, checkpoint
 from engine.blas import set_blas_threads
@@ -950,14 +950,20 @@ def _helper_processes() -> list[psutil.Process]:
     return alive
 
 
+def start_split(window: MainWindow, qtbot, *, iters: int) -> None:
+    """Start a run that splits its batch across this process and one helper."""
+    p = window.panel
+    p.preset.setCurrentIndex(p.preset.findData("small"))  # big enough at batch 16 to split on two
+    p.batch.setValue(16)
+    p.iters.setValue(iters)
+    p.threads.setValue(2)
+    qtbot.mouseClick(p.start, Qt.MouseButton.LeftButton)
+
+
 def test_a_run_that_ends_lets_its_helper_processes_go_and_continue_brings_them_back(make_window, qtbot):
     w = make_window()
     p = w.panel
-    p.preset.setCurrentIndex(p.preset.findData("small"))  # big enough at batch 16 to split on two
-    p.batch.setValue(16)
-    p.iters.setValue(6)
-    p.threads.setValue(2)
-    qtbot.mouseClick(p.start, Qt.MouseButton.LeftButton)
+    start_split(w, qtbot, iters=6)
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
     qtbot.waitUntil(lambda: not _helper_processes(), timeout=10_000)  # the model alone stays
     p.threads.setValue(1)
@@ -970,6 +976,27 @@ def test_a_run_that_ends_lets_its_helper_processes_go_and_continue_brings_them_b
     qtbot.mouseClick(p.stop, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=20_000)
     qtbot.waitUntil(lambda: not _helper_processes(), timeout=10_000)
+
+
+def test_a_checkpoint_loaded_mid_run_waits_to_train_before_it_starts_helpers_or_a_folder(make_window, qtbot):
+    first = make_window()
+    start_split(first, qtbot, iters=500)
+    qtbot.waitUntil(lambda: last_iter(first) >= 2, timeout=30_000)
+    qtbot.mouseClick(first.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: first.state == STOPPED, timeout=20_000)
+    stopped_at, origin = last_iter(first), first.run_info.run_dir
+    first.close()
+    w = make_window()
+    w.panel.threads.setValue(2)
+    w.load_checkpoint(str(origin / "checkpoints" / "final.safetensors"))
+    qtbot.waitUntil(lambda: w.state == PAUSED and w._threads_in_force == 2, timeout=10_000)
+    assert not _helper_processes()  # loaded to sample from, maybe: no second process yet
+    assert w.shown_run_dir() == origin  # the model is there; its new folder holds nothing yet
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)  # Resume: now it trains on two
+    qtbot.waitUntil(lambda: len(_helper_processes()) == 1 and last_iter(w) > stopped_at, timeout=20_000)
+    assert w.shown_run_dir() == w.run_info.run_dir != origin
+    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=20_000)
 
 
 def test_menu_items_and_their_shortcuts_can_do_what_their_buttons_can(make_window, qtbot):

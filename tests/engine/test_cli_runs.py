@@ -12,7 +12,7 @@ import pytest
 import safetensors.numpy
 
 from engine import checkpoint
-from engine.runlog import read_run
+from engine.runlog import RunFollower, read_run
 from tests.engine.test_cli import ROOT, chargpt
 
 FAST = ("--batch", "4", "--threads", "1", "--eval-iters", "2")
@@ -36,7 +36,7 @@ def test_train_writes_a_run_folder(trained):
     run = read_run(trained)
     assert [r["iter"] for r in run.records] == list(range(1, 17))
     assert [r["iter"] for r in run.records if "val_loss" in r] == [4, 8, 12, 16]
-    assert run.samples.count("--- iter ") == 2
+    assert len(RunFollower(run.run_dir).poll_samples()) == 2
     assert run.config["preset"] == "tiny" and run.config["checkpoint_every"] == 4
     assert sorted(p.name for p in run.checkpoints) == [
         "best.safetensors",

@@ -33,7 +33,7 @@ def test_a_written_run_reads_back(tmp_path):
     run = read_run(tmp_path / "run")
     assert run.config == {"model": {"d_model": 64}}
     assert [r["iter"] for r in run.records] == [1, 2, 3] and run.records[1]["val_loss"] == 2.5
-    assert "--- iter 2 ---\nTo be" in run.samples and run.checkpoints == []
+    assert RunFollower(run.run_dir).poll_samples() == [(2, "To be")] and run.checkpoints == []
 
 
 def write_run(run_dir: Path, iters: range, **config: str) -> Path:

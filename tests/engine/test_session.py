@@ -4,7 +4,7 @@ import pytest
 
 from engine import checkpoint
 from engine.checkpoint import CheckpointError
-from engine.runlog import RunLog, read_run
+from engine.runlog import RunFollower, RunLog, read_run
 from engine.session import IterationReport, TrainingSession
 from engine.trainer import Trainer
 from tests.engine.conftest import tiny_configs
@@ -53,7 +53,7 @@ def test_a_session_logs_evaluates_samples_and_checkpoints_at_iteration_boundarie
     run = read_run(tmp_path / "run")
     assert [r["iter"] for r in run.records] == list(range(1, 13))
     assert run.config["train"]["max_iters"] == 12 and run.config["start_iteration"] == 0
-    assert run.samples.count("--- iter ") == 3
+    assert [it for it, _ in RunFollower(run.run_dir).poll_samples()] == [4, 8, 12]
     with pytest.raises(RuntimeError, match="finished"):
         session.step()
 
@@ -126,7 +126,7 @@ def test_a_run_folder_that_cannot_be_written_is_reported_once_and_training_goes_
     assert session.finish() is not None  # the final checkpoint is still written
     run = read_run(tmp_path / "run")
     assert [r["iter"] for r in run.records] == [1, 2]  # whole records, up to where writing failed
-    assert "--- iter 3 ---" in run.samples
+    assert [it for it, _ in RunFollower(run.run_dir).poll_samples()] == [3]
 
 
 def test_close_ends_a_session_that_trained_nothing_without_a_final_checkpoint(tmp_path, verse_corpus):
@@ -160,3 +160,14 @@ def test_an_iteration_that_diverged_says_what_stopped_being_a_number():
     assert report(2.5, 0.8).diverged is None
     assert report(math.nan, math.nan).diverged == "the loss is nan"
     assert report(2.5, math.inf).diverged == "the gradient norm is inf"  # no update was made: said so
+
+
+def test_a_session_names_the_run_folder_its_model_came_from(tmp_path, verse_corpus):
+    def came_from(**extra: str):
+        return TrainingSession(make_trainer(verse_corpus), extra_config=extra).came_from()
+
+    assert came_from() is None  # a new model
+    assert came_from(continued_from=str(tmp_path / "a")) == tmp_path / "a"
+    resumed = tmp_path / "b" / "checkpoints" / "final.safetensors"
+    assert came_from(resumed_from=str(resumed)) == tmp_path / "b"  # above its checkpoints/
+    assert came_from(resumed_from=str(tmp_path / "c.safetensors")) == tmp_path  # a file kept anywhere
