@@ -73,7 +73,7 @@ from app.worker import (
     wait_for_background,
 )
 from engine.blas import blas_info, cpu_count
-from engine.config import PRESETS, ModelConfig, format_duration, plural, preset_of
+from engine.config import PRESETS, ModelConfig, TrainConfig, format_duration, plural, preset_of
 from engine.data import Corpus, CorpusError
 from engine.default_corpus import data_dir
 from engine.errors import InputError
@@ -655,6 +655,9 @@ class MainWindow(QMainWindow):
             vocab = _int((run.config.get("model") or {}).get("vocab_size"), 0) if run.config else 0
             self.plots.set_vocabulary(vocab or None)
             self._total_iters = total
+            configs = _configs(run.config)
+            if configs is not None:  # the panel describes the run in view, as for a loaded one
+                self.panel.show_configs(*configs)
             self._set_state(f"viewing {Path(path).name}")
             self._update_status()
 
@@ -1007,10 +1010,17 @@ def _session_in_new_folder(trainer: Trainer, base: Path, **config: Any) -> Train
     return TrainingSession(trainer, run_dir, checkpoint_every=every, extra_config={**config, "by": APP_NAME})
 
 
+def _configs(config: dict[str, Any]) -> tuple[ModelConfig, TrainConfig] | None:
+    """The model and training settings a run folder's config.json records; None if it does not
+    hold both (a run from another version, say)."""
+    try:
+        return ModelConfig(**config["model"]), TrainConfig(**config["train"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _run_label(config: dict[str, Any], folder: str) -> str:
     """A run in a legend: its preset (by its model's shape, if it is one's) and its folder."""
-    try:
-        name = preset_of(ModelConfig(**config["model"]))
-    except (KeyError, TypeError, ValueError):
-        name = None
+    configs = _configs(config)
+    name = preset_of(configs[0]) if configs is not None else None
     return f"{name} · {folder}" if name and not folder.endswith(f"_{name}") else folder

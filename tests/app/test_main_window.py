@@ -382,6 +382,7 @@ def test_open_a_run_that_chargpt_train_is_writing(make_window, qtbot, tmp_path, 
     with subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         try:
             w = make_window()
+            w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))  # for the next run
             qtbot.waitUntil(lambda: (run_dir / "config.json").exists(), timeout=30_000)
             monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(run_dir))
             w.open_run_action.trigger()  # File → Open run…
@@ -393,6 +394,8 @@ def test_open_a_run_that_chargpt_train_is_writing(make_window, qtbot, tmp_path, 
     qtbot.waitUntil(lambda: plotted(w) == 150, timeout=10_000)  # followed to the end
     assert list(w.plots.loss_val.xData) == [50, 100, 150]
     assert "150" in w.iter_label.text()
+    # the panel shows the settings of the run in view
+    assert (w.panel.preset_name(), w.panel.batch.value(), w.panel.iters.value()) == ("tiny", 4, 150)
     vocab = len(set(corpus_file.read_text(encoding="utf-8")))
     assert w.plots.chance.value() == pytest.approx(math.log(vocab))  # the run's vocabulary, from its config
 
