@@ -14,7 +14,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Slot
 from PySide6.QtWidgets import QApplication
 
-from app.main_window import CORPUS_REFUSED, MainWindow
+from app.main_window import CORPUS_REFUSED, SAMPLE_REFUSED, MainWindow
 from app.worker import FAILED, FINISHED, STOPPED, TRAINING
 
 TICK_MS = 100
@@ -43,13 +43,19 @@ class _Job(QObject):
         """Whether the corpus is open. One that cannot be used ends the job (exit status 2) with
         the window's reason, rather than a picture or a measure of the built-in corpus, which
         the window opens instead."""
-        refused = [box.text() for box in self.window.messages() if box.windowTitle() == CORPUS_REFUSED]
-        if refused:
-            sys.stderr.write(f"chargpt-studio: {refused[0].splitlines()[0]}\n")
+        if self.said(CORPUS_REFUSED):
             self.phase = "refused"
             self.finish(2)
             return False
         return self.window.corpus is not None and self.window.panel.start.isEnabled()
+
+    def said(self, title: str) -> bool:
+        """Whether the window shows a message box titled ``title``; if so, its first line goes
+        to stderr, where the person who ran the job reads it."""
+        said = [box.text() for box in self.window.messages() if box.windowTitle() == title]
+        if said:
+            sys.stderr.write(f"chargpt-studio: {said[0].splitlines()[0]}\n")
+        return bool(said)
 
     def finish(self, code: int) -> None:
         self.exit_code = code
@@ -85,6 +91,9 @@ class Screenshot(_Job):
             w.samples.prompt.setText(prompt if set(prompt) <= known else "")
             w.samples.generate_button.click()
             self.phase = "sample"
+        elif self.phase == "sample" and self.said(SAMPLE_REFUSED):  # no sample will come
+            self._save()
+            self.finish(1)
         elif self.phase == "sample" and w.samples.count() > self.samples_before:
             iters = w.store["iter"]
             if len(iters):

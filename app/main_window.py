@@ -89,6 +89,7 @@ READY = "Run ready"  # the status bar's word when a run is built
 STARTING = "starting"  # the worker is building the run (reading a checkpoint, say)
 BUSY = (STARTING, TRAINING, PAUSED)  # a run is on: its text and model are its own until it stops
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
+SAMPLE_REFUSED = "Cannot sample"  # the title of that message box
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
@@ -843,7 +844,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_sample_failed(self, message: str) -> None:
-        self._message(QMessageBox.Icon.Warning, "Cannot sample", message)
+        self._message(QMessageBox.Icon.Warning, SAMPLE_REFUSED, message)
 
     @Slot(str, str)
     def _on_failed(self, message: str, details: str) -> None:

@@ -1,0 +1,22 @@
+"""The jobs that drive the window without a person (app.batch)."""
+
+import argparse
+
+from app.batch import Screenshot
+from engine.trainer import Trainer
+
+
+def test_a_screenshot_whose_sample_fails_ends_with_the_reason(
+    make_window, qtbot, tmp_path, monkeypatch, capsys
+):
+    def broken(*args, **kwargs):
+        raise ValueError("the sampler broke")
+
+    monkeypatch.setattr(Trainer, "generate", broken)
+    out = tmp_path / "shot.png"
+    args = argparse.Namespace(screenshot=str(out), preset="tiny", threads=1, iters=3)
+    job = Screenshot(make_window(), args)
+    job.start()
+    qtbot.waitUntil(lambda: not job.timer.isActive(), timeout=30_000)  # it waited forever
+    assert job.exit_code == 1 and "the sampler broke" in capsys.readouterr().err
+    assert out.stat().st_size > 10_000  # the window as it was, for whoever looks into it
