@@ -82,10 +82,12 @@ class TrainingPlots(QWidget):
         self.log_loss = QCheckBox("Log scale")
         self.log_loss.setToolTip("Show the loss on a logarithmic axis")
         self.smoothing = QSlider(Qt.Orientation.Horizontal)
-        self.smoothing.setRange(1, 500)
-        self.smoothing.setValue(50)
+        # The window is centred, so odd: the slider picks how many iterations it reaches on
+        # each side, and each of its positions is another window (a window of 50 was 51).
+        self.smoothing.setRange(0, 250)
+        self.smoothing.setValue(25)
         self.smoothing.setMaximumWidth(180)
-        self.smoothing.setToolTip("Window of the smoothed loss, in iterations")
+        self.smoothing.setToolTip("Window of the smoothed loss, in iterations, centred on each")
         self.smoothing_label = QLabel()
         self.follow_button = QPushButton("Follow newest")
         self.follow_button.setToolTip("Return to following the newest iteration")
@@ -280,7 +282,7 @@ class TrainingPlots(QWidget):
         s = self.store
         it = s["iter"]
         self.loss_raw.setData(it, s["loss"], connect="finite")
-        self.loss_smooth.setData(it, s.smoothed_loss(self.smoothing.value()), connect="finite")
+        self.loss_smooth.setData(it, s.smoothed_loss(self.smoothing_window()), connect="finite")
         self.loss_val.setData(s.val_iter.view(), s.val_loss.view())
         self.step_time.setData(it, s["step_s"], connect="finite")
         self.step_median.setData(it, s.step_median.view(), connect="finite")
@@ -341,7 +343,7 @@ class TrainingPlots(QWidget):
         """Set when it is chosen and when the smoothing changes, not at every redraw: it is
         fixed, and redraws are budgeted."""
         if self.reference is not None and self.loss_reference is not None:
-            smooth = self.reference.smoothed_loss(self.smoothing.value())
+            smooth = self.reference.smoothed_loss(self.smoothing_window())
             self.loss_reference.setData(self.reference["iter"], smooth, connect="finite")
 
     def reset(self) -> None:
@@ -380,9 +382,13 @@ class TrainingPlots(QWidget):
         self.canvas.scene().contextMenu = list(actions)
 
     # -- controls ---------------------------------------------------------------------------
+    def smoothing_window(self) -> int:
+        """The iterations the smoothed loss averages, as the slider sets them."""
+        return 2 * self.smoothing.value() + 1
+
     @Slot(int)
-    def _on_smoothing(self, window: int) -> None:
-        self.smoothing_label.setText(f"{window} it")
+    def _on_smoothing(self, _reach: int) -> None:
+        self.smoothing_label.setText(f"{self.smoothing_window()} it")
         self._drawn_version = -1
         self._draw_reference()
 
@@ -428,7 +434,7 @@ class TrainingPlots(QWidget):
             line.setPos(it)
             line.setVisible(True)
         parts = [f"iter {it:.0f}", f"loss {s['loss'][i]:.4f}"]
-        smooth = s.smoothed_loss(self.smoothing.value())[i]
+        smooth = s.smoothed_loss(self.smoothing_window())[i]
         parts += [f"smoothed {smooth:.4f}"] if math.isfinite(smooth) else []  # none yet, at the end
         vi = np.searchsorted(s.val_iter.view(), it)
         if vi < len(s.val_iter) and s.val_iter.view()[vi] == it:

@@ -94,9 +94,11 @@ def test_another_runs_smoothed_loss_is_drawn_to_compare_until_cleared(qtbot):
     plots.set_reference("tiny-run", other)
     curve = plots.loss_reference
     np.testing.assert_allclose(curve.xData, np.arange(1, 301))
-    np.testing.assert_allclose(curve.yData, other.smoothed_loss(plots.smoothing.value()))
-    plots.smoothing.setValue(5)
+    np.testing.assert_allclose(curve.yData, other.smoothed_loss(51))
+    assert plots.smoothing_label.text() == "51 it"
+    plots.smoothing.setValue(2)  # two iterations each side
     np.testing.assert_allclose(curve.yData, other.smoothed_loss(5))
+    assert plots.smoothing_label.text() == "5 it"
     plots.reset()  # a new run in the window: the comparison stays
     assert plots.loss_reference is curve and curve in plots.loss_plot.items
     plots.clear_reference()
