@@ -77,6 +77,13 @@ TRAIN_OVERRIDES = {  # flag -> TrainConfig field
     "checkpoint_every": "checkpoint_interval",
 }
 
+_DEFAULTS = TrainConfig()
+TRAIN_HELP = {  # the settings no preset changes, with their defaults
+    "eval_every": f"validation loss every N iterations (default: {_DEFAULTS.eval_interval}; 0: never)",
+    "eval_iters": f"batches each validation averages (default: {_DEFAULTS.eval_iters})",
+    "sample_every": f"a sample every N iterations (default: {_DEFAULTS.sample_interval}; 0: never)",
+    "checkpoint_every": "checkpoints/iter_NNNNNN.safetensors every N iterations (default: 0, none)",
+}
 FIELD_FLAGS = {field: flag for flag, field in (MODEL_OVERRIDES | TRAIN_OVERRIDES).items()}
 
 
@@ -89,7 +96,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("training (overrides the preset)")
     for flag, field in TRAIN_OVERRIDES.items():
         kind = float if field in ("lr", "min_lr", "weight_decay", "grad_clip") else int
-        t.add_argument(f"--{flag.replace('_', '-')}", type=kind, dest=flag)
+        t.add_argument(f"--{flag.replace('_', '-')}", type=kind, dest=flag, help=TRAIN_HELP.get(flag))
     p.add_argument(
         "--threads",
         default="auto",
@@ -146,7 +153,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     if args.keep < 0:
         raise UsageError(f"--keep takes a number of checkpoints, 0 or more, not {args.keep}")
     if args.log_every < 0:
-        raise UsageError(f"--log-every takes a number of iterations (0: 20 lines), not {args.log_every}")
+        raise UsageError(
+            f"--log-every takes a number of iterations (0: about 20 lines), not {args.log_every}"
+        )
     if args.sample_chars < 0:
         raise UsageError(f"--sample-chars takes a number of characters, 0 or more, not {args.sample_chars}")
     if args.resume:
@@ -183,7 +192,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         sample_tokens=args.sample_chars,
         extra_config={"resumed_from": resumed_from, "threads": threads or "auto"},
     )
-    log_every = args.log_every or max(1, train_cfg.max_iters // 20)
+    log_every = args.log_every or -(-train_cfg.max_iters // 20)  # about 20 lines: 50 iterations gave 25
     what = (
         f"resuming at iteration {trainer.iteration}"
         if args.resume
@@ -321,17 +330,26 @@ def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
 
     model_cfg, train_cfg = read_settings(args.resume)
     differ = []
-    if args.preset is not None and get_preset(args.preset).model_for(model_cfg.vocab_size) != model_cfg:
-        differ.append(
-            f"--preset {args.preset} (the checkpoint's model is {preset_of(model_cfg) or 'another'})"
-        )
+    if args.preset is not None:
+        # the model the line describes: the preset's, with the line's --layers, --dims, ...
+        model_kw = {f: getattr(args, a) for a, f in MODEL_OVERRIDES.items() if getattr(args, a) is not None}
+        try:
+            described: ModelConfig | None = replace(
+                get_preset(args.preset).model_for(model_cfg.vocab_size), **model_kw
+            )
+        except ConfigError:
+            described = None
+        if described != model_cfg:
+            differ.append(
+                f"--preset {args.preset} (the checkpoint's model is {preset_of(model_cfg) or 'another'})"
+            )
     given: list[tuple[str, str, ModelConfig | TrainConfig]] = [
         (flag, field, model_cfg) for flag, field in MODEL_OVERRIDES.items()
     ]
     given += [(flag, field, train_cfg) for flag, field in TRAIN_OVERRIDES.items() if field not in RESUMABLE]
     for flag, field, cfg in given:
         value, held = getattr(args, flag), getattr(cfg, field)
-        if value is not None and value != held:
+        if value is not None and not _same(value, held):
             name = flag.replace("_", "-")
             differ.append(f"--{name} {_number(value)} (the checkpoint's is {_number(held)})")
     if differ:
@@ -349,6 +367,12 @@ def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
         return restore(args.resume, corpus, train_overrides=overrides)
     except CorpusNeeded as e:
         raise UsageError(f"{e}; give the text with --corpus FILE to resume") from None
+
+
+def _same(value: float, held: float) -> bool:
+    """A setting typed as a checkpoint holds it: 0.0001 for the 9.999999999999999e-05 that a
+    rate computed in proportion (Preset.train_with) may hold."""
+    return math.isclose(value, held, rel_tol=1e-9, abs_tol=0.0)
 
 
 @contextmanager
@@ -414,9 +438,10 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
         out.write(args.prompt)
         out.flush()
         chars = generate_iter(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, seed)
-        for ch in chars:
-            out.write(ch)
-            out.flush()
+        with np.errstate(all="ignore"):  # a model that overflows is told in one line (NonFiniteModel)
+            for ch in chars:
+                out.write(ch)
+                out.flush()
         out.write("\n")
     out.flush()
     return EXIT_OK
@@ -513,7 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model and print its progress")
     add_config_arguments(p)
     p.add_argument(
-        "--log-every", type=int, default=0, help="progress line every N iterations (default: 20 lines in all)"
+        "--log-every",
+        type=int,
+        default=0,
+        help="progress line every N iterations (default: about 20 lines in all)",
     )
     p.add_argument("--sample-chars", type=int, default=200, help="length of the sample at the end")
     p.add_argument("--json", action="store_true", help="end with one JSON line summing up the run")

@@ -148,7 +148,9 @@ class Preset:
         minimum brings the preset's minimum along in proportion: kept as it is, it could lie
         above a lower rate, and the cosine would then climb instead of decaying."""
         if "lr" in changes and "min_lr" not in changes:
-            changes["min_lr"] = self.train.min_lr * changes["lr"] / self.train.lr
+            # to 12 digits: --lr 0.001 gives 0.0001 (in config.json, and to type on resuming),
+            # not 9.999999999999999e-05
+            changes["min_lr"] = float(f"{self.train.min_lr * changes['lr'] / self.train.lr:.12g}")
         return replace(self.train, **changes)
 
     def summary(self, vocab_size: int = 65) -> str:

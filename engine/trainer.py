@@ -15,6 +15,7 @@ from engine.arena import Arena, ArenaStats
 from engine.blas import get_blas_threads, set_blas_threads
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Corpus
+from engine.errors import InputError
 from engine.memory import check_memory
 from engine.model import GPT, KVCache
 from engine.optim import AdamW, clip_scale, lr_at
@@ -267,6 +268,10 @@ def named_views(flat: NDArray[Any], cfg: ModelConfig) -> dict[str, NDArray[Any]]
     return views
 
 
+class NonFiniteModel(InputError, ValueError):
+    """A model whose outputs overflow: nothing to sample from."""
+
+
 def generate_iter(
     model: GPT,
     tokenizer: Any,
@@ -297,6 +302,11 @@ def generate_iter(
     for i in range(n_tokens):
         z = logits[0].astype(np.float64) / temperature
         arena.reset()
+        if not np.isfinite(z).all():
+            raise NonFiniteModel(
+                "the model's outputs are not finite numbers: its weights overflow (the training that "
+                "made them diverged); sample a checkpoint from before the loss went wrong"
+            )
         if top_k is not None and 0 < top_k < vocab:
             cutoff = np.partition(z, -top_k)[-top_k]
             z[z < cutoff] = -np.inf

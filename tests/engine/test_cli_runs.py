@@ -141,6 +141,36 @@ def test_resume_refuses_settings_the_checkpoint_fixes_and_takes_them_as_they_are
     assert checkpoint.load(Path("again") / "checkpoints" / "final.safetensors").iteration == 20
 
 
+def test_resume_takes_the_first_command_line_of_a_customised_model(corpus_file):
+    line = [
+        "train",
+        "--preset",
+        "tiny",
+        "--layers",
+        "2",
+        "--lr",
+        "0.001",
+        "--corpus",
+        str(corpus_file),
+        *FAST,
+    ]
+    assert chargpt(*line, "--iters", "4", "--run-dir", "first").returncode == 0
+    # --preset with the model's overrides describes the checkpoint's model; --min-lr as it was derived
+    r = chargpt(
+        *line,
+        "--min-lr",
+        "0.0001",
+        "--iters",
+        "6",
+        "--run-dir",
+        "again",
+        "--resume",
+        "first/checkpoints/final.safetensors",
+    )
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.load("again/checkpoints/final.safetensors").iteration == 6
+
+
 def test_resume_asks_for_a_corpus_that_is_gone(tmp_path, corpus_file):
     text = tmp_path / "moved.txt"
     text.write_text(corpus_file.read_text(encoding="utf-8"), encoding="utf-8")
@@ -280,6 +310,9 @@ def test_a_diverging_run_is_told_in_one_line_and_its_iterations_are_kept(corpus_
         "Warning" not in r.stderr
     )  # NumPy's overflow warnings, with their source lines, are not for a person
     assert checkpoint.load("r/checkpoints/final.safetensors").iteration >= 1
+    r = chargpt("sample", "r/checkpoints/final.safetensors", "--tokens", "20")  # its weights overflow
+    assert r.returncode == 2 and "not finite" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_a_split_batch_is_named_as_processes_not_as_blas_threads(corpus_file):
