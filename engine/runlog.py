@@ -119,8 +119,11 @@ class RunLog:
         (self.run_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
     def append(self, record: dict[str, Any]) -> None:
-        """One metrics record, as one line, written whole and flushed."""
-        self._metrics.write(json.dumps(record) + "\n")
+        """One metrics record, as one line, written whole and flushed. A value that is not a
+        number (the loss of a diverging iteration) is written as null: JSON has no NaN, and
+        strict parsers (a browser's, say) refuse the line that holds one."""
+        finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        self._metrics.write(json.dumps(finite, allow_nan=False) + "\n")
         self._metrics.flush()
 
     def add_sample(self, iteration: int, text: str) -> None:

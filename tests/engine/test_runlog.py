@@ -36,6 +36,21 @@ def test_a_written_run_reads_back(tmp_path):
     assert RunFollower(run.run_dir).poll_samples() == [(2, "To be")] and run.checkpoints == []
 
 
+def test_a_value_that_is_not_a_number_is_written_as_null(tmp_path):
+    def strict(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    with RunLog(tmp_path / "run") as log:
+        log.append({"iter": 1, "loss": float("nan"), "grad_norm": float("inf"), "lr": 0.001})
+    [line] = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line, parse_constant=strict) == {
+        "iter": 1,
+        "loss": None,
+        "grad_norm": None,
+        "lr": 0.001,
+    }
+
+
 def write_run(run_dir: Path, iters: range, **config: str) -> Path:
     with RunLog(run_dir) as log:
         log.write_config(config)
