@@ -265,8 +265,8 @@ def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
     for name, array in tensors.items():
         if not np.isfinite(array).all():
             raise CheckpointError(
-                f"{path.name}: tensor {name} holds NaN or infinite values (training had diverged); "
-                "use an earlier checkpoint"
+                f"{path.name}: tensor {name} holds NaN or infinite values (training had diverged, or "
+                "the file is damaged); use an earlier checkpoint"
             )
     return Checkpoint(cfg, train_cfg, vocabulary, iteration, meta, tensors)
 
@@ -359,7 +359,10 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _truncated(path: Path) -> str:
-    return f"{path.name} is truncated (the file is shorter than its header says); use an earlier checkpoint"
+    return (
+        f"{path.name} is truncated or damaged (the file is shorter than its header says); "
+        "use an earlier checkpoint"
+    )
 
 
 _DTYPE_CODES = {"float32": "F32", "float64": "F64"}
