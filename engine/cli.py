@@ -77,8 +77,24 @@ TRAIN_OVERRIDES = {  # flag -> TrainConfig field
     "checkpoint_every": "checkpoint_interval",
 }
 
+MODEL_HELP = {
+    "layers": "transformer blocks",
+    "heads": "attention heads per block",
+    "dims": "width of the model (d_model)",
+    "ff": "width of the MLP inside each block",
+    "context": "characters the model reads at a time",
+}
 _DEFAULTS = TrainConfig()
-TRAIN_HELP = {  # the settings no preset changes, with their defaults
+TRAIN_HELP = {
+    "batch": "sequences per iteration",
+    "iters": "iterations in all",
+    "lr": "peak learning rate (brings --min-lr along in proportion)",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup": "iterations of linear warmup",
+    "weight_decay": "AdamW's weight decay on the matrices",
+    "clip": "gradient norm to clip to (0: off)",
+    "seed": "seed of the initial weights and the batches",
+    # the settings no preset changes, with their defaults
     "eval_every": f"validation loss every N iterations (default: {_DEFAULTS.eval_interval}; 0: never)",
     "eval_iters": f"batches each validation averages (default: {_DEFAULTS.eval_iters})",
     "sample_every": f"a sample every N iterations (default: {_DEFAULTS.sample_interval}; 0: never)",
@@ -92,11 +108,17 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
     m = p.add_argument_group("model (overrides the preset)")
     for flag in MODEL_OVERRIDES:
-        m.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag)
+        m.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, metavar="N", help=MODEL_HELP[flag])
     t = p.add_argument_group("training (overrides the preset)")
     for flag, field in TRAIN_OVERRIDES.items():
         kind = float if field in ("lr", "min_lr", "weight_decay", "grad_clip") else int
-        t.add_argument(f"--{flag.replace('_', '-')}", type=kind, dest=flag, help=TRAIN_HELP.get(flag))
+        t.add_argument(
+            f"--{flag.replace('_', '-')}",
+            type=kind,
+            dest=flag,
+            metavar="X" if kind is float else "N",
+            help=TRAIN_HELP[flag],
+        )
     p.add_argument(
         "--threads",
         default="auto",

@@ -210,3 +210,11 @@ def test_running_out_of_memory_is_one_line_not_a_traceback(corpus_file, monkeypa
         in captured.out
     )
     assert err[-1].startswith("chargpt: error: out of memory (Unable to allocate 3.1 GiB); lower the batch")
+
+
+def test_every_train_option_says_what_it_does():
+    from engine.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]  # argparse keeps it there
+    silent = [a.option_strings[0] for a in train._actions if a.option_strings and not a.help]
+    assert not silent
