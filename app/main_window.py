@@ -889,17 +889,7 @@ class MainWindow(QMainWindow):
 
     def _message(self, icon: QMessageBox.Icon, title: str, text: str, details: str = "") -> QMessageBox:
         """A non-blocking message box (details collapsible); the window stays usable behind it."""
-        box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
-        box.setTextFormat(Qt.TextFormat.PlainText)  # messages name files, and "<draft>.txt" is no tag
-        # the text's label by its Qt name: a rule for every QLabel would widen the icon's too
-        box.setStyleSheet("QLabel#qt_msgbox_label { min-width: 380px; }")
-        if details:
-            box.setDetailedText(details)
-            box.setStyleSheet(
-                "QLabel#qt_msgbox_label { min-width: 420px; }"
-                " QTextEdit { min-width: 640px; min-height: 260px; }"
-            )
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box = message_box(self, icon, title, text, details)
         box.finished.connect(lambda _r, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
         self._dialogs.append(box)
         box.open()
@@ -963,6 +953,24 @@ class MainWindow(QMainWindow):
         if self.handle is not None:
             self.handle.shutdown()
             self.handle = None
+
+
+def message_box(
+    parent: QWidget, icon: QMessageBox.Icon, title: str, text: str, details: str = ""
+) -> QMessageBox:
+    """A message box for ``text`` as it is written (messages name files, and "<draft>.txt" is
+    no tag), with ``details`` collapsible in a box wide enough to read a traceback.
+
+    The box is left to size and wrap its text itself: a minimum width set on the text's label
+    kept QMessageBox from wrapping it on a screen wider than 1024 pixels, and cut the message
+    off at the right edge, where it says what to do."""
+    box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, parent)
+    box.setTextFormat(Qt.TextFormat.PlainText)
+    if details:
+        box.setDetailedText(details)
+        box.setStyleSheet("QTextEdit { min-width: 640px; min-height: 260px; }")
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    return box
 
 
 def about_text() -> str:

@@ -1156,3 +1156,40 @@ def test_a_loaded_finished_checkpoint_keeps_its_run_ready_message(make_window, q
     w = finished_run_loaded(make_window, qtbot)
     qtbot.wait(100)
     assert w.statusBar().currentMessage().startswith("Run ready at iteration 20")
+
+
+WIDE_SCREEN_CHECK = """
+import json, sys
+from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QWidget
+from app.main_window import message_box
+app = QApplication([])
+parent = QWidget()
+text = ("/home/someone/notes is not a run folder (no config.json); choose a folder under runs/, "
+        "where every run the window trains is kept")
+box = message_box(parent, QMessageBox.Icon.Warning, "Cannot open this run", text)
+box.show()
+app.processEvents()
+label = box.findChild(QLabel, "qt_msgbox_label")
+fits = label.sizeHint().width() <= label.width() and label.heightForWidth(label.width()) <= label.height()
+print(json.dumps({"screen": app.primaryScreen().size().width(), "fits": fits}))
+"""
+
+
+def test_a_message_shows_its_whole_text_on_a_wide_screen(tmp_path):
+    """On a screen wider than 1024 pixels, a message's label was held on one line, cut off where it
+    says what to do (the offscreen screen of the tests is 800 wide: this one is a laptop's)."""
+    config = tmp_path / "screen.json"
+    screen = {"name": "wide", "x": 0, "y": 0, "width": 1366, "height": 768, "logicalDpi": 96}
+    config.write_text(json.dumps({"screens": [screen]}))
+    env = {**os.environ, "QT_QPA_PLATFORM": f"offscreen:configfile={config}"}
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", WIDE_SCREEN_CHECK],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"screen": 1366, "fits": True}
