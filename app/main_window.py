@@ -90,6 +90,7 @@ STARTING = "starting"  # the worker is building the run (reading a checkpoint, s
 BUSY = (STARTING, TRAINING, PAUSED)  # a run is on: its text and model are its own until it stops
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
 SAMPLE_REFUSED = "Cannot sample"  # the title of that message box
+LOAD_REFUSED = "Cannot load this checkpoint"  # the title of that message box
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
@@ -126,6 +127,7 @@ class MainWindow(QMainWindow):
         self.corpus: Corpus | None = None
         self.corpus_path: str = ""  # "" is the built-in corpus
         self._corpus_request = 0
+        self._load_request = 0
         self.handle: WorkerThread | None = None
         self.run_info: RunInfo | None = None
         self._cannot = ""  # the title of a failure to set up the run being launched
@@ -433,6 +435,7 @@ class MainWindow(QMainWindow):
     def _launch(self, factory: SessionFactory, *, start_paused: bool, cannot: str) -> None:
         """Run ``factory``'s session on a new worker; ``cannot`` titles a failure to set it up."""
         self._cannot = cannot
+        self._load_request += 1  # a checkpoint still being read gives way to this run
         self._stop_following()
         # a corpus still loading would replace the run's own text in the panel: the run has it
         self._corpus_request += 1
@@ -582,11 +585,17 @@ class MainWindow(QMainWindow):
             self.load_checkpoint(path)
 
     def load_checkpoint(self, path: str) -> None:
-        """Restore a checkpoint on the worker thread, paused and ready to resume."""
+        """Restore a checkpoint, paused and ready to resume. It is read off the GUI thread before
+        the model in the window gives way to it: one that cannot be loaded (damaged, its text
+        gone) leaves the window as it was."""
+        if self.state in BUSY:
+            return
         corpus = self.corpus
         base = runs_dir()
+        self._load_request += 1
+        request = self._load_request  # a later load, or a run started meanwhile, wins
 
-        def factory() -> SessionSetup:
+        def build() -> SessionSetup:
             from engine.checkpoint import CheckpointError, CorpusNeeded, read_settings, restore
 
             # From the header, before the tensors: a run too big to train here still loads,
@@ -610,7 +619,20 @@ class MainWindow(QMainWindow):
             session = _session_in_new_folder(trainer, base, resumed_from=str(path))
             return SessionSetup(session, list(warnings), history, cannot_train)
 
-        self._launch(factory, start_paused=True, cannot="Cannot load this checkpoint")
+        def done(setup: SessionSetup) -> None:
+            if request != self._load_request or self.state in BUSY:
+                setup.session.close()  # nothing was trained in its folder: it goes
+                return
+            self.statusBar().clearMessage()
+            self._launch(lambda: setup, start_paused=True, cannot=LOAD_REFUSED)
+
+        def failed(message: str, details: str) -> None:
+            if request == self._load_request:
+                self.statusBar().clearMessage()
+                self._message(QMessageBox.Icon.Warning, LOAD_REFUSED, message, details)
+
+        self.statusBar().showMessage(f"Loading {Path(path).name}…")
+        run_in_background(build, done, failed)
 
     # -- opening a run directory ----------------------------------------------------------------
     @Slot()
@@ -643,6 +665,7 @@ class MainWindow(QMainWindow):
 
         def done(read_back: Any) -> None:
             run, records = read_back
+            self._load_request += 1  # a checkpoint still being read gives way to this run
             self._shutdown_worker()
             self.run_info = None  # the window shows this run now, not the one it trained
             self.store.clear()

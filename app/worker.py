@@ -419,14 +419,17 @@ class TrainingWorker(QObject):
 
     def _fail(self, e: BaseException) -> None:
         self.state = FAILED
-        # a bad file or folder is the person's to fix, and memory the machine's: the message says
-        # all; a bug keeps its traceback
-        if isinstance(e, MemoryError):
-            self.failed.emit(out_of_memory(e), "")
-        else:
-            details = "" if isinstance(e, InputError) else "".join(traceback.format_exception(e))
-            self.failed.emit(str(e) or type(e).__name__, details)
+        self.failed.emit(*failure_text(e))
         self.state_changed.emit(FAILED)
+
+
+def failure_text(e: BaseException) -> tuple[str, str]:
+    """(message, details) for a failure: a bad file or folder is the person's to fix, and memory
+    the machine's, so the message says all; a bug keeps its traceback as the details."""
+    if isinstance(e, MemoryError):
+        return out_of_memory(e), ""
+    details = "" if isinstance(e, InputError) else "".join(traceback.format_exception(e))
+    return str(e) or type(e).__name__, details
 
 
 class WorkerThread:
@@ -486,7 +489,7 @@ class _Task(QRunnable):
         try:
             result = self._fn()
         except Exception as e:
-            self._relay.errored.emit(str(e) or type(e).__name__, "".join(traceback.format_exception(e)))
+            self._relay.errored.emit(*failure_text(e))
         else:
             self._relay.succeeded.emit(result)
 

@@ -672,6 +672,8 @@ def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(
 
 def test_a_damaged_checkpoint_is_refused_in_one_plain_message(make_window, qtbot, tmp_path, monkeypatch):
     w = make_window()
+    train_to_end(w, qtbot, iters=20)
+    trained = w.run_info
     damaged = tmp_path / "damaged.safetensors"
     damaged.write_bytes(b"\x00" * 64)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(damaged), ""))
@@ -684,6 +686,22 @@ def test_a_damaged_checkpoint_is_refused_in_one_plain_message(make_window, qtbot
     assert text.geometry().left() < 120  # beside its icon, not pushed right by a wide icon label
     box.accept()
     assert w.panel.start.isEnabled()
+    # refused before the model in the window gave way: it is still there to sample and export
+    assert w.state == FINISHED and w.run_info is trained and last_iter(w) == 20
+    assert w.samples.generate_button.isEnabled() and w.panel.export.isEnabled()
+
+
+def test_a_run_started_while_a_checkpoint_is_read_wins_over_it(make_window, qtbot):
+    w = make_window()
+    train_to_end(w, qtbot, iters=20)
+    first = w.run_info.run_dir
+    w.panel.iters.setValue(100_000)
+    w.load_checkpoint(str(first / "checkpoints" / "final.safetensors"))
+    w.start_action.trigger()  # before the checkpoint is read
+    qtbot.waitUntil(lambda: w.state == TRAINING, timeout=20_000)
+    qtbot.wait(500)  # the reading ends, and gives way
+    assert w.state == TRAINING and w.run_info.iteration == 0
+    assert sorted(runs_dir().iterdir()) == sorted([first, w.run_info.run_dir])  # no folder left for it
 
 
 def test_a_checkpoint_whose_corpus_is_gone_asks_for_the_text(
