@@ -881,17 +881,20 @@ class MainWindow(QMainWindow):
         panel_state = state if state in (TRAINING, PAUSED, STOPPED, FINISHED, FAILED) else IDLE
         if state == STARTING:
             panel_state = TRAINING
-        # the model's iteration: the curves' last, or where a checkpoint without curves stood
-        done = max(self.store.last_iteration, self.run_info.iteration if self.run_info else 0)
-        self.panel.set_state(panel_state, has_model=has_model, done=done)
+        self.panel.set_state(panel_state, has_model=has_model, done=self._iteration())
         self.samples.generate_button.setEnabled(has_model)
         self.state_label.setText(f"<b>{html.escape(state)}</b>")  # "viewing <a folder name>"
         self._update_status()
 
+    def _iteration(self) -> int:
+        """The iteration of the model in the window: the curves' last, or where a checkpoint
+        without curves (one exported out of its run folder) stood."""
+        return max(self.store.last_iteration, self.run_info.iteration if self.run_info else 0)
+
     def _update_status(self) -> None:
         s = self.store
         total = self.run_info.train_cfg.max_iters if self.run_info else self._total_iters
-        done = s.last_iteration
+        done = self._iteration()
         self.iter_label.setText(f"iter {done:,} / {total:,}" if total else f"iter {done:,}")
         step = s.median_recent("step_s")
         tokens = s.median_recent("tokens_s")

@@ -306,9 +306,10 @@ class TrainingPlots(QWidget):
         it = self.store["iter"]
         lo, hi = (float(it[0]), float(it[-1])) if len(it) else (0.0, 1.0)
         self.loss_plot.setXRange(lo, max(hi, lo + 1), padding=0.02)
-        for p in self.plots:
-            p.enableAutoRange(y=True)
-        for v in self._right_views:
+        views = [p.getViewBox() for p in self.plots] + self._right_views
+        for v in views:
+            if not len(it):  # nothing to fit to: the last run's ranges would stay
+                v.setYRange(0.0, 1.0, padding=0.0)
             v.enableAutoRange(y=True)
 
     @Slot()

@@ -954,6 +954,8 @@ def test_a_complete_checkpoint_without_curves_continues_only_past_its_iteration(
     qtbot.mouseClick(later.panel.load, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
     assert len(later.store) == 0 and later.panel.iters.value() == 12
+    assert later.iter_label.text() == "iter 12 / 12" and later.progress.value() == 12  # not 0 of 12
+    assert later.windowTitle().startswith("100 %")
     assert later.panel.pause.text() == "Continue" and not later.panel.pause.isEnabled()
     later.panel.iters.setValue(20)
     qtbot.mouseClick(later.panel.pause, Qt.MouseButton.LeftButton)

@@ -253,3 +253,16 @@ def test_resident_memory_that_moves_by_kilobytes_is_drawn_on_whole_megabytes(qtb
     qtbot.wait(50)
     low, high = plots.mem_plot.getAxis("right").range
     assert high - low >= RSS_MIN_RANGE_MB and low < 159.23 < 159.25 < high
+
+
+def test_plots_emptied_for_a_new_run_keep_no_ranges_of_the_last(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend(records(1, 301, rss=200e6))
+    plots.redraw()
+    store.clear()  # a checkpoint without curves comes in
+    plots.reset()
+    plots.redraw()
+    for view in [p.getViewBox() for p in plots.plots] + plots._right_views:
+        lo, hi = view.viewRange()[1]
+        assert lo <= 0.0 and hi <= RSS_MIN_RANGE_MB  # not the last run's 3.5-6 loss, nor its 200 MB
