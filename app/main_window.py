@@ -238,7 +238,7 @@ class MainWindow(QMainWindow):
         for a in (self.open_corpus_action, self.open_run_action, self.load_action, self.export_action):
             menu.addAction(a)
         menu.addAction(self.save_plots_action)
-        self.plots.set_context_actions([self.save_plots_action])
+        self.plots.set_context_actions([self.save_plots_action, follow_action])
         menu.addAction(self.show_folder_action)
         menu.addSeparator()
         menu.addAction(quit_action)
@@ -377,6 +377,8 @@ class MainWindow(QMainWindow):
             self.panel.set_corpus(None)
         else:
             self.panel.set_corpus(c.name, len(c.tokens), c.vocab_size)
+            if self.run_info is None and self._follower is None and self.state == IDLE:
+                self.plots.set_vocabulary(c.vocab_size)  # where the next run will start
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if self._dropped_path(event) is not None:

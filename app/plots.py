@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPushButton,
     QSizePolicy,
     QSlider,
@@ -78,6 +79,7 @@ class TrainingPlots(QWidget):
         self._redraw_s: float | None = None  # running average of what a redraw costs
         self.reference: MetricsStore | None = None  # another run's metrics, to compare with
         self.loss_reference: pg.PlotDataItem | None = None  # its smoothed loss
+        self.context_menu = QMenu(self)  # a right click on a plot (set_context_actions)
 
         self.log_loss = QCheckBox("Log scale")
         self.log_loss.setToolTip("Show the loss on a logarithmic axis")
@@ -201,6 +203,7 @@ class TrainingPlots(QWidget):
         if units != "s":  # seconds read best as ms; "kMB" would not, nor a loss under 1 "(x0.001)"
             plot.getAxis("left").enableAutoSIPrefix(False)
         plot.getViewBox().sigRangeChangedManually.connect(self._on_manual_range)
+        plot.getViewBox().raiseContextMenu = self._raise_menu  # see set_context_actions
         return plot
 
     def _add_right_curve(self, plot: pg.PlotItem, name: str, units: str, pen: Any) -> pg.PlotDataItem:
@@ -218,6 +221,7 @@ class TrainingPlots(QWidget):
             if p is not plot:
                 p.getAxis("right").setStyle(showValues=False)
         view.setXLink(plot)
+        view.raiseContextMenu = self._raise_menu
         view.enableAutoRange(y=True)
         view.setAutoVisible(y=True)
         # Resident memory moves by kilobytes early in a run: ticks a few kB apart were numbered
@@ -309,8 +313,19 @@ class TrainingPlots(QWidget):
         views = [p.getViewBox() for p in self.plots] + self._right_views
         for v in views:
             if not len(it):  # nothing to fit to: the last run's ranges would stay
-                v.setYRange(0.0, 1.0, padding=0.0)
+                v.setYRange(0.0, self._empty_top(v), padding=0.0)
             v.enableAutoRange(y=True)
+
+    def _empty_top(self, view: pg.ViewBox) -> float:
+        """The top of an empty plot: the loss's reaches above the uniform guess, where a new model
+        starts; resident memory's spans its least range, and does not go below zero."""
+        if (
+            view is self.loss_plot.getViewBox()
+            and self.chance_loss is not None
+            and not self.log_loss.isChecked()
+        ):
+            return 1.2 * self.chance_loss
+        return RSS_MIN_RANGE_MB if view in self._right_views else 1.0
 
     @Slot()
     def follow(self) -> None:
@@ -376,11 +391,17 @@ class TrainingPlots(QWidget):
         return bytes(buffer.data().data())
 
     def set_context_actions(self, actions: list[QAction]) -> None:
-        """What a right click on a plot offers below pyqtgraph's view settings, in place of
-        pyqtgraph's Export… dialog: most of its choices ended in a traceback (SVG with PySide6
-        6.11, pyqtgraph issue 3485; Matplotlib, which is not installed; CSV of the whole
-        scene), and the run folder already holds every value in metrics.jsonl."""
-        self.canvas.scene().contextMenu = list(actions)
+        """What a right click on a plot offers: the window's own actions, in place of pyqtgraph's
+        menu. Its Export… dialog mostly ended in a traceback (SVG with PySide6 6.11, pyqtgraph
+        issue 3485; Matplotlib, which is not installed), and its view and plot options could
+        zoom the loss axis out of its fit, or turn the loss curve into its Fourier spectrum."""
+        self.context_menu.clear()
+        self.context_menu.addActions(actions)
+
+    def _raise_menu(self, event: Any) -> None:
+        """A view box's right click (pyqtgraph's ViewBox.raiseContextMenu, replaced)."""
+        if self.context_menu.actions():
+            self.context_menu.popup(event.screenPos().toPoint())
 
     # -- controls ---------------------------------------------------------------------------
     def smoothing_window(self) -> int:
@@ -406,6 +427,8 @@ class TrainingPlots(QWidget):
         if loss is not None:
             self.chance.label.setFormat(f"uniform guess: ln {size} = {loss:.2f}")
         self._place_chance()
+        if not len(self.store) and self.following:
+            self._show_all()  # an empty loss plot reaches up to the line
 
     def _place_chance(self) -> None:
         # an InfiniteLine does not follow the plot's log mode: its position is in view coordinates

@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 import safetensors.numpy
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QDropEvent, QImage
 from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QMessageBox
 
@@ -154,9 +154,17 @@ def test_the_plots_are_saved_as_an_image_from_the_menu_and_from_a_right_click(
 ):
     w = make_window()
     train_to_end(w, qtbot, iters=30)
-    # a right click on a plot offers the same action, and no longer pyqtgraph's Export… dialog
-    scene = w.plots.canvas.scene()
-    assert scene.contextMenu == [w.save_plots_action]
+    # a right click on a plot offers the window's actions, and no longer pyqtgraph's menu
+    popped: list[QPoint] = []
+    monkeypatch.setattr(w.plots.context_menu, "popup", popped.append)
+    click = SimpleNamespace(
+        button=lambda: Qt.MouseButton.RightButton, accept=lambda: None, screenPos=lambda: QPointF(40, 50)
+    )
+    for view in [p.getViewBox() for p in w.plots.plots] + w.plots._right_views:
+        view.mouseClickEvent(click)
+        assert not view.menu.isVisible()
+    assert popped == [QPoint(40, 50)] * 4
+    assert [a.text() for a in w.plots.context_menu.actions()] == ["Save plots as &image…", "&Follow newest"]
 
     chosen = [str(tmp_path / "loss"), str(tmp_path / "loss.jpg")]
     suggested: list[str] = []
@@ -398,6 +406,13 @@ def test_open_a_run_that_chargpt_train_is_writing(make_window, qtbot, tmp_path, 
     assert (w.panel.preset_name(), w.panel.batch.value(), w.panel.iters.value()) == ("tiny", 4, 150)
     vocab = len(set(corpus_file.read_text(encoding="utf-8")))
     assert w.plots.chance.value() == pytest.approx(math.log(vocab))  # the run's vocabulary, from its config
+
+
+def test_before_the_first_run_the_loss_plot_shows_where_a_new_model_starts(make_window, corpus_file):
+    w = make_window()
+    vocab = len(set(corpus_file.read_text(encoding="utf-8")))
+    assert w.plots.chance_loss == pytest.approx(math.log(vocab))
+    assert w.plots.loss_plot.viewRange()[1][1] > math.log(vocab)  # the line is in view
 
 
 def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, qtbot, tmp_path, monkeypatch):

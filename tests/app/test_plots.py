@@ -265,4 +265,6 @@ def test_plots_emptied_for_a_new_run_keep_no_ranges_of_the_last(qtbot):
     plots.redraw()
     for view in [p.getViewBox() for p in plots.plots] + plots._right_views:
         lo, hi = view.viewRange()[1]
-        assert lo <= 0.0 and hi <= RSS_MIN_RANGE_MB  # not the last run's 3.5-6 loss, nor its 200 MB
+        assert lo == 0.0 and hi <= RSS_MIN_RANGE_MB  # not the last run's 3.5-6 loss, nor its 200 MB
+    plots.set_vocabulary(65)  # the corpus of the next run: its loss starts near ln 65
+    assert plots.loss_plot.viewRange()[1][1] > math.log(65) and plots.chance.isVisible()
