@@ -85,7 +85,6 @@ if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 APP_NAME = "CharGPT Studio"
-READY = "Run ready"  # the status bar's word when a run is built
 STARTING = "starting"  # the worker is building the run (reading a checkpoint, say)
 BUSY = (STARTING, TRAINING, PAUSED)  # a run is on: its text and model are its own until it stops
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
@@ -128,6 +127,7 @@ class MainWindow(QMainWindow):
         self.corpus_path: str = ""  # "" is the built-in corpus
         self._corpus_request = 0
         self._load_request = 0
+        self._ready_text = ""  # the status bar's message when the run in the window was built
         self.handle: WorkerThread | None = None
         self.run_info: RunInfo | None = None
         self._cannot = ""  # the title of a failure to set up the run being launched
@@ -793,10 +793,26 @@ class MainWindow(QMainWindow):
                 "This model can generate samples and be exported here, but not train on: "
                 f"{info.cannot_train}.",
             )
+        self._ready_text = self._ready_message(info)
+        self.statusBar().showMessage(self._ready_text, 8000)
+        self._update_status()
+
+    def _ready_message(self, info: RunInfo) -> str:
+        """What the status bar says of a run just built: a new model, one loaded (finished or
+        paused), or one that Continue trains on."""
         # the folder's name: its whole path did not fit beside the status fields (Show run folder)
         where = f" — run folder {info.run_dir.name}" if info.run_dir else ""
-        self.statusBar().showMessage(f"{READY} at iteration {info.iteration:,}{where}", 8000)
-        self._update_status()
+        n = f"{info.iteration:,}"
+        if self.state != STARTING:  # Continue: the model in the window, trained on in a new folder
+            return f"Training on from iteration {n} to {info.train_cfg.max_iters:,}{where}"
+        if info.came_from is None:
+            return f"Training a new model{where}"
+        # a loaded checkpoint's folder is named once it trains: until then it holds nothing
+        if info.cannot_train:
+            return f"Loaded at iteration {n}: to sample from and export"
+        if info.iteration >= info.train_cfg.max_iters:
+            return f"Loaded at iteration {n}, finished: to sample from and export, or Continue past it"
+        return f"Loaded at iteration {n}, paused: Resume (F6) trains it on"
 
     @Slot(list)
     def _on_metrics(self, records: list[dict[str, Any]]) -> None:
@@ -813,8 +829,8 @@ class MainWindow(QMainWindow):
     def _on_state(self, state: str) -> None:
         ended = self.state in (TRAINING, PAUSED) and state in (FINISHED, STOPPED)
         self._set_state(state)
-        if ended and self.statusBar().currentMessage().startswith(READY):
-            self.statusBar().clearMessage()  # a short run ends within its 8 s: "iteration 0" was stale
+        if ended and self.statusBar().currentMessage() == self._ready_text:
+            self.statusBar().clearMessage()  # a short run ends within its 8 s: "training" was stale
         if state != TRAINING:
             self.plots.redraw()  # the final points of a run show at once, not at the next tick
 
@@ -869,6 +885,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_sample_failed(self, message: str) -> None:
+        self.statusBar().clearMessage()  # "Generating a sample…"
         self._message(QMessageBox.Icon.Warning, SAMPLE_REFUSED, message)
 
     @Slot(str, str)

@@ -205,20 +205,20 @@ PRESETS: dict[str, Preset] = {
             "small",
             ModelConfig(d_model=128, n_heads=4, n_layers=2, d_ff=512, context=64),
             TrainConfig(batch_size=16, max_iters=3000, lr=2e-3, min_lr=2e-4, warmup_iters=100),
-            "2 layers × 128: a few minutes to words and punctuation; the model of the C project "
-            "this one grew from",
+            "2 layers × 128: a few minutes to words and punctuation",
         ),
         Preset(
             "v2",
             ModelConfig(d_model=256, n_heads=4, n_layers=1, d_ff=1024, context=64),
             TrainConfig(batch_size=16, max_iters=3000, lr=1e-3, min_lr=1e-4, warmup_iters=100),
-            "1 layer × 256: twice small's parameters, in one wide layer instead of two narrow ones",
+            "1 layer × 256 (the second version of small): twice its parameters, in one wide layer "
+            "instead of two narrow ones",
         ),
         Preset(
             "medium",
             ModelConfig(d_model=256, n_heads=8, n_layers=4, d_ff=1024, context=128),
             TrainConfig(batch_size=16, max_iters=4000, lr=1e-3, min_lr=1e-4, warmup_iters=200),
-            "4 layers × 256: real Shakespeare-like text, tens of minutes",
+            "4 layers × 256: tens of minutes to text that reads like its corpus",
         ),
         Preset(
             "large",

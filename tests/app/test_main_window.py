@@ -1095,14 +1095,26 @@ def test_a_text_too_short_for_any_model_is_refused_when_opened_and_one_too_short
     assert w.state == IDLE and w.run_info is None
 
 
-def test_the_run_ready_message_names_its_folder_and_goes_when_the_run_ends(make_window, qtbot):
+def test_a_prompt_the_model_cannot_read_is_refused_with_the_characters(make_window, qtbot):
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    w.samples.prompt.setText("☺ and ☂")
+    w.sample_action.trigger()
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot sample")), timeout=10_000)
+    [box] = boxes(w, "Cannot sample")
+    assert "'☺'" in box.text() and "'☂'" in box.text()
+    assert not w.statusBar().currentMessage()  # "Generating a sample…" stayed behind the refusal
+    assert w.samples.count() == 0
+
+
+def test_a_new_runs_message_names_its_folder_and_goes_when_the_run_ends(make_window, qtbot):
     w = make_window()
     tiny(w, iters=20)
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.statusBar().currentMessage().startswith("Run ready"), timeout=10_000)
+    qtbot.waitUntil(lambda: w.statusBar().currentMessage().startswith("Training a new model"), timeout=10_000)
     assert w.statusBar().currentMessage().endswith(f"run folder {w.run_info.run_dir.name}")
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
-    assert not w.statusBar().currentMessage().startswith("Run ready")  # it said iteration 0 still
+    assert not w.statusBar().currentMessage()  # it said "training" still
 
 
 def test_a_learning_rate_still_being_typed_is_the_one_f5_starts_with(make_window, qtbot):
@@ -1187,10 +1199,11 @@ def test_a_corpus_still_loading_when_a_run_starts_does_not_replace_the_runs_text
     assert w.corpus is good and "other.txt" not in w.panel.corpus_label.toolTip()
 
 
-def test_a_loaded_finished_checkpoint_keeps_its_run_ready_message(make_window, qtbot):
+def test_a_loaded_finished_checkpoint_says_what_it_is_for(make_window, qtbot):
     w = finished_run_loaded(make_window, qtbot)
     qtbot.wait(100)
-    assert w.statusBar().currentMessage().startswith("Run ready at iteration 20")
+    assert w.statusBar().currentMessage().startswith("Loaded at iteration 20, finished")
+    assert "run folder" not in w.statusBar().currentMessage()  # a folder that goes unless it trains
 
 
 WIDE_SCREEN_CHECK = """
