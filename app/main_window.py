@@ -319,7 +319,8 @@ class MainWindow(QMainWindow):
     # -- corpus ---------------------------------------------------------------------------------
     @Slot()
     def choose_corpus(self) -> None:
-        here = Path(self.corpus_path).parent if self.corpus_path else None
+        # the built-in corpus has no folder of the person's: their home, not the working folder
+        here = Path(self.corpus_path).parent if self.corpus_path else Path.home()
         path, _ = QFileDialog.getOpenFileName(
             self,
             "Open a text file to train on",
@@ -955,16 +956,7 @@ class MainWindow(QMainWindow):
         # a model loaded and not trained since is in its checkpoint already: nothing to ask
         trained = self.run_info is not None and done > self.run_info.iteration
         if self.confirm_close and self.state in (TRAINING, PAUSED) and self.handle is not None and trained:
-            answer = QMessageBox.question(
-                self,
-                "Save before closing?",
-                f"The model is {self.state} at iteration {done:,}. Its run folder keeps it as "
-                "final.safetensors; export a checkpoint elsewhere before closing?",
-                QMessageBox.StandardButton.Save
-                | QMessageBox.StandardButton.Discard
-                | QMessageBox.StandardButton.Cancel,
-                QMessageBox.StandardButton.Save,
-            )
+            answer = self.ask_before_closing(done)
             if answer == QMessageBox.StandardButton.Cancel:
                 event.ignore()
                 return
@@ -976,6 +968,24 @@ class MainWindow(QMainWindow):
         wait_for_background()
         self.save_settings()
         event.accept()
+
+    def ask_before_closing(self, done: int) -> QMessageBox.StandardButton:
+        """Save (export first), Discard (close) or Cancel, for a model still training. The
+        buttons say what they do: "Discard" read as if it deleted the run, which its folder keeps."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Export before closing?",
+            f"The model is {self.state} at iteration {done:,}. Its run folder keeps it as "
+            "final.safetensors; export a checkpoint elsewhere before closing?",
+            QMessageBox.StandardButton.Save
+            | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.button(QMessageBox.StandardButton.Save).setText("Export…")
+        box.button(QMessageBox.StandardButton.Discard).setText("Close without exporting")
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        return QMessageBox.StandardButton(box.exec())
 
     def _export_before_close(self) -> bool:
         """Export and wait for the result; False if the person gave up or it failed."""

@@ -61,7 +61,7 @@ def make_window(qtbot, settings: QSettings, corpus_file: Path, monkeypatch: pyte
     """Windows on the small test corpus; each is closed (and its worker joined) at teardown."""
     windows: list[MainWindow] = []
     # Never a real modal question: closing mid-run discards unless a test answers otherwise.
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+    monkeypatch.setattr(MainWindow, "ask_before_closing", lambda *a, **k: QMessageBox.StandardButton.Discard)
 
     def make(corpus: Path | None = corpus_file, the_settings: QSettings = settings) -> MainWindow:
         if corpus is not None:
@@ -74,7 +74,7 @@ def make_window(qtbot, settings: QSettings, corpus_file: Path, monkeypatch: pyte
         return w
 
     yield make
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+    monkeypatch.setattr(MainWindow, "ask_before_closing", lambda *a, **k: QMessageBox.StandardButton.Discard)
     for w in windows:
         for box in w.messages():
             box.done(0)

@@ -18,9 +18,9 @@ import numpy as np
 import psutil
 import pytest
 import safetensors.numpy
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDesktopServices, QDropEvent, QImage
-from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QMessageBox
+from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMenu, QMessageBox
 
 from app.main_window import WEIGHTS_FILTER, MainWindow, _short, runs_dir
 from app.worker import FAILED, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
@@ -243,6 +243,23 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
     assert second.state == TRAINING
 
 
+ASK_BEFORE_CLOSING = MainWindow.ask_before_closing  # the real one: make_window answers for it
+
+
+def test_closing_mid_run_asks_with_buttons_that_say_what_they_do(make_window, qtbot):
+    w = make_window()
+    seen: list[list[str]] = []
+
+    def answer() -> None:
+        box = QApplication.activeModalWidget()
+        seen.append(sorted(b.text() for b in box.buttons()))
+        box.button(QMessageBox.StandardButton.Cancel).click()
+
+    QTimer.singleShot(100, answer)
+    assert ASK_BEFORE_CLOSING(w, 5) == QMessageBox.StandardButton.Cancel
+    assert seen == [["Cancel", "Close without exporting", "Export…"]]  # "Discard" read as deleting the run
+
+
 def test_a_checkpoint_loaded_only_to_sample_closes_without_a_question_or_a_folder(
     make_window, qtbot, monkeypatch
 ):
@@ -258,7 +275,9 @@ def test_a_checkpoint_loaded_only_to_sample_closes_without_a_question_or_a_folde
     qtbot.waitUntil(lambda: w.samples.count() == 1, timeout=10_000)
     asked = []
     monkeypatch.setattr(
-        QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Discard
+        MainWindow,
+        "ask_before_closing",
+        lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Discard,
     )
     w.close()
     assert not asked  # the model is in the checkpoint it came from
@@ -337,7 +356,9 @@ def test_closing_mid_training_joins_the_worker_without_errors(make_window, qtbot
     thread = w.handle.thread
     asked = []
     monkeypatch.setattr(
-        QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Discard
+        MainWindow,
+        "ask_before_closing",
+        lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Discard,
     )
     w.close()
     assert asked, "closing mid-training asks whether to save"
@@ -356,7 +377,7 @@ def test_closing_mid_training_can_save_first(make_window, qtbot, tmp_path, monke
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
     target = tmp_path / "on-close.safetensors"
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Save)
+    monkeypatch.setattr(MainWindow, "ask_before_closing", lambda *a, **k: QMessageBox.StandardButton.Save)
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     w.close()
     assert checkpoint.load(target).iteration >= 5
@@ -372,7 +393,7 @@ def test_closing_with_a_save_that_fails_keeps_the_window_and_the_training(
     target = tmp_path / "a-file" / "on-close.safetensors"  # a folder that is a file: saving fails
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Save)
+    monkeypatch.setattr(MainWindow, "ask_before_closing", lambda *a, **k: QMessageBox.StandardButton.Save)
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     assert not w.close()  # the close is refused
     assert boxes(w, "Export failed") and w.handle is not None
@@ -683,6 +704,12 @@ def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(
     saved.rmdir()
     w.load_action.trigger()  # a folder that has gone: back to the runs
     assert opened_in == [str(runs_dir()), str(saved), str(runs_dir())]
+
+    opened_in.clear()
+    w.settings.remove("corpus_dir")
+    w.corpus_path = ""  # the built-in corpus, and no text chosen yet
+    w.open_corpus_action.trigger()
+    assert opened_in == [str(Path.home())]
 
 
 def test_a_damaged_checkpoint_is_refused_in_one_plain_message(make_window, qtbot, tmp_path, monkeypatch):
