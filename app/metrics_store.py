@@ -119,6 +119,17 @@ class MetricsStore:
         out[whole] = (sums[hi[whole] + 1] - sums[lo[whole]]) / (2 * reach[whole] + 1)
         return out
 
+    def smoothed_at(self, i: int, window: int) -> float:
+        """``smoothed_loss(window)[i]``, from the running sums alone: the readout shows one point."""
+        cs = self._loss_cumsum.view()
+        if window <= 1:
+            return float(self["loss"][i])
+        reach = min(window // 2, i)
+        if i + reach >= len(cs):
+            return math.nan  # its later half is not in yet
+        below = cs[i - reach - 1] if i - reach > 0 else 0.0
+        return float((cs[i + reach] - below) / (2 * reach + 1))
+
     def index_at(self, iteration: float) -> int | None:
         """Row of the iteration nearest to ``iteration``, or None when empty."""
         iters = self["iter"]

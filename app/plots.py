@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QBuffer, QEvent, QIODevice, QPointF, Qt, QTimer, Slot
+from PySide6.QtCore import QBuffer, QEvent, QIODevice, QObject, QPointF, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QColor, QFontMetrics, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -94,8 +94,10 @@ class TrainingPlots(QWidget):
         self.follow_button = QPushButton("Follow newest")
         self.follow_button.setToolTip("Return to following the newest iteration")
         self.follow_button.setVisible(False)
+        # The newest iteration's values, live; those under the mouse while it is over a plot.
         self.hover_label = QLabel(" ")
         self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._hovering = False
         # cut at the right edge, whole in its tooltip: a long line must not widen the window
         self.hover_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
@@ -167,10 +169,9 @@ class TrainingPlots(QWidget):
         layout.addWidget(self.hover_label)
 
         self._mouse = pg.SignalProxy(self.canvas.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
+        self.canvas.installEventFilter(self)  # the mouse leaving the plots: back to the newest
         self.smoothing.valueChanged.connect(self._on_smoothing)
         self.log_loss.toggled.connect(self._on_log)
-        # the right-click Plot Options has its own Log Y: one follows the other, either way
-        self.loss_plot.ctrl.logYCheck.toggled.connect(self.log_loss.setChecked)
         self.follow_button.clicked.connect(self.follow)
         self._on_smoothing(self.smoothing.value())
 
@@ -295,6 +296,8 @@ class TrainingPlots(QWidget):
         self.mem_rss.setData(it, s["rss"] / MB, connect="finite")
         if self.following:
             self._show_all()
+        if not self._hovering:
+            self.show_latest()
         # pyqtgraph fits the ranges to the new data lazily, at the start of a paint, and the axes
         # that this changes then ask for a second paint: fitting them now makes it one.
         self.canvas.scene().prepareForPaint()
@@ -446,23 +449,50 @@ class TrainingPlots(QWidget):
                 x = plot.getViewBox().mapSceneToView(pos).x()
                 self.show_values_at(x)
                 return
+        self.show_latest()  # between the plots, or over an axis
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.canvas and event.type() == QEvent.Type.Leave:
+            self.show_latest()
+        return False
+
+    def show_latest(self) -> None:
+        """Show the newest iteration's values, without a cursor: the readout of a run as it goes."""
+        self._hovering = False
+        for line in self.cursors:
+            line.setVisible(False)
+        if not len(self.store):
+            self.hover_label.setText(" ")
+            return
+        self._show_values(len(self.store) - 1)
 
     def show_values_at(self, x: float) -> None:
-        """Show the values of the iteration nearest to ``x`` under the plots."""
-        s = self.store
-        i = s.index_at(x)
+        """Show the values of the iteration nearest to ``x`` under the plots, with a cursor."""
+        i = self.store.index_at(x)
         if i is None:
             return
-        it = float(s["iter"][i])
+        self._hovering = True
         for line in self.cursors:
-            line.setPos(it)
+            line.setPos(float(self.store["iter"][i]))
             line.setVisible(True)
+        self._show_values(i)
+
+    def _show_values(self, i: int) -> None:
+        s = self.store
+        it = float(s["iter"][i])
         parts = [f"iter {it:.0f}", f"loss {s['loss'][i]:.4f}"]
-        smooth = s.smoothed_loss(self.smoothing_window())[i]
-        parts += [f"smoothed {smooth:.4f}"] if math.isfinite(smooth) else []  # none yet, at the end
-        vi = np.searchsorted(s.val_iter.view(), it)
-        if vi < len(s.val_iter) and s.val_iter.view()[vi] == it:
-            parts.append(f"val {s.val_loss.view()[vi]:.4f}")
+        # the newest half window has no smoothed value yet: the latest there is, and where it is
+        window = self.smoothing_window()
+        si = min(i, len(s) - 1 - window // 2)
+        smooth = s.smoothed_at(si, window) if si >= 0 else math.nan
+        if math.isfinite(smooth):
+            at = float(s["iter"][si])
+            parts.append(f"smoothed {smooth:.4f}" + ("" if si == i else f" (at {at:.0f})"))
+        # the latest validation up to here: one iteration in thousands is hard to hover onto
+        vi = int(np.searchsorted(s.val_iter.view(), it, side="right")) - 1
+        if vi >= 0:
+            at = s.val_iter.view()[vi]
+            parts.append(f"val {s.val_loss.view()[vi]:.4f}" + ("" if at == it else f" (at {at:.0f})"))
         # the schedule and the gradient, which have no curve of their own: warmup, decay, and a
         # stretched schedule after Continue show here
         lr, grad = s["lr"][i], s["grad_norm"][i]

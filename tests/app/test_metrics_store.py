@@ -44,6 +44,17 @@ def test_smoothing_is_a_centred_mean_that_survives_a_nan():
     np.testing.assert_array_equal(store.smoothed_loss(1)[:3], [1.0, 3.0, 5.0])
 
 
+def test_one_smoothed_point_is_the_curves_point():
+    rng = np.random.default_rng(1)
+    losses = rng.uniform(1, 5, 120)
+    losses[30] = math.nan
+    store = MetricsStore()
+    store.extend([{"iter": i + 1, "loss": v} for i, v in enumerate(losses)])
+    for window in (1, 2, 3, 51, 301):
+        curve = store.smoothed_loss(window)
+        np.testing.assert_allclose([store.smoothed_at(i, window) for i in range(120)], curve, equal_nan=True)
+
+
 def test_smoothing_does_not_lag_a_falling_loss():
     store = MetricsStore()
     store.extend([{"iter": i, "loss": 5.0 - i / 100} for i in range(1, 1001)])

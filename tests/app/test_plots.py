@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QImage, QPalette, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
@@ -62,6 +62,39 @@ def test_hover_shows_the_values_of_the_nearest_iteration(qtbot):
     text = plots.hover_label.text()
     assert "iter 42" in text and "10.0 ms/iter (median 10.0)" in text
     assert "lr 0.0015" in text and "grad norm 0.75" in text
+
+
+def test_the_readout_shows_the_newest_iteration_unless_the_mouse_is_over_a_plot(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend(records(1, 101))
+    plots.redraw()
+    assert plots.hover_label.text().startswith("iter 100 · loss")  # a run's numbers, live
+    assert "smoothed 4.9250 (at 75)" in plots.hover_label.text()  # the newest with a whole window
+    assert not any(line.isVisible() for line in plots.cursors)
+    plots.show_values_at(41.7)
+    assert plots.hover_label.text().startswith("iter 42") and all(line.isVisible() for line in plots.cursors)
+    store.extend(records(101, 111))
+    plots.redraw()
+    assert plots.hover_label.text().startswith("iter 42")  # kept while the mouse is there
+    QApplication.sendEvent(plots.canvas, QEvent(QEvent.Type.Leave))
+    assert plots.hover_label.text().startswith("iter 110")  # it stayed at 42 after the mouse left
+    assert not any(line.isVisible() for line in plots.cursors)
+
+
+def test_the_readout_names_the_latest_validation_and_where_it_was_taken(qtbot):
+    store = MetricsStore()
+    plots = TrainingPlots(store)
+    qtbot.addWidget(plots)
+    store.extend(records(1, 51))
+    store.extend(records(51, 52, val_loss=2.5))
+    store.extend(records(52, 101))
+    plots.show_values_at(51)
+    assert "val 2.5000 ·" in plots.hover_label.text()
+    plots.show_values_at(80)  # one point in a thousand is hard to hover onto
+    assert "val 2.5000 (at 51)" in plots.hover_label.text()
+    plots.show_values_at(20)
+    assert "val" not in plots.hover_label.text()
 
 
 def test_redraws_are_spaced_by_what_they_cost_repaints_included(qtbot):
@@ -174,15 +207,6 @@ def test_a_loss_under_one_is_numbered_as_it_is(qtbot):
     plots.redraw()
     assert "(x" not in plots.loss_plot.getAxis("left").labelString()  # not "loss (x0.001)", 0 to 500
     assert "(ms)" in plots.time_plot.getAxis("left").labelString()  # seconds still read as ms
-
-
-def test_log_scale_and_the_plot_options_log_y_follow_each_other(qtbot):
-    plots = shown(qtbot, MetricsStore())
-    plots.loss_plot.ctrl.logYCheck.setChecked(True)  # right click → Plot Options → Transforms
-    assert plots.log_loss.isChecked()
-    plots.log_loss.setChecked(False)
-    assert not plots.loss_plot.ctrl.logYCheck.isChecked()
-    assert not plots.loss_plot.getAxis("left").logMode
 
 
 def test_the_loss_of_a_uniform_guess_is_marked_on_the_loss_axis_linear_or_log(qtbot):
