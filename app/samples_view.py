@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.config import TrainConfig
+
 MAX_SHOWN = 100  # older samples stay in the run directory's samples.txt
 
 
@@ -55,7 +57,11 @@ class SamplesView(QWidget):
         self.text = QPlainTextEdit()
         self.text.setReadOnly(True)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.text.setPlaceholderText("Samples appear here while the model trains, newest first.")
+        every = TrainConfig().sample_interval  # no preset changes it
+        self.text.setPlaceholderText(
+            f"Samples appear here every {every} iterations and at the end of a run, newest first; "
+            "Generate sample makes one at any time."
+        )
 
         form = QFormLayout()
         form.addRow("Prompt", self.prompt)

@@ -262,7 +262,11 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     wall = time.perf_counter() - t_start
     say(f"validation loss {val_loss:.4f} after {trainer.iteration} iterations ({format_duration(wall)})")
     say(f"saved {final}")
-    sample = trainer.generate("", args.sample_chars, temperature=0.8, top_k=None, seed=train_cfg.seed)
+    last = session.last_sample
+    if last is not None and last[0] == trainer.iteration:  # the one samples.txt ends with
+        sample = last[1]
+    else:
+        sample = trainer.generate("", args.sample_chars, temperature=0.8, top_k=None, seed=train_cfg.seed)
     say("sample:\n" + sample)
     if args.json:
         summary = {

@@ -25,7 +25,7 @@ from engine import checkpoint
 from engine.config import preset_of
 from engine.parallel import ShardError
 from engine.runlog import RunLog, run_dir_of
-from engine.trainer import Trainer
+from engine.trainer import NonFiniteModel, Trainer
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ class TrainingSession:
     """Drives ``trainer`` one iteration at a time, writing ``run_dir`` if given.
 
     Evaluates every ``eval_interval`` iterations and at the last one, samples every
-    ``sample_interval``, saves ``iter_NNNNNN.safetensors`` every ``checkpoint_every``
+    ``sample_interval`` and at the last one, saves ``iter_NNNNNN.safetensors`` every ``checkpoint_every``
     (keeping the last ``keep``; 0 keeps all) and ``best.safetensors`` when the validation
     loss improves. ``finish()`` writes ``final.safetensors``.
     """
@@ -76,6 +76,7 @@ class TrainingSession:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_every, self.keep, self.sample_tokens = checkpoint_every, keep, sample_tokens
         self.last_val_loss: float | None = None
+        self.last_sample: tuple[int, str] | None = None  # (iteration, text) of the newest periodic one
         self._final: Path | None = None
         self._started_at = trainer.iteration
         self._closed = False
@@ -118,9 +119,15 @@ class TrainingSession:
             "rss": self._memory.rss(self.trainer.helper_pids),
         }
         sample = None
-        if cfg.sample_interval > 0 and it % cfg.sample_interval == 0:
-            sample = self.sample()
-            self._write(lambda log: log.add_sample(it, sample), warnings)
+        # at the last iteration too: a run shorter than the interval showed no text at all
+        if cfg.sample_interval > 0 and (it % cfg.sample_interval == 0 or it == cfg.max_iters):
+            try:
+                sample = self.sample()
+            except NonFiniteModel as e:  # weights that overflow: the loss tells the rest
+                warnings.append(f"no sample at iteration {it}: {e}")
+            else:
+                self.last_sample = (it, sample)
+                self._write(lambda log: log.add_sample(it, sample), warnings)
         if self._log is not None and self.checkpoint_every > 0 and it % self.checkpoint_every == 0:
             saved = self._save(self._log.periodic_path(it), warnings)
             if saved is not None:

@@ -554,8 +554,9 @@ def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
     train_to_end(w, qtbot, iters=30)
     w.samples.prompt.setText("the ")
     w.samples.length.setValue(40)
+    assert w.samples.count() == 1  # the one a run ends with
     qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.samples.count() >= 1, timeout=10_000)
+    qtbot.waitUntil(lambda: w.samples.count() == 2, timeout=10_000)
     first_line = w.samples.text.toPlainText().splitlines()[0]
     assert "iter 30" in first_line and "on demand" in first_line
     assert w.samples.text.toPlainText().splitlines()[1].startswith("the ")
@@ -1131,7 +1132,7 @@ def test_a_prompt_the_model_cannot_read_is_refused_with_the_characters(make_wind
     [box] = boxes(w, "Cannot sample")
     assert "'☺'" in box.text() and "'☂'" in box.text()
     assert not w.statusBar().currentMessage()  # "Generating a sample…" stayed behind the refusal
-    assert w.samples.count() == 0
+    assert w.samples.count() == 1  # the run's last, alone
 
 
 def test_a_new_runs_message_names_its_folder_and_goes_when_the_run_ends(make_window, qtbot):

@@ -171,3 +171,27 @@ def test_a_session_names_the_run_folder_its_model_came_from(tmp_path, verse_corp
     resumed = tmp_path / "b" / "checkpoints" / "final.safetensors"
     assert came_from(resumed_from=str(resumed)) == tmp_path / "b"  # above its checkpoints/
     assert came_from(resumed_from=str(tmp_path / "c.safetensors")) == tmp_path  # a file kept anywhere
+
+
+def test_a_run_shorter_than_its_sample_interval_still_ends_with_a_sample(tmp_path, verse_corpus):
+    session = TrainingSession(make_trainer(verse_corpus, max_iters=6, sample_interval=4), tmp_path / "run")
+    samples = [r.record["iter"] for r in (session.step() for _ in range(6)) if r.sample is not None]
+    assert samples == [4, 6] and session.last_sample is not None and session.last_sample[0] == 6
+    assert [it for it, _ in RunFollower(tmp_path / "run").poll_samples()] == [4, 6]
+
+
+def test_a_sample_of_weights_that_overflow_is_a_warning_not_the_end_of_the_run(
+    tmp_path, verse_corpus, monkeypatch
+):
+    from engine.trainer import NonFiniteModel
+
+    def overflowing(self, *args, **kwargs):
+        raise NonFiniteModel("the model's outputs are not finite numbers")
+
+    monkeypatch.setattr(TrainingSession, "sample", overflowing)
+    session = TrainingSession(make_trainer(verse_corpus, max_iters=4, sample_interval=2), tmp_path / "run")
+    reports = [session.step() for _ in range(4)]
+    assert [r.warnings for r in reports][1] == (
+        "no sample at iteration 2: the model's outputs are not finite numbers",
+    )
+    assert session.trainer.iteration == 4 and session.last_sample is None
