@@ -823,7 +823,7 @@ class MainWindow(QMainWindow):
     @Slot(int, str, str)
     def _on_sample(self, iteration: int, text: str, origin: str) -> None:
         self.samples.add(iteration, text, origin)
-        if origin == "on demand":
+        if origin.startswith("on demand"):
             self.statusBar().clearMessage()
 
     @Slot(str)

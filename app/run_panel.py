@@ -100,6 +100,9 @@ class RunPanel(QWidget):
 
         self.corpus_label = QLabel("loading the built-in corpus…")
         self.corpus_label.setWordWrap(True)
+        # a name on one line or two, its figures on one or two: room for four, so that a text
+        # with a shorter name does not move the controls below
+        self.corpus_label.setMinimumHeight(4 * self.corpus_label.fontMetrics().lineSpacing())
         self.open_corpus = QPushButton("Open…")
         self.open_corpus.setToolTip("Train on a UTF-8 text file of your own (or drop one on the window)")
 
@@ -338,11 +341,12 @@ class RunPanel(QWidget):
 
 def _describe_model(m: ModelConfig, train: TrainConfig) -> str:
     """Its size, its shape, and the memory training it takes (which the batch size sets)."""
-    shape = _phrases(
-        f"{plural(m.n_layers, 'layer')} × {m.d_model}",
-        plural(m.n_heads, "head"),
-        f"MLP {m.d_ff}",
-        f"context {m.context}",
+    # two lines of two phrases: one of four wrapped in a narrow panel for some presets and not
+    # others, and every control below moved under the pointer when the preset changed
+    shape = (
+        _phrases(f"{plural(m.n_layers, 'layer')} × {m.d_model}", plural(m.n_heads, "head"))
+        + "<br>"
+        + _phrases(f"MLP {m.d_ff}", f"context {m.context}")
     )
     need, room = memory_needed(m, train), memory_for_training()
     memory = _phrases(f"about {format_bytes(need)} to train", f"at batch {train.batch_size:,}", sep=" ")

@@ -156,7 +156,7 @@ class TrainingWorker(QObject):
 
     ready = Signal(object)  # RunInfo
     metrics = Signal(list)  # a batch of metrics.jsonl records
-    sample = Signal(int, str, str)  # iteration, text, "periodic" or "on demand"
+    sample = Signal(int, str, str)  # iteration, text, "periodic" or "on demand · <its settings>"
     state_changed = Signal(str)
     nonfinite = Signal(int, str)  # iteration, what ("the loss is nan"): training paused itself
     threads_changed = Signal(int)
@@ -322,7 +322,10 @@ class TrainingWorker(QObject):
             except ValueError as e:  # unknown characters in the prompt, a bad temperature
                 self.sample_failed.emit(str(e))
             else:
-                self.sample.emit(session.trainer.iteration, cmd.prompt + text, "on demand")
+                # how it was made, in its header: texts at 0.8 and at 0.1 look nothing alike
+                how = f"on demand · temperature {cmd.temperature:g}"
+                how += f" · top-k {cmd.top_k}" if cmd.top_k else ""
+                self.sample.emit(session.trainer.iteration, cmd.prompt + text, how)
 
     def _step(self, session: TrainingSession) -> None:
         tuner = self._tuner

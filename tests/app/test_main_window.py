@@ -558,8 +558,14 @@ def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
     qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.samples.count() == 2, timeout=10_000)
     first_line = w.samples.text.toPlainText().splitlines()[0]
-    assert "iter 30" in first_line and "on demand" in first_line
+    assert "iter 30" in first_line and "on demand · temperature 0.8" in first_line
+    assert "top-k" not in first_line  # off
     assert w.samples.text.toPlainText().splitlines()[1].startswith("the ")
+    w.samples.temperature.setValue(0.1)
+    w.samples.top_k.setValue(5)
+    qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.samples.count() == 3, timeout=10_000)
+    assert "on demand · temperature 0.1 · top-k 5" in w.samples.text.toPlainText().splitlines()[0]
 
 
 def test_settings_are_remembered(make_window, qtbot, settings):

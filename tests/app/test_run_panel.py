@@ -111,3 +111,20 @@ def test_a_learning_rate_being_typed_is_left_alone_when_the_model_label_is_redra
     qtbot.keyClicks(panel.lr.lineEdit(), "0.00")  # on the way to 0.0005
     panel.set_corpus("other.txt", 1000, 40)  # a corpus load finishing: the label is redrawn
     assert panel.lr.lineEdit().text() == "0.00"
+
+
+def test_the_controls_stay_put_when_the_preset_or_the_text_changes(qtbot):
+    """A description that wrapped for some presets and not others moved every control below it,
+    under the pointer: a click aimed at Iterations landed between two fields."""
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.resize(300, 700)  # the panel at its narrowest in the window
+    panel.show()
+    places = set()
+    for name in ("Python standard library docs (built in)", "story.txt"):
+        panel.set_corpus(name, 1_501_356, 96)
+        for preset in PRESETS:
+            panel.set_preset(preset)
+            qtbot.wait(10)  # the layout settles
+            places.add(panel.iters.mapTo(panel, panel.iters.rect().topLeft()).y())
+    assert len(places) == 1
