@@ -94,6 +94,8 @@ CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
 DEFAULT_SIZE = QSize(1320, 860)  # first launch (within the screen) and screenshots
+# Below this the plots cannot be read and Start scrolls out of sight; it fits a 1024 x 600 screen.
+MINIMUM_SIZE = QSize(900, 520)
 
 
 def runs_dir() -> Path:
@@ -122,6 +124,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings if settings is not None else QSettings()
         self.setWindowTitle(APP_NAME)
+        self.setMinimumSize(MINIMUM_SIZE)
         self.setAcceptDrops(True)
         self.corpus: Corpus | None = None
         self.corpus_path: str = ""  # "" is the built-in corpus
@@ -259,7 +262,8 @@ class MainWindow(QMainWindow):
             (self.panel.load, self.load_action),
         )
         for button, action in pairs:
-            button.setToolTip(f"{action.text().replace('&', '')} ({action.shortcut().toString()})")
+            if button is not self.panel.pause:  # whose tooltip the panel keeps (continue_blocker)
+                button.setToolTip(f"{action.text().replace('&', '')} ({action.shortcut().toString()})")
         # A menu item and its shortcut can do what their button can, and only then: F5 while a
         # run was being built started a second one, and Ctrl+O mid-run relabelled the model.
         self._mirror = _EnabledMirror(
@@ -269,10 +273,6 @@ class MainWindow(QMainWindow):
                 (self.panel.open_corpus, self.open_corpus_action),
                 (self.samples.generate_button, self.sample_action),
             ],
-        )
-        self.panel.pause.setToolTip(
-            "Pause or resume (F6). After the last iteration or Stop: raise Iterations, then Continue\n"
-            "trains the same model on, with its own settings and corpus (to change those, Start anew)"
         )
 
     def _connect(self) -> None:

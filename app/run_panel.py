@@ -315,6 +315,19 @@ class RunPanel(QWidget):
         self.pause.setText("Resume" if paused else "Pause")
         self.pause_toggled.emit(paused)
 
+    def continue_blocker(self) -> str:
+        """Why Continue is off for a model that could go on ("" if it is on, or cannot be)."""
+        if not self._can_continue_state() or self._cannot_train or self._held is None:
+            return ""
+        if self.iters.value() <= self._done:
+            return f"Raise Iterations above {self._done:,} to continue this model."
+        names = ("the preset", "the batch size", "the learning rate", "the seed", "the corpus")
+        changed = [n for n, now, held in zip(names, self._settings(), self._held, strict=True) if now != held]
+        if changed:
+            what = ", ".join(changed[:-1]) + (" and " if len(changed) > 1 else "") + changed[-1]
+            return f"Continue keeps the model's own settings: {what} changed since. Set back, or Start anew."
+        return ""
+
     def _can_continue_state(self) -> bool:
         return self._state in (FINISHED, STOPPED) and self._has_model
 
@@ -334,9 +347,17 @@ class RunPanel(QWidget):
             w.setEnabled(not running)
         self.start.setEnabled(not running and self._corpus is not None)
         self.pause.setEnabled((running and not self._cannot_train) or self._can_continue())
+        blocker = self.continue_blocker()
+        self.pause.setToolTip(PAUSE_TIP + (f"\n\n{blocker}" if blocker else ""))
         self.stop.setEnabled(running)
         self.export.setEnabled(self._has_model and self._state != IDLE)
         self.load.setEnabled(not running)
+
+
+PAUSE_TIP = (
+    "Pause or resume (F6). After the last iteration or Stop: raise Iterations, then Continue\n"
+    "trains the same model on, with its own settings and corpus (to change those, Start anew)"
+)
 
 
 def _describe_model(m: ModelConfig, train: TrainConfig) -> str:

@@ -66,9 +66,10 @@ class SamplesView(QWidget):
         form = QFormLayout()
         form.addRow("Prompt", self.prompt)
         knobs = QHBoxLayout()
-        knobs.addWidget(self.temperature)
-        knobs.addWidget(self.top_k)
-        knobs.addWidget(self.length)
+        for knob in (self.temperature, self.top_k, self.length):
+            knob.setMaximumWidth(130)  # stretched, "0.80" sat in a box 290 px wide
+            knobs.addWidget(knob)
+        knobs.addStretch(1)
         form.addRow("Temp · top-k · length", knobs)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -5,6 +5,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QSplitter, QWidget
 
 from app.run_panel import DEFAULT_VOCAB, RunPanel
+from app.worker import FINISHED
 from engine import memory
 from engine.config import PRESETS, TrainConfig, format_bytes
 from engine.memory import memory_needed
@@ -128,3 +129,20 @@ def test_the_controls_stay_put_when_the_preset_or_the_text_changes(qtbot):
             qtbot.wait(10)  # the layout settles
             places.add(panel.iters.mapTo(panel, panel.iters.rect().topLeft()).y())
     assert len(places) == 1
+
+
+def test_continue_says_what_keeps_it_off(qtbot):
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_corpus("corpus.txt", 10_000, 96)
+    tiny = PRESETS["tiny"]
+    panel.show_configs(tiny.model_for(96), tiny.train)
+    panel.set_state(FINISHED, has_model=True, done=tiny.train.max_iters)
+    assert not panel.pause.isEnabled()
+    assert "Raise Iterations above 2,000" in panel.pause.toolTip()
+    panel.iters.setValue(3000)
+    assert panel.pause.isEnabled() and panel.continue_blocker() == ""
+    panel.lr.setValue(0.01)
+    panel.seed.setValue(7)
+    assert not panel.pause.isEnabled()
+    assert "the learning rate and the seed changed since" in panel.pause.toolTip()
