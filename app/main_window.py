@@ -94,8 +94,9 @@ CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
 DEFAULT_SIZE = QSize(1320, 860)  # first launch (within the screen) and screenshots
-# Below this the plots cannot be read and Start scrolls out of sight; it fits a 1024 x 600 screen.
-MINIMUM_SIZE = QSize(900, 520)
+# Below this the plots cannot be read. Short, as a laptop's screen at 125-150 % scale is (768
+# pixels are 512 to 614): there the panel scrolls (see panel_scroll).
+MINIMUM_SIZE = QSize(800, 420)
 
 
 def runs_dir() -> Path:
@@ -124,7 +125,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings if settings is not None else QSettings()
         self.setWindowTitle(APP_NAME)
-        self.setMinimumSize(MINIMUM_SIZE)
+        self.setMinimumSize(MINIMUM_SIZE.boundedTo(self.screen().availableGeometry().size()))
         self.setAcceptDrops(True)
         self.corpus: Corpus | None = None
         self.corpus_path: str = ""  # "" is the built-in corpus
