@@ -93,6 +93,11 @@ LOAD_REFUSED = "Cannot load this checkpoint"  # the title of that message box
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
+# A loss that averages above this times a uniform guess's, over this many iterations after the
+# warmup, is said to be not learning (a margin over the guess: the loss of a text with little to
+# learn sits near it, noisily).
+NOT_LEARNING_WINDOW = 100
+NOT_LEARNING_MARGIN = 1.1
 DEFAULT_SIZE = QSize(1320, 860)  # first launch (within the screen) and screenshots
 # Below this the plots cannot be read. Short, as a laptop's screen at 125-150 % scale is (768
 # pixels are 512 to 614): there the panel scrolls (see panel_scroll).
@@ -132,6 +137,7 @@ class MainWindow(QMainWindow):
         self._corpus_request = 0
         self._load_request = 0
         self._ready_text = ""  # the status bar's message when the run in the window was built
+        self._said_not_learning = False  # once a run (_check_learning)
         self.handle: WorkerThread | None = None
         self.run_info: RunInfo | None = None
         self._cannot = ""  # the title of a failure to set up the run being launched
@@ -777,6 +783,7 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_ready(self, info: RunInfo) -> None:
         self.run_info = info
+        self._said_not_learning = False
         if info.corpus is not self.corpus:  # a loaded checkpoint's text: shown, and Start's too
             self._corpus_request += 1  # a load still under way must not replace it
             self.corpus, self.corpus_path = info.corpus, str(info.corpus.path or "")
@@ -820,6 +827,31 @@ class MainWindow(QMainWindow):
     def _on_metrics(self, records: list[dict[str, Any]]) -> None:
         self.store.extend(records)
         self._update_status()
+        self._check_learning()
+
+    def _check_learning(self) -> None:
+        """Say, once a run, when the loss has settled above what a uniform guess scores: the
+        model does worse than knowing nothing, which a learning rate too high does while
+        clipping keeps every number finite (the loss climbed to 800, and nothing was said)."""
+        info = self.run_info
+        if info is None or self._said_not_learning or info.model_cfg.vocab_size < 2:
+            return
+        s = self.store
+        begun = s.last_iteration - info.train_cfg.warmup_iters  # after warmup, some time to settle
+        if self.state != TRAINING or begun < NOT_LEARNING_WINDOW or len(s) < NOT_LEARNING_WINDOW:
+            return
+        chance = math.log(info.model_cfg.vocab_size)
+        recent = s["loss"][-NOT_LEARNING_WINDOW:]
+        if np.isfinite(recent).all() and float(recent.mean()) > NOT_LEARNING_MARGIN * chance:
+            self._said_not_learning = True
+            self._message(
+                QMessageBox.Icon.Warning,
+                "Not learning",
+                f"Over the last {NOT_LEARNING_WINDOW} iterations the loss averaged "
+                f"{float(recent.mean()):.3g}, above the {chance:.2f} of a uniform guess "
+                f"(ln {info.model_cfg.vocab_size}): the model does worse than knowing nothing. "
+                "The learning rate is likely too high: Stop, lower it, and Start again.",
+            )
 
     @Slot(int, str, str)
     def _on_sample(self, iteration: int, text: str, origin: str) -> None:

@@ -297,6 +297,27 @@ def test_stop_right_after_start_stops_the_run_being_built(make_window, qtbot):
     assert w.shown_run_dir() == runs_dir()  # Show run folder does not make it again
 
 
+def test_a_loss_that_settles_above_a_uniform_guess_is_said_once(make_window, qtbot):
+    w = make_window()
+    tiny(w, iters=600)
+    w.panel.lr.setValue(10.0)  # clipping keeps the numbers finite; the loss climbs all the same
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(boxes(w, "Not learning")), timeout=30_000)
+    [box] = boxes(w, "Not learning")
+    assert "above the" in box.text() and "learning rate is likely too high" in box.text()
+    assert w.state == TRAINING  # said, not stopped: the person decides
+    box.accept()
+    at = last_iter(w)
+    qtbot.waitUntil(lambda: last_iter(w) > at + 150, timeout=20_000)
+    assert not boxes(w, "Not learning")  # once a run
+
+
+def test_a_run_that_learns_is_not_said_to_be_not_learning(make_window, qtbot):
+    w = make_window()
+    train_to_end(w, qtbot, iters=400)
+    assert not boxes(w, "Not learning")
+
+
 def test_a_nan_loss_pauses_the_run_and_says_so(make_window, qtbot, monkeypatch):
     # The injection: from iteration 5 the trainer reports a NaN loss, as a diverging run would.
     real_step = Trainer.step
