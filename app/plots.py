@@ -47,6 +47,31 @@ def redraw_interval_ms(cost_s: float) -> int:
     return min(SLOWEST_MS, max(REDRAW_MS, round(1e3 * cost_s / PLOT_SHARE)))
 
 
+class LossAxis(pg.AxisItem):  # type: ignore[misc]
+    """The loss axis, which reads in log scale too when zoomed within a decade.
+
+    pyqtgraph's log axis ticks the powers of ten and their multiples 2..9, labelled to one
+    digit: between 2.3 and 2.6, where a loss spends most of a long run, it had no tick at all.
+    Within a decade the ticks are those of a linear axis over the same values, placed in log."""
+
+    def logTickValues(self, minVal: float, maxVal: float, size: float, stdTicks: Any) -> Any:
+        if maxVal - minVal >= 1.0:
+            return super().logTickValues(minVal, maxVal, size, stdTicks)
+        lo, hi = 10.0**minVal, 10.0**maxVal
+        levels, seen = [], np.array([])
+        for spacing, offset in self.tickSpacing(lo, hi, size):
+            start = math.ceil((lo - offset) / spacing) * spacing + offset
+            values = np.arange(start, hi + spacing * 1e-9, spacing)
+            values = values[(values > 0) & ~np.isclose(values[:, None], seen).any(axis=1)]  # once each
+            seen = np.concatenate([seen, values])
+            levels.append((None, list(np.log10(values))))
+        return levels
+
+    def logTickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        # to three figures: "%0.1g", pyqtgraph's, made 2.3 and 2.4 both "2"
+        return [f"{x:.3g}" for x in 10 ** np.asarray(values, dtype=float) * scale]
+
+
 def _pen(rgb: tuple[int, int, int], alpha: int = 255) -> pg.QtGui.QPen:
     pen = pg.mkPen((*rgb, alpha), width=1)  # cosmetic 1 px: wider lines are slow without OpenGL
     pen.setCosmetic(True)
@@ -111,7 +136,7 @@ class TrainingPlots(QWidget):
         bar.addWidget(self.follow_button)
 
         self.canvas = _TimedCanvas()
-        self.loss_plot = self._add_plot(0, "loss", None)
+        self.loss_plot = self._add_plot(0, "loss", None, LossAxis("left"))
         self.time_plot = self._add_plot(1, "step time", "s")
         self.mem_plot = self._add_plot(2, "arena", "MB")
         self.mem_plot.setLabel("bottom", "iteration")
@@ -180,8 +205,10 @@ class TrainingPlots(QWidget):
         self.timer.timeout.connect(self.redraw)
         self.timer.start()
 
-    def _add_plot(self, row: int, label: str, units: str | None) -> pg.PlotItem:
-        plot = self.canvas.addPlot(row=row, col=0)
+    def _add_plot(
+        self, row: int, label: str, units: str | None, left: pg.AxisItem | None = None
+    ) -> pg.PlotItem:
+        plot = self.canvas.addPlot(row=row, col=0, axisItems={"left": left} if left is not None else None)
         plot.setLabel("left", label, units=units)
         # No grid: pyqtgraph draws it as translucent lines across the whole view inside the axes'
         # pictures, which made a full repaint 120 ms instead of 14 ms in software rendering and

@@ -292,3 +292,17 @@ def test_plots_emptied_for_a_new_run_keep_no_ranges_of_the_last(qtbot):
         assert lo == 0.0 and hi <= RSS_MIN_RANGE_MB  # not the last run's 3.5-6 loss, nor its 200 MB
     plots.set_vocabulary(65)  # the corpus of the next run: its loss starts near ln 65
     assert plots.loss_plot.viewRange()[1][1] > math.log(65) and plots.chance.isVisible()
+
+
+def test_a_log_loss_axis_zoomed_within_a_decade_keeps_readable_ticks(qtbot):
+    plots = shown(qtbot, MetricsStore())
+    axis = plots.loss_plot.getAxis("left")
+    axis.setLogMode(False, True)
+    lo, hi = math.log10(2.3), math.log10(2.6)  # where a long run's loss spends its time
+    levels = axis.tickValues(lo, hi, 200)
+    values = [v for _, level in levels for v in level]
+    assert values and all(lo - 1e-9 <= v <= hi + 1e-9 for v in values)  # pyqtgraph's own had none here
+    labels = axis.tickStrings(values, 1.0, None)
+    assert len(set(labels)) == len(labels) and "2.4" in labels  # not all "2"
+    wide = [v for _, level in axis.tickValues(0.0, 2.0, 200) for v in level]
+    assert 1.0 in wide  # across decades: pyqtgraph's powers of ten, as before
