@@ -147,6 +147,7 @@ class MainWindow(QMainWindow):
         self.confirm_close = True  # ask to save when closing mid-run (batch jobs turn it off)
         self._follower: RunFollower | None = None
         self._total_iters = 0  # of a viewed run: its config's, read when it was opened
+        self._viewed_config: dict[str, Any] = {}  # and its whole config.json
         self._dialogs: list[QMessageBox] = []
 
         self.store = MetricsStore()
@@ -683,6 +684,7 @@ class MainWindow(QMainWindow):
             self.samples.clear()
             self.store.extend(records)
             self._follower = RunFollower(path)
+            self._viewed_config = run.config
             self._poll_run()
             self._follow_timer.start()
             total = _int((run.config.get("train") or {}).get("max_iters"), 0) if run.config else 0
@@ -734,18 +736,28 @@ class MainWindow(QMainWindow):
         the loss of the run in the window, whatever that one is doing."""
         from engine.runlog import history, read_run
 
-        def read() -> tuple[str, MetricsStore]:
+        def read() -> tuple[str, MetricsStore, dict[str, Any]]:
             run = read_run(path)  # a folder that is not a run: say so, rather than compare with nothing
             store = MetricsStore()
             store.extend(history(run))
-            return _run_label(run.config, Path(path).name), store
+            corpus = run.config.get("corpus")
+            return _run_label(run.config, Path(path).name), store, corpus if isinstance(corpus, dict) else {}
 
-        def done(read_back: tuple[str, MetricsStore]) -> None:
-            label, store = read_back
+        def done(read_back: tuple[str, MetricsStore, dict[str, Any]]) -> None:
+            label, store, corpus = read_back
             if not len(store):
                 message = f"{Path(path).name} has no iterations yet; choose a run that has trained"
                 self._message(QMessageBox.Icon.Information, "Nothing to compare", message)
                 return
+            mine = self._shown_corpus_sha()
+            if mine and corpus.get("sha256") and corpus["sha256"] != mine:
+                # a loss is in nats per character of its own text: two texts' do not line up
+                label += " · another text"
+                self.statusBar().showMessage(
+                    f"{Path(path).name} trained on another text ({corpus.get('name', '?')}): "
+                    "its loss is not on this run's scale",
+                    15_000,
+                )
             self.plots.set_reference(label, store)
             self.clear_compare_action.setEnabled(True)
 
@@ -753,6 +765,15 @@ class MainWindow(QMainWindow):
             self._message(QMessageBox.Icon.Warning, "Cannot compare with this run", message)
 
         run_in_background(read, done, failed)
+
+    def _shown_corpus_sha(self) -> str | None:
+        """The sha256 of the text behind the curves in the window (a viewed run's, as recorded)."""
+        if self._follower is not None:
+            corpus = self._viewed_config.get("corpus")
+            return corpus.get("sha256") if isinstance(corpus, dict) else None
+        if self.run_info is not None:
+            return self.run_info.corpus.sha256
+        return self.corpus.sha256 if self.corpus is not None else None
 
     @Slot()
     def clear_comparison(self) -> None:

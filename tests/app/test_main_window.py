@@ -986,6 +986,18 @@ def test_compare_with_another_run_draws_its_loss_and_a_folder_that_is_not_a_run_
     w.clear_compare_action.trigger()
     assert w.plots.loss_reference is None and not w.clear_compare_action.isEnabled()
 
+    other = tmp_path / "other-text"
+    with RunLog(other) as log:
+        log.write_config({"model": {}, "train": {}, "corpus": {"name": "poems.txt", "sha256": "0" * 64}})
+        log.append({"iter": 1, "loss": 3.0})
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(other))
+    w.compare_action.trigger()
+    qtbot.waitUntil(lambda: w.plots.loss_reference is not None, timeout=10_000)
+    assert any(
+        label.text.endswith("other-text · another text") for _, label in w.plots.loss_plot.legend.items
+    )
+    assert "trained on another text (poems.txt)" in w.statusBar().currentMessage()
+
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
     w.compare_action.trigger()
     qtbot.waitUntil(lambda: bool(boxes(w, "Cannot compare with this run")), timeout=10_000)
