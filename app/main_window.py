@@ -73,7 +73,7 @@ from app.worker import (
     wait_for_background,
 )
 from engine.blas import blas_info, cpu_count
-from engine.config import PRESETS, ModelConfig, TrainConfig, format_duration, plural, preset_of
+from engine.config import PRESETS, ModelConfig, TrainConfig, format_count, format_duration, plural, preset_of
 from engine.data import Corpus, CorpusError
 from engine.default_corpus import data_dir
 from engine.errors import InputError
@@ -564,6 +564,21 @@ class MainWindow(QMainWindow):
             self.settings.setValue("plots_dir", str(Path(path).parent))
             self.save_plots_image(path)
 
+    def _plots_caption(self) -> str:
+        """What the plots show, for the top of their image: the model, its text, how far, where."""
+        done = self._iteration()
+        if self.run_info is not None:
+            info = self.run_info
+            size = format_count(info.model_cfg.n_params)
+            model = f"{preset_of(info.model_cfg) or 'custom model'} ({size} parameters)"
+            folder = f" · {info.run_dir.name}" if info.run_dir is not None and info.run_dir.is_dir() else ""
+            return (
+                f"{model} · {info.corpus.name} · iteration {done:,} of {info.train_cfg.max_iters:,}{folder}"
+            )
+        if self._follower is not None:
+            return f"{_run_label(self._viewed_config, self._follower.run_dir.name)} · iteration {done:,}"
+        return ""
+
     def save_plots_image(self, path: str) -> Path | None:
         """Write the plots to ``path`` in the image format its suffix names (PNG, with that
         suffix added, for a name without one Qt can write); say so, or why not."""
@@ -574,7 +589,7 @@ class MainWindow(QMainWindow):
         if fmt.encode() not in {bytes(f.data()).lower() for f in QImageWriter.supportedImageFormats()}:
             target, fmt = target.with_name(target.name + ".png"), "png"
         try:
-            write_atomic(target, self.plots.image(fmt), "plots")
+            write_atomic(target, self.plots.image(fmt, self._plots_caption()), "plots")
         except InputError as e:
             self._message(QMessageBox.Icon.Warning, "Plots not saved", f"The plots were not saved: {e}")
             return None

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QEvent, QIODevice, QObject, QPointF, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QColor, QFontMetrics, QPaintEvent, QPalette
+from PySide6.QtGui import QAction, QColor, QFontMetrics, QPainter, QPaintEvent, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -403,9 +403,10 @@ class TrainingPlots(QWidget):
         self.set_vocabulary(None)
 
     # -- saving -----------------------------------------------------------------------------
-    def image(self, fmt: str = "PNG") -> bytes:
+    def image(self, fmt: str = "PNG", caption: str = "") -> bytes:
         """The three plots as they are shown, without the hover line, as an image file's bytes
-        in ``fmt`` (a format Qt writes: PNG, JPG, BMP…)."""
+        in ``fmt`` (a format Qt writes: PNG, JPG, BMP…), under a line of ``caption`` if given:
+        on a slide or in a report, the picture says what run it shows."""
         shown = [line.isVisible() for line in self.cursors]
         for line in self.cursors:
             line.setVisible(False)
@@ -414,11 +415,31 @@ class TrainingPlots(QWidget):
         finally:
             for line, visible in zip(self.cursors, shown, strict=True):
                 line.setVisible(visible)
+        if caption:
+            pixmap = self._captioned(pixmap, caption)
         buffer = QBuffer()
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)
         if not pixmap.save(buffer, fmt):
             raise ValueError(f"Qt cannot write {fmt} images here")
         return bytes(buffer.data().data())
+
+    def _captioned(self, plots: QPixmap, caption: str) -> QPixmap:
+        metrics = QFontMetrics(self.font())
+        top = 2 * metrics.height()
+        out = QPixmap(plots.width(), plots.height() + top)
+        palette = self.palette()
+        out.fill(palette.color(QPalette.ColorRole.Base))
+        painter = QPainter(out)
+        try:
+            painter.setFont(self.font())
+            painter.setPen(palette.color(QPalette.ColorRole.Text))
+            room = plots.width() - 2 * metrics.averageCharWidth()
+            text = metrics.elidedText(caption, Qt.TextElideMode.ElideMiddle, room)
+            painter.drawText(metrics.averageCharWidth(), round(1.4 * metrics.height()), text)
+            painter.drawPixmap(0, top, plots)
+        finally:
+            painter.end()
+        return out
 
     def set_context_actions(self, actions: list[QAction]) -> None:
         """What a right click on a plot offers: the window's own actions, in place of pyqtgraph's

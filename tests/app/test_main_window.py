@@ -178,7 +178,9 @@ def test_the_plots_are_saved_as_an_image_from_the_menu_and_from_a_right_click(
     w.save_plots_action.trigger()
     assert suggested == [str(Path.home() / "chargpt-tiny-iter30-plots.png")]  # named by its model
     png = QImage(str(tmp_path / "loss.png"))  # a name without a suffix gets .png
-    assert png.size() == w.plots.canvas.size() and not png.isNull()
+    assert png.width() == w.plots.canvas.width() and not png.isNull()
+    assert png.height() > w.plots.canvas.height()  # with a caption line on top
+    assert w._plots_caption().startswith("tiny (42K parameters) · corpus.txt · iteration 30 of 30 · ")
     assert "Saved the plots" in w.statusBar().currentMessage()
     w.save_plots_action.trigger()
     assert (tmp_path / "loss.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, as its name says

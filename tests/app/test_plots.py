@@ -183,6 +183,13 @@ def test_the_saved_image_is_the_plots_as_shown_without_the_hover_line(qtbot):
     assert hovered != plain
     assert QImage.fromData(plots.image()) == plain  # left out of the image
     assert all(line.isVisible() for line in plots.cursors)  # and still shown in the window
+    captioned = QImage.fromData(plots.image(caption="tiny · corpus.txt · iteration 100"))
+    top = captioned.height() - plain.height()
+    assert top > 0 and captioned.width() == plain.width()
+    strip = {captioned.pixel(x, y) for x in range(0, 300) for y in range(top)}
+    assert len(strip) > 1  # the caption's text is drawn there
+    below = captioned.copy(0, top, plain.width(), plain.height()).convertToFormat(plain.format())
+    assert below == plain  # the plots under it, as they are
 
 
 def test_the_legend_marks_validation_in_its_colour_before_the_first_validation(qtbot):
