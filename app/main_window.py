@@ -915,7 +915,11 @@ class MainWindow(QMainWindow):
 
     @Slot(int)
     def _on_threads(self, n: int) -> None:
-        self._threads_in_force = n
+        before, self._threads_in_force = self._threads_in_force, n
+        auto = self.panel.threads.value() == AUTO_THREADS
+        # a change, or Auto's choice after its timed trials: not the count a run starts with
+        if (before or auto) and n != before and self.state in (TRAINING, PAUSED) and len(self.store):
+            self.plots.mark_threads(self.store.last_iteration, f"{'Auto: ' * auto}{plural(n, 'thread')}")
         self.panel.set_threads(n)
         self.threads_label.setText(self._threads_text())
 

@@ -105,6 +105,8 @@ class TrainingPlots(QWidget):
         self.reference: MetricsStore | None = None  # another run's metrics, to compare with
         self.loss_reference: pg.PlotDataItem | None = None  # its smoothed loss
         self.context_menu = QMenu(self)  # a right click on a plot (set_context_actions)
+        self._thread_marks: list[pg.InfiniteLine] = []  # mark_threads
+        self._ink = QColor(128, 128, 128)  # _follow_palette's
 
         self.log_loss = QCheckBox("Log scale")
         self.log_loss.setToolTip("Show the loss on a logarithmic axis")
@@ -284,6 +286,7 @@ class TrainingPlots(QWidget):
             round(0.45 * text.blue() + 0.55 * base.blue()),
         )
         self.canvas.setBackground(base)
+        self._ink = ink
         for plot in self.plots:
             for side in ("left", "bottom", "right"):
                 plot.getAxis(side).setPen(ink)
@@ -392,10 +395,27 @@ class TrainingPlots(QWidget):
             smooth = self.reference.smoothed_loss(self.smoothing_window())
             self.loss_reference.setData(self.reference["iter"], smooth, connect="finite")
 
+    def mark_threads(self, iteration: float, label: str) -> None:
+        """A dashed line on the step-time plot where the thread count changed, named by the new
+        one: what a second thread costs or saves shows on either side of it."""
+        line = pg.InfiniteLine(
+            pos=iteration,
+            angle=90,
+            movable=False,
+            pen=pg.mkPen(self._ink, style=Qt.PenStyle.DashLine),
+            label=label,
+            labelOpts={"position": 0.9, "color": self._ink, "anchors": [(0, 0), (0, 0)]},
+        )
+        self.time_plot.addItem(line, ignoreBounds=True)
+        self._thread_marks.append(line)
+
     def reset(self) -> None:
         """Forget the view state for a new run (the store is cleared by its owner; a run to
         compare with stays)."""
         self._drawn_version = -1
+        for line in self._thread_marks:
+            self.time_plot.removeItem(line)
+        self._thread_marks.clear()
         self.follow()
         for line in self.cursors:
             line.setVisible(False)

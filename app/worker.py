@@ -342,8 +342,9 @@ class TrainingWorker(QObject):
             session.trainer.close()  # its helpers and arena: the model stays, to sample and export
             return
         self._buffer.append(report.record)
-        if tuner is not None and tuner.after_step(report.record["step_s"]):
-            self.threads_changed.emit(tuner.chosen)
+        chosen = tuner.after_step(report.record["step_s"]) if tuner is not None else None
+        if chosen is not None:
+            self._say_threads(chosen)
             self._tuner = None
         for warning in report.warnings:
             self.warned.emit(warning)
@@ -375,6 +376,12 @@ class TrainingWorker(QObject):
             session.trainer.close()
             self._helpers_due = True
 
+    def _say_threads(self, n: int) -> None:
+        """The count in force from the next iteration on, after the records before it: the
+        window marks the change on the step-time plot, at the newest iteration it has."""
+        self._flush()
+        self.threads_changed.emit(n)
+
     def _flush(self) -> None:
         if self._buffer:
             batch, self._buffer = self._buffer, []
@@ -388,24 +395,24 @@ class TrainingWorker(QObject):
         if trainer is None:
             return
         self._tuner = ThreadTuner(apply=self._trainer_threads) if n == AUTO_THREADS else None
-        if self._tuner is not None and self._tuner.done:  # one core: chosen with nothing to time
-            self.threads_changed.emit(self._tuner.chosen)
+        if self._tuner is not None and self._tuner.chosen is not None:  # one core: nothing to time
+            self._say_threads(self._tuner.chosen)
             self._tuner = None
         elif self._tuner is None and self.state != TRAINING:
             # A model that is not training (loaded, paused, finished) is here to sample and export
             # until Resume or Continue: its helper processes start only then (_train).
             self._in_force = n
             self._helpers_due = True
-            self.threads_changed.emit(n)
+            self._say_threads(n)
         elif self._tuner is None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
-                self.threads_changed.emit(self._trainer_threads(n))
+                self._say_threads(self._trainer_threads(n))
 
     def _train(self) -> None:
         """Go on training, with the thread count set while the model was not training."""
         if self._helpers_due and self._tuner is None:  # Auto's tuner applies its own counts
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
-                self.threads_changed.emit(self._trainer_threads(self._in_force))
+                self._say_threads(self._trainer_threads(self._in_force))
         self._helpers_due = False
         self._set_state(TRAINING)
 

@@ -662,6 +662,24 @@ def test_a_short_window_scrolls_the_panel_rather_than_squeeze_its_controls(make_
     qtbot.waitUntil(lambda: p.preset.hasFocus())
 
 
+def test_a_thread_count_changed_mid_run_is_marked_on_the_step_time_plot(make_window, qtbot):
+    w = make_window()
+    tiny(w, threads=1)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    assert not w.plots._thread_marks  # the count it started with is no change
+    w.panel.threads.setValue(2)
+    qtbot.waitUntil(lambda: bool(w.plots._thread_marks), timeout=10_000)
+    [mark] = w.plots._thread_marks
+    assert mark.label.format == "2 threads" and 5 <= mark.value() <= last_iter(w)
+    assert mark in w.plots.time_plot.items
+    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    w.start_action.trigger()  # a new run: the marks were the last run's
+    qtbot.waitUntil(lambda: w.state == TRAINING, timeout=10_000)
+    assert not w.plots._thread_marks and mark not in w.plots.time_plot.items
+
+
 def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
     w = make_window()
     assert w.panel.threads.value() == 0
@@ -671,6 +689,8 @@ def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
     qtbot.waitUntil(lambda: w.threads_label.text().startswith("auto: "), timeout=30_000)
     chosen = int(w.threads_label.text().split()[1])
     assert 1 <= chosen <= (os.cpu_count() or 1)
+    [mark] = w.plots._thread_marks  # where its trials ended, on the step-time plot
+    assert mark.label.format == f"Auto: {chosen} thread{'s' * (chosen > 1)}"
     assert w.panel.threads.text() == "Auto"  # the choice stays Auto; the count shows in the status bar
 
 
