@@ -243,6 +243,7 @@ class MainWindow(QMainWindow):
         follow_action = self._action("&Follow newest", "Ctrl+F", self.plots.follow)
         self.compare_action = self._action("&Compare with run…", "Ctrl+Shift+C", self.choose_comparison)
         self.clear_compare_action = self._action("C&lear comparison", None, self.clear_comparison)
+        guide_action = self._action("&Reading the plots", QKeySequence.StandardKey.HelpContents, self.guide)
         about_action = self._action("&About CharGPT Studio", None, self.about)
 
         menu = self.menuBar().addMenu("&File")
@@ -261,6 +262,7 @@ class MainWindow(QMainWindow):
             menu.addAction(a)
         self.clear_compare_action.setEnabled(False)
         menu = self.menuBar().addMenu("&Help")
+        menu.addAction(guide_action)
         menu.addAction(about_action)
         pairs = (
             (self.panel.start, self.start_action),
@@ -1009,16 +1011,32 @@ class MainWindow(QMainWindow):
     def _message(self, icon: QMessageBox.Icon, title: str, text: str, details: str = "") -> QMessageBox:
         """A non-blocking message box (details collapsible); the window stays usable behind it."""
         box = message_box(self, icon, title, text, details)
-        box.finished.connect(lambda _r, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
-        self._dialogs.append(box)
+        self._track(box)
         box.open()
         return box
+
+    def _track(self, box: QMessageBox) -> None:
+        """Keep ``box`` in ``messages()`` until it closes."""
+        box.finished.connect(lambda _r, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
+        self._dialogs.append(box)
 
     def messages(self) -> list[QMessageBox]:
         """The message boxes now open (tests and the screenshot command read them)."""
         return [b for b in self._dialogs if b.isVisible()]
 
     # -- help -----------------------------------------------------------------------------------
+    @Slot()
+    def guide(self) -> None:
+        """What each curve means, for a student or a teacher in front of the window."""
+        box = QMessageBox(
+            QMessageBox.Icon.NoIcon, "Reading the plots", GUIDE, QMessageBox.StandardButton.Ok, self
+        )
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setModal(False)
+        self._track(box)
+        box.show()
+
     @Slot()
     def about(self) -> None:
         QMessageBox.about(self, f"About {APP_NAME}", about_text())
@@ -1099,6 +1117,27 @@ def message_box(
         box.setStyleSheet("QTextEdit { min-width: 640px; min-height: 260px; }")
     box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     return box
+
+
+GUIDE = """
+<h3>Reading the plots</h3>
+<p><b>loss</b>: how surprised the model is by the next character, on average (in nats: the
+negative log of the probability it gave the right one). Each iteration's, faint, is noisy, as
+each sees another batch; the smoothed curve averages the iterations around each. The dashed
+<i>uniform guess</i> line is the loss of giving every character of the text the same chance:
+a new model starts there, and how far below it the curve goes is what it has learned. The
+orange dots are the <b>validation</b> loss, on text kept out of training: while they fall
+with the curve, the model learns the text's ways; if they rise while it falls, it learns
+the training text by heart.</p>
+<p><b>step time</b>: how long each iteration takes, and the median of the last 25. A dashed line
+marks where the number of threads changed. Spikes are checkpoints and samples being written.</p>
+<p><b>arena</b>: the memory the engine's per-iteration buffers use (in use) and hold (reserved),
+and on the right axis the resident memory of the whole training process (RSS).</p>
+<p>The line under the plots gives the newest values as training goes, or those under the
+mouse. Drag or scroll to look closer; Follow newest (Ctrl+F) returns. <b>Temperature</b> below
+1 makes samples safer, above 1 wilder; <b>top-k</b> samples only among the k likeliest
+characters.</p>
+"""
 
 
 def about_text() -> str:

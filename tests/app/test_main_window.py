@@ -19,7 +19,7 @@ import psutil
 import pytest
 import safetensors.numpy
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QDesktopServices, QDropEvent, QImage
+from PySide6.QtGui import QDesktopServices, QDropEvent, QImage, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMenu, QMessageBox
 
 from app.main_window import WEIGHTS_FILTER, MainWindow, _short, runs_dir
@@ -1182,6 +1182,17 @@ def test_a_text_too_short_for_any_model_is_refused_when_opened_and_one_too_short
     [box] = boxes(w, "Cannot start training")
     assert "fewer than the context 64" in box.text() and "a preset with a shorter context" in box.text()
     assert w.state == IDLE and w.run_info is None
+
+
+def test_help_explains_the_plots_without_blocking_the_window(make_window, qtbot):
+    w = make_window()
+    [action] = [a for a in w.menuBar().actions()[-1].menu().actions() if "plots" in a.text()]
+    assert action.shortcut() == QKeySequence(QKeySequence.StandardKey.HelpContents)  # F1
+    action.trigger()
+    [box] = boxes(w, "Reading the plots")
+    for term in ("uniform guess", "validation", "step time", "arena", "RSS", "Temperature"):
+        assert term in box.text()
+    assert not box.isModal() and w.panel.start.isEnabled()
 
 
 def test_a_prompt_the_model_cannot_read_is_refused_with_the_characters(make_window, qtbot):
