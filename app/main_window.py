@@ -458,6 +458,7 @@ class MainWindow(QMainWindow):
         self.plots.reset()
         self.samples.clear()
         self.run_info = None
+        self._threads_in_force = 0  # the new worker's count is still to come (a change is marked)
         worker = TrainingWorker(factory, threads=self.panel.threads.value(), start_paused=start_paused)
         worker.ready.connect(self._on_ready)
         worker.metrics.connect(self._on_metrics)

@@ -1114,10 +1114,13 @@ def test_a_checkpoint_loaded_mid_run_waits_to_train_before_it_starts_helpers_or_
     stopped_at, origin = last_iter(first), first.run_info.run_dir
     first.close()
     w = make_window()
+    w.panel.threads.setValue(1)
+    train_to_end(w, qtbot, iters=5)  # one thread in force before the load
     w.panel.threads.setValue(2)
     w.load_checkpoint(str(origin / "checkpoints" / "final.safetensors"))
     qtbot.waitUntil(lambda: w.state == PAUSED and w._threads_in_force == 2, timeout=10_000)
     assert not _helper_processes()  # loaded to sample from, maybe: no second process yet
+    assert not w.plots._thread_marks  # the count this run starts with is no change
     assert w.shown_run_dir() == origin  # the model is there; its new folder holds nothing yet
     qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)  # Resume: now it trains on two
     qtbot.waitUntil(lambda: len(_helper_processes()) == 1 and last_iter(w) > stopped_at, timeout=20_000)
