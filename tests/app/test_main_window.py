@@ -1114,8 +1114,9 @@ def test_a_checkpoint_loaded_mid_run_waits_to_train_before_it_starts_helpers_or_
     stopped_at, origin = last_iter(first), first.run_info.run_dir
     first.close()
     w = make_window()
-    w.panel.threads.setValue(1)
     train_to_end(w, qtbot, iters=5)  # one thread in force before the load
+    w.open_run(str(w.run_info.run_dir))  # and no worker to take the next count
+    qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
     w.panel.threads.setValue(2)
     w.load_checkpoint(str(origin / "checkpoints" / "final.safetensors"))
     qtbot.waitUntil(lambda: w.state == PAUSED and w._threads_in_force == 2, timeout=10_000)
