@@ -135,7 +135,9 @@ class MainWindow(QMainWindow):
         self.corpus: Corpus | None = None
         self.corpus_path: str = ""  # "" is the built-in corpus
         self._corpus_request = 0
-        self._load_request = 0
+        # What the window shows next: the newest of Start, Load checkpoint and Open run wins, and
+        # a slower, older one (a checkpoint or a folder still being read) gives way when it lands.
+        self._show_request = 0
         self._ready_text = ""  # the status bar's message when the run in the window was built
         self._said_not_learning = False  # once a run (_check_learning)
         self.handle: WorkerThread | None = None
@@ -448,7 +450,7 @@ class MainWindow(QMainWindow):
     def _launch(self, factory: SessionFactory, *, start_paused: bool, cannot: str) -> None:
         """Run ``factory``'s session on a new worker; ``cannot`` titles a failure to set it up."""
         self._cannot = cannot
-        self._load_request += 1  # a checkpoint still being read gives way to this run
+        self._show_request += 1  # a checkpoint or a folder still being read gives way to this run
         self._stop_following()
         # a corpus still loading would replace the run's own text in the panel: the run has it
         self._corpus_request += 1
@@ -621,10 +623,11 @@ class MainWindow(QMainWindow):
             return
         corpus = self.corpus
         base = runs_dir()
-        self._load_request += 1
-        request = self._load_request  # a later load, or a run started meanwhile, wins
+        self._show_request += 1
+        request = self._show_request
+        loading = f"Loading {Path(path).name}…"
 
-        def build() -> SessionSetup:
+        def build() -> tuple[Trainer, list[str], list[dict[str, Any]], str]:
             from engine.checkpoint import CheckpointError, CorpusNeeded, read_settings, restore
 
             # From the header, before the tensors: a run too big to train here still loads,
@@ -644,24 +647,32 @@ class MainWindow(QMainWindow):
                         ) from None
                     raise
                 trainer, warnings = restore(path, corpus, memory_check=False)  # the open one, warned
-            history = _history_beside(Path(path), trainer.iteration)
-            session = _session_in_new_folder(trainer, base, resumed_from=str(path))
-            return SessionSetup(session, list(warnings), history, cannot_train)
+            return trainer, list(warnings), _history_beside(Path(path), trainer.iteration), cannot_train
 
-        def done(setup: SessionSetup) -> None:
-            if request != self._load_request or self.state in BUSY:
-                setup.session.close()  # nothing was trained in its folder: it goes
-                return
-            self.statusBar().clearMessage()
-            self._launch(lambda: setup, start_paused=True, cannot=LOAD_REFUSED)
+        def done(built: tuple[Trainer, list[str], list[dict[str, Any]], str]) -> None:
+            self._clear_message(loading)
+            if request != self._show_request or self.state in BUSY:
+                return  # something newer is shown; nothing of this one is on disk
+
+            def factory() -> SessionSetup:  # its run folder made on the worker, as Start's
+                trainer, warnings, history, cannot_train = built
+                session = _session_in_new_folder(trainer, base, resumed_from=str(path))
+                return SessionSetup(session, warnings, history, cannot_train)
+
+            self._launch(factory, start_paused=True, cannot=LOAD_REFUSED)
 
         def failed(message: str, details: str) -> None:
-            if request == self._load_request:
-                self.statusBar().clearMessage()
+            self._clear_message(loading)
+            if request == self._show_request:
                 self._message(QMessageBox.Icon.Warning, LOAD_REFUSED, message, details)
 
-        self.statusBar().showMessage(f"Loading {Path(path).name}…")
+        self.statusBar().showMessage(loading)
         run_in_background(build, done, failed)
+
+    def _clear_message(self, text: str) -> None:
+        """Take ``text`` off the status bar, if it is still what it says."""
+        if self.statusBar().currentMessage() == text:
+            self.statusBar().clearMessage()
 
     # -- opening a run directory ----------------------------------------------------------------
     @Slot()
@@ -688,13 +699,17 @@ class MainWindow(QMainWindow):
         samples, and keep reading it while it grows."""
         from engine.runlog import RunFollower, history, read_run
 
+        self._show_request += 1
+        request = self._show_request
+
         def read() -> Any:
             run = read_run(path)
             return run, history(run)
 
         def done(read_back: Any) -> None:
+            if request != self._show_request or self.state in BUSY:
+                return  # a run started, or another folder or checkpoint asked for, since
             run, records = read_back
-            self._load_request += 1  # a checkpoint still being read gives way to this run
             self._shutdown_worker()
             self.run_info = None  # the window shows this run now, not the one it trained
             self.store.clear()
@@ -716,7 +731,8 @@ class MainWindow(QMainWindow):
             self._update_status()
 
         def failed(message: str, _details: str) -> None:
-            self._message(QMessageBox.Icon.Warning, "Cannot open this run", message)
+            if request == self._show_request:
+                self._message(QMessageBox.Icon.Warning, "Cannot open this run", message)
 
         run_in_background(read, done, failed)
 
@@ -1055,6 +1071,7 @@ class MainWindow(QMainWindow):
             if answer == QMessageBox.StandardButton.Save and not self._export_before_close():
                 event.ignore()
                 return
+        self._show_request += 1  # a checkpoint or folder still being read is shown nowhere now
         self._stop_following()
         self._shutdown_worker()
         wait_for_background()

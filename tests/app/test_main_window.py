@@ -22,6 +22,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDesktopServices, QDropEvent, QImage, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMenu, QMessageBox
 
+from app import worker as worker_module
 from app.main_window import WEIGHTS_FILTER, MainWindow, _short, runs_dir
 from app.worker import FAILED, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine import blas, checkpoint
@@ -791,9 +792,38 @@ def test_a_run_started_while_a_checkpoint_is_read_wins_over_it(make_window, qtbo
     w.load_checkpoint(str(first / "checkpoints" / "final.safetensors"))
     w.start_action.trigger()  # before the checkpoint is read
     qtbot.waitUntil(lambda: w.state == TRAINING, timeout=20_000)
-    qtbot.wait(500)  # the reading ends, and gives way
+    qtbot.waitUntil(lambda: not worker_module._pending, timeout=20_000)  # the reading ends, and gives way
     assert w.state == TRAINING and w.run_info.iteration == 0
     assert sorted(runs_dir().iterdir()) == sorted([first, w.run_info.run_dir])  # no folder left for it
+    assert not w.statusBar().currentMessage().startswith("Loading")
+
+
+def test_the_newest_of_a_folder_and_a_checkpoint_asked_for_is_shown(make_window, qtbot):
+    w = make_window()
+    train_to_end(w, qtbot, iters=20)
+    run = w.run_info.run_dir
+    final = str(run / "checkpoints" / "final.safetensors")
+    w.open_run(str(run))
+    w.load_checkpoint(final)  # asked for last: shown, whichever reading ends first
+    qtbot.waitUntil(lambda: not worker_module._pending and w.state == FINISHED, timeout=20_000)
+    assert w.run_info is not None and w._follower is None
+    w.load_checkpoint(final)
+    w.open_run(str(run))  # and the other way round
+    qtbot.waitUntil(lambda: not worker_module._pending and w.state.startswith("viewing"), timeout=20_000)
+    assert w.run_info is None and w.handle is None
+    assert not w.statusBar().currentMessage().startswith("Loading")  # it stayed, for good
+
+
+def test_closing_while_a_checkpoint_is_read_starts_nothing_and_leaves_no_folder(make_window, qtbot):
+    w = make_window()
+    train_to_end(w, qtbot, iters=20)
+    first = w.run_info.run_dir
+    w.load_checkpoint(str(first / "checkpoints" / "final.safetensors"))
+    w.close()  # before the reading ends: it started a worker on the closed window, which aborted
+    qtbot.waitUntil(lambda: not worker_module._pending, timeout=20_000)
+    qtbot.wait(50)
+    assert w.handle is None
+    assert list(runs_dir().iterdir()) == [first]
 
 
 def test_a_checkpoint_whose_corpus_is_gone_asks_for_the_text(
