@@ -54,8 +54,11 @@ class LossAxis(pg.AxisItem):  # type: ignore[misc]
     digit: between 2.3 and 2.6, where a loss spends most of a long run, it had no tick at all.
     Within a decade the ticks are those of a linear axis over the same values, placed in log."""
 
+    _within_decade = False  # set by the last logTickValues, for logTickStrings
+
     def logTickValues(self, minVal: float, maxVal: float, size: float, stdTicks: Any) -> Any:
-        if maxVal - minVal >= 1.0:
+        self._within_decade = maxVal - minVal < 1.0
+        if not self._within_decade:
             return super().logTickValues(minVal, maxVal, size, stdTicks)
         lo, hi = 10.0**minVal, 10.0**maxVal
         levels, seen = [], np.array([])
@@ -68,6 +71,8 @@ class LossAxis(pg.AxisItem):  # type: ignore[misc]
         return levels
 
     def logTickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        if not self._within_decade:  # powers of ten, as pyqtgraph writes them (10³)
+            return list(super().logTickStrings(values, scale, spacing))
         # to three figures: "%0.1g", pyqtgraph's, made 2.3 and 2.4 both "2"
         return [f"{x:.3g}" for x in 10 ** np.asarray(values, dtype=float) * scale]
 
@@ -287,6 +292,9 @@ class TrainingPlots(QWidget):
         )
         self.canvas.setBackground(base)
         self._ink = ink
+        for line in self._thread_marks:
+            line.setPen(pg.mkPen(ink, style=Qt.PenStyle.DashLine))
+            line.label.setColor(ink)
         for plot in self.plots:
             for side in ("left", "bottom", "right"):
                 plot.getAxis(side).setPen(ink)
@@ -413,6 +421,7 @@ class TrainingPlots(QWidget):
         """Forget the view state for a new run (the store is cleared by its owner; a run to
         compare with stays)."""
         self._drawn_version = -1
+        self._hovering = False  # the readout follows the new run until the mouse moves
         for line in self._thread_marks:
             self.time_plot.removeItem(line)
         self._thread_marks.clear()
@@ -446,7 +455,10 @@ class TrainingPlots(QWidget):
     def _captioned(self, plots: QPixmap, caption: str) -> QPixmap:
         metrics = QFontMetrics(self.font())
         top = 2 * metrics.height()
-        out = QPixmap(plots.width(), plots.height() + top)
+        # in device pixels, as the grab is: on a screen at 200 % the plots filled a quarter
+        ratio = plots.devicePixelRatio()
+        out = QPixmap(plots.width(), plots.height() + round(top * ratio))
+        out.setDevicePixelRatio(ratio)
         palette = self.palette()
         out.fill(palette.color(QPalette.ColorRole.Base))
         painter = QPainter(out)
@@ -521,6 +533,10 @@ class TrainingPlots(QWidget):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if watched is self.canvas and event.type() == QEvent.Type.Leave:
+            # The proxy hands mouse moves on late, from a timer: one still held would come after
+            # this and put the readout back on a point the mouse has left.
+            self._mouse.timer.stop()
+            self._mouse.args = None
             self.show_latest()
         return False
 

@@ -1,6 +1,11 @@
 """The plots on a long history: created once, downsampled, clipped to the view."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,3 +318,77 @@ def test_a_log_loss_axis_zoomed_within_a_decade_keeps_readable_ticks(qtbot):
     assert len(set(labels)) == len(labels) and "2.4" in labels  # not all "2"
     wide = [v for _, level in axis.tickValues(0.0, 2.0, 200) for v in level]
     assert 1.0 in wide  # across decades: pyqtgraph's powers of ten, as before
+
+
+def test_the_readout_leaves_a_plot_with_the_mouse_even_after_a_late_move(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend(records(1, 301))
+    plots.redraw()
+    inside = plots.loss_plot.sceneBoundingRect().center()
+    plots.canvas.scene().sigMouseMoved.emit(inside)  # handed on late, by a rate-limiting proxy
+    QApplication.sendEvent(plots.canvas, QEvent(QEvent.Type.Leave))  # out before it is
+    qtbot.wait(150)
+    assert not any(line.isVisible() for line in plots.cursors)
+    assert plots.hover_label.text().startswith("iter 300")
+
+
+def test_a_new_run_brings_the_readout_back_under_a_resting_mouse(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend(records(1, 101))
+    plots.show_values_at(40)  # the mouse rests on a plot
+    store.clear()
+    plots.reset()  # F5
+    store.extend(records(1, 21))
+    plots.redraw()
+    assert plots.hover_label.text().startswith("iter 20")  # it stayed blank until the mouse moved
+
+
+def test_a_log_loss_axis_across_decades_writes_powers_of_ten(qtbot):
+    plots = shown(qtbot, MetricsStore())
+    axis = plots.loss_plot.getAxis("left")
+    axis.setLogMode(False, True)
+    values = [v for _, level in axis.tickValues(0.0, 3.0, 200) for v in level]
+    assert "10³" in axis.tickStrings(values, 1.0, None)  # not "1e+03"
+
+
+SCALED_IMAGE_CHECK = """
+import json
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from app.metrics_store import MetricsStore
+from app.plots import TrainingPlots
+from tests.app.test_metrics_store import records
+store = MetricsStore()
+plots = TrainingPlots(store)
+plots.resize(600, 400)
+plots.show()
+store.extend(records(1, 301))
+plots.redraw()
+app.processEvents()
+plain = QImage.fromData(plots.image())
+captioned = QImage.fromData(plots.image(caption="tiny · corpus.txt · iteration 300"))
+top = captioned.height() - plain.height()
+below = captioned.copy(0, top, plain.width(), plain.height()).convertToFormat(plain.format())
+ratio = plots.canvas.grab().devicePixelRatio()
+print(json.dumps({"ratio": ratio, "width": captioned.width() == plain.width(), "plots": below == plain}))
+"""
+
+
+def test_a_captioned_image_on_a_screen_at_200_percent_holds_the_whole_plots():
+    """On a scaled screen the grab is in device pixels: the caption's page was not, and the
+    plots filled its top-left quarter."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", SCALED_IMAGE_CHECK],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"ratio": 2.0, "width": True, "plots": True}
