@@ -460,7 +460,7 @@ class MainWindow(QMainWindow):
         self.plots.reset()
         self.samples.clear()
         self.run_info = None
-        self._threads_in_force = 0  # the new worker's count is still to come (a change is marked)
+        self._threads_in_force = 0  # the new worker's count is still to come
         worker = TrainingWorker(factory, threads=self.panel.threads.value(), start_paused=start_paused)
         worker.ready.connect(self._on_ready)
         worker.metrics.connect(self._on_metrics)
@@ -468,6 +468,7 @@ class MainWindow(QMainWindow):
         worker.state_changed.connect(self._on_state)
         worker.nonfinite.connect(self._on_nonfinite)
         worker.threads_changed.connect(self._on_threads)
+        worker.threads_marked.connect(self._on_threads_marked)
         worker.exported.connect(self._on_exported)
         worker.export_failed.connect(self._on_export_failed)
         worker.warned.connect(self._on_warned)
@@ -934,13 +935,13 @@ class MainWindow(QMainWindow):
 
     @Slot(int)
     def _on_threads(self, n: int) -> None:
-        before, self._threads_in_force = self._threads_in_force, n
-        auto = self.panel.threads.value() == AUTO_THREADS
-        # a change, or Auto's choice after its timed trials: not the count a run starts with
-        if (before or auto) and n != before and self.state in (TRAINING, PAUSED) and len(self.store):
-            self.plots.mark_threads(self.store.last_iteration, f"{'Auto: ' * auto}{plural(n, 'thread')}")
+        self._threads_in_force = n
         self.panel.set_threads(n)
         self.threads_label.setText(self._threads_text())
+
+    @Slot(int, int, bool)
+    def _on_threads_marked(self, iteration: int, n: int, auto: bool) -> None:
+        self.plots.mark_threads(iteration, f"{'Auto: ' * auto}{plural(n, 'thread')}")
 
     def _threads_text(self) -> str:
         chosen, n = self.panel.threads.value(), self._threads_in_force

@@ -160,6 +160,8 @@ class TrainingWorker(QObject):
     state_changed = Signal(str)
     nonfinite = Signal(int, str)  # iteration, what ("the loss is nan"): training paused itself
     threads_changed = Signal(int)
+    # iteration, count, by Auto: the steps after the iteration ran on a count other than before
+    threads_marked = Signal(int, int, bool)
     warned = Signal(str)  # something went wrong that training survived (a checkpoint not written)
     exported = Signal(str)
     export_failed = Signal(str)
@@ -174,6 +176,7 @@ class TrainingWorker(QObject):
         self._threads = threads  # AUTO_THREADS: time the first iterations at each count
         self._in_force = 1  # the count last applied to the trainer (Auto's choice, once it has one)
         self._helpers_due = False  # _in_force waits for training to start (see _apply_threads)
+        self._stepped_on: int | None = None  # the count the last step ran on (threads_marked)
         self._tuner: ThreadTuner | None = None
         self._trainer: Trainer | None = None  # set on the worker thread once the run is built
         self._start_paused = start_paused
@@ -342,10 +345,17 @@ class TrainingWorker(QObject):
             session.trainer.close()  # its helpers and arena: the model stays, to sample and export
             return
         self._buffer.append(report.record)
+        it = int(report.record["iter"])
         chosen = tuner.after_step(report.record["step_s"]) if tuner is not None else None
         if chosen is not None:
-            self._say_threads(chosen)
+            self.threads_changed.emit(chosen)
             self._tuner = None
+            self.threads_marked.emit(it, chosen, True)
+            self._stepped_on = chosen
+        elif tuner is None:  # Auto's trials change the count on purpose: its choice is the mark
+            if self._stepped_on not in (None, self._in_force):
+                self.threads_marked.emit(it - 1, self._in_force, False)  # this step ran on it
+            self._stepped_on = self._in_force
         for warning in report.warnings:
             self.warned.emit(warning)
         if report.sample is not None:
@@ -376,12 +386,6 @@ class TrainingWorker(QObject):
             session.trainer.close()
             self._helpers_due = True
 
-    def _say_threads(self, n: int) -> None:
-        """The count in force from the next iteration on, after the records before it: the
-        window marks the change on the step-time plot, at the newest iteration it has."""
-        self._flush()
-        self.threads_changed.emit(n)
-
     def _flush(self) -> None:
         if self._buffer:
             batch, self._buffer = self._buffer, []
@@ -396,23 +400,23 @@ class TrainingWorker(QObject):
             return
         self._tuner = ThreadTuner(apply=self._trainer_threads) if n == AUTO_THREADS else None
         if self._tuner is not None and self._tuner.chosen is not None:  # one core: nothing to time
-            self._say_threads(self._tuner.chosen)
+            self.threads_changed.emit(self._tuner.chosen)
             self._tuner = None
         elif self._tuner is None and self.state != TRAINING:
             # A model that is not training (loaded, paused, finished) is here to sample and export
             # until Resume or Continue: its helper processes start only then (_train).
             self._in_force = n
             self._helpers_due = True
-            self._say_threads(n)
+            self.threads_changed.emit(n)
         elif self._tuner is None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
-                self._say_threads(self._trainer_threads(n))
+                self.threads_changed.emit(self._trainer_threads(n))
 
     def _train(self) -> None:
         """Go on training, with the thread count set while the model was not training."""
         if self._helpers_due and self._tuner is None:  # Auto's tuner applies its own counts
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
-                self._say_threads(self._trainer_threads(self._in_force))
+                self.threads_changed.emit(self._trainer_threads(self._in_force))
         self._helpers_due = False
         self._set_state(TRAINING)
 

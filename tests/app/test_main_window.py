@@ -669,10 +669,18 @@ def test_a_thread_count_changed_mid_run_is_marked_on_the_step_time_plot(make_win
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
     assert not w.plots._thread_marks  # the count it started with is no change
+    w.pause_action.trigger()
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=10_000)
+    w.panel.threads.setValue(2)
+    w.panel.threads.setValue(1)  # and back, before any step ran on two
+    w.pause_action.trigger()
+    at = last_iter(w)
+    qtbot.waitUntil(lambda: last_iter(w) > at + 5, timeout=10_000)
+    assert not w.plots._thread_marks
     w.panel.threads.setValue(2)
     qtbot.waitUntil(lambda: bool(w.plots._thread_marks), timeout=10_000)
     [mark] = w.plots._thread_marks
-    assert mark.label.format == "2 threads" and 5 <= mark.value() <= last_iter(w)
+    assert mark.label.format == "2 threads" and mark.value() > at + 5  # where the steps on two began
     assert mark in w.plots.time_plot.items
     qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
