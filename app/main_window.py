@@ -90,6 +90,7 @@ BUSY = (STARTING, TRAINING, PAUSED)  # a run is on: its text and model are its o
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
 SAMPLE_REFUSED = "Cannot sample"  # the title of that message box
 LOAD_REFUSED = "Cannot load this checkpoint"  # the title of that message box
+GENERATING = "Generating a sample…"  # the status bar's, until the sample comes or is refused
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
@@ -523,7 +524,7 @@ class MainWindow(QMainWindow):
             self.handle.worker.request_sample(
                 prompt, n, temperature, top_k if isinstance(top_k, int) else None
             )
-            self.statusBar().showMessage("Generating a sample…", 3000)
+            self.statusBar().showMessage(GENERATING, 3000)
 
     # -- export / load --------------------------------------------------------------------------
     @Slot()
@@ -577,7 +578,8 @@ class MainWindow(QMainWindow):
             info = self.run_info
             size = format_count(info.model_cfg.n_params)
             model = f"{preset_of(info.model_cfg) or 'custom model'} ({size} parameters)"
-            folder = f" · {info.run_dir.name}" if info.run_dir is not None and info.run_dir.is_dir() else ""
+            shown = self.shown_run_dir()  # the folder that holds the model (not a new, empty one)
+            folder = f" · {shown.name}" if shown != runs_dir() else ""
             return (
                 f"{model} · {info.corpus.name} · iteration {done:,} of {info.train_cfg.max_iters:,}{folder}"
             )
@@ -726,7 +728,9 @@ class MainWindow(QMainWindow):
             self.plots.set_vocabulary(vocab or None)
             self._total_iters = total
             configs = _configs(run.config)
-            if configs is not None:  # the panel describes the run in view, as for a loaded one
+            # the panel describes the run in view, as for a loaded one, when Start can train
+            # its like: a model of no preset would be described, and another trained
+            if configs is not None and preset_of(configs[0]) is not None:
                 self.panel.show_configs(*configs)
             self._set_state(f"viewing {Path(path).name}")
             self._update_status()
@@ -892,9 +896,12 @@ class MainWindow(QMainWindow):
         info = self.run_info
         if info is None or self._said_not_learning or info.model_cfg.vocab_size < 2:
             return
+        if info.warnings:  # a checkpoint on another text: it may start worse than a guess, and adapt
+            return
         s = self.store
-        begun = s.last_iteration - info.train_cfg.warmup_iters  # after warmup, some time to settle
-        if self.state != TRAINING or begun < NOT_LEARNING_WINDOW or len(s) < NOT_LEARNING_WINDOW:
+        # after warmup and some time to settle, all in this run (not a loaded checkpoint's past)
+        begun = s.last_iteration - max(info.train_cfg.warmup_iters, info.iteration)
+        if self.state != TRAINING or begun < NOT_LEARNING_WINDOW:
             return
         chance = math.log(info.model_cfg.vocab_size)
         recent = s["loss"][-NOT_LEARNING_WINDOW:]
@@ -913,7 +920,7 @@ class MainWindow(QMainWindow):
     def _on_sample(self, iteration: int, text: str, origin: str) -> None:
         self.samples.add(iteration, text, origin)
         if origin.startswith("on demand"):
-            self.statusBar().clearMessage()
+            self._clear_message(GENERATING)
 
     @Slot(str)
     def _on_state(self, state: str) -> None:
@@ -979,7 +986,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_sample_failed(self, message: str) -> None:
-        self.statusBar().clearMessage()  # "Generating a sample…"
+        self._clear_message(GENERATING)
         self._message(QMessageBox.Icon.Warning, SAMPLE_REFUSED, message)
 
     @Slot(str, str)
@@ -1045,10 +1052,14 @@ class MainWindow(QMainWindow):
     # -- help -----------------------------------------------------------------------------------
     @Slot()
     def guide(self) -> None:
-        """What each curve means, for a student or a teacher in front of the window."""
-        box = QMessageBox(
-            QMessageBox.Icon.NoIcon, "Reading the plots", GUIDE, QMessageBox.StandardButton.Ok, self
-        )
+        """What each curve means, for a student or a teacher in front of the window (one such
+        window: F1 again brings it to the front)."""
+        for open_box in self.messages():
+            if open_box.windowTitle() == GUIDE_TITLE:
+                open_box.raise_()
+                open_box.activateWindow()
+                return
+        box = QMessageBox(QMessageBox.Icon.NoIcon, GUIDE_TITLE, GUIDE, QMessageBox.StandardButton.Ok, self)
         box.setTextFormat(Qt.TextFormat.RichText)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.setModal(False)
@@ -1138,6 +1149,7 @@ def message_box(
     return box
 
 
+GUIDE_TITLE = "Reading the plots"
 GUIDE = """
 <h3>Reading the plots</h3>
 <p><b>loss</b>: how surprised the model is by the next character, on average (in nats: the
@@ -1149,13 +1161,14 @@ orange dots are the <b>validation</b> loss, on text kept out of training: while 
 with the curve, the model learns the text's ways; if they rise while it falls, it learns
 the training text by heart.</p>
 <p><b>step time</b>: how long each iteration takes, and the median of the last 25. A dashed line
-marks where the number of threads changed. Spikes are checkpoints and samples being written.</p>
+marks where the number of threads changed. Spikes are a checkpoint or a sample being
+written, or the window repainting while the engine waited.</p>
 <p><b>arena</b>: the memory the engine's per-iteration buffers use (in use) and hold (reserved),
 and on the right axis the resident memory of the whole training process (RSS).</p>
-<p>The line under the plots gives the newest values as training goes, or those under the
-mouse. Drag or scroll to look closer; Follow newest (Ctrl+F) returns. <b>Temperature</b> below
-1 makes samples safer, above 1 wilder; <b>top-k</b> samples only among the k likeliest
-characters.</p>
+<p>A purple curve is the smoothed loss of another run (View → Compare with run…). The line
+under the plots gives the newest values as training goes, or those under the mouse. Drag or
+scroll to look closer; Follow newest (Ctrl+F) returns. <b>Temperature</b> below 1 makes
+samples safer, above 1 wilder; <b>top-k</b> samples only among the k likeliest characters.</p>
 """
 
 
@@ -1207,15 +1220,22 @@ def _session_in_new_folder(trainer: Trainer, base: Path, **config: Any) -> Train
 
 def _configs(config: dict[str, Any]) -> tuple[ModelConfig, TrainConfig] | None:
     """The model and training settings a run folder's config.json records; None if it does not
-    hold both (a run from another version, say)."""
+    hold both whole (a run from another version, or a config written by hand)."""
     try:
-        return ModelConfig(**config["model"]), TrainConfig(**config["train"])
+        model, train = config["model"], config["train"]
+        if set(model) != set(ModelConfig.__dataclass_fields__) or set(train) != set(
+            TrainConfig.__dataclass_fields__
+        ):
+            return None  # settings it lacks would show as the defaults, as if they were its own
+        return ModelConfig(**model), TrainConfig(**train)
     except (KeyError, TypeError, ValueError):
         return None
 
 
 def _run_label(config: dict[str, Any], folder: str) -> str:
     """A run in a legend: its preset (by its model's shape, if it is one's) and its folder."""
-    configs = _configs(config)
-    name = preset_of(configs[0]) if configs is not None else None
+    try:
+        name = preset_of(ModelConfig(**config["model"]))
+    except (KeyError, TypeError, ValueError):
+        name = None
     return f"{name} · {folder}" if name and not folder.endswith(f"_{name}") else folder

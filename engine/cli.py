@@ -264,10 +264,19 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     say(f"saved {final}")
     last = session.last_sample
     if last is not None and last[0] == trainer.iteration:  # the one samples.txt ends with
-        sample = last[1]
+        say("sample:\n" + last[1])
     else:
-        sample = trainer.generate("", args.sample_chars, temperature=0.8, top_k=None, seed=train_cfg.seed)
-    say("sample:\n" + sample)
+        from engine.trainer import NonFiniteModel
+
+        try:
+            with np.errstate(all="ignore"):
+                sample = trainer.generate(
+                    "", args.sample_chars, temperature=0.8, top_k=None, seed=train_cfg.seed
+                )
+        except NonFiniteModel as e:  # the run itself went well: its summary still follows
+            say(f"no sample: {e}")
+        else:
+            say("sample:\n" + sample)
     if args.json:
         summary = {
             "preset": preset,
@@ -397,7 +406,10 @@ def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
 
 def _same(value: float, held: float) -> bool:
     """A setting typed as a checkpoint holds it: 0.0001 for the 9.999999999999999e-05 that a
-    rate computed in proportion (Preset.train_with) may hold."""
+    rate computed in proportion (Preset.train_with) may hold. Whole numbers (a seed, a batch)
+    are the same only when equal."""
+    if isinstance(value, int) and isinstance(held, int):
+        return value == held
     return math.isclose(value, held, rel_tol=1e-9, abs_tol=0.0)
 
 

@@ -3,24 +3,22 @@
 import argparse
 
 from app.batch import Screenshot
-from engine.trainer import Trainer
+from app.worker import TrainingWorker
 
 
 def test_a_screenshot_whose_sample_fails_ends_with_the_reason(
     make_window, qtbot, tmp_path, monkeypatch, capsys
 ):
-    real = Trainer.generate
+    real = TrainingWorker.request_sample
 
-    def broken(self, *args, **kwargs):
-        if "seed" not in kwargs:  # the screenshot's own sample, not the seeded one a run ends with
-            raise ValueError("the sampler broke")
-        return real(self, *args, **kwargs)
+    def unreadable(self, prompt, *args):  # the refusal a person meets: a character it never saw
+        real(self, "☃", *args)
 
-    monkeypatch.setattr(Trainer, "generate", broken)
+    monkeypatch.setattr(TrainingWorker, "request_sample", unreadable)
     out = tmp_path / "shot.png"
     args = argparse.Namespace(screenshot=str(out), preset="tiny", threads=1, iters=3)
     job = Screenshot(make_window(), args)
     job.start()
     qtbot.waitUntil(lambda: not job.timer.isActive(), timeout=30_000)  # it waited forever
-    assert job.exit_code == 1 and "the sampler broke" in capsys.readouterr().err
+    assert job.exit_code == 1 and "'☃'" in capsys.readouterr().err
     assert out.stat().st_size > 10_000  # the window as it was, for whoever looks into it

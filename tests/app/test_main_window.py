@@ -18,13 +18,13 @@ import numpy as np
 import psutil
 import pytest
 import safetensors.numpy
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QDropEvent, QImage, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMenu, QMessageBox
 
 from app import worker as worker_module
 from app.main_window import WEIGHTS_FILTER, MainWindow, _short, runs_dir
-from app.worker import FAILED, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
+from app.worker import FAILED, FINISHED, IDLE, PAUSED, STOPPED, TRAINING, RunInfo
 from engine import blas, checkpoint
 from engine.blas import set_blas_threads
 from engine.config import PRESETS
@@ -249,16 +249,15 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
 ASK_BEFORE_CLOSING = MainWindow.ask_before_closing  # the real one: make_window answers for it
 
 
-def test_closing_mid_run_asks_with_buttons_that_say_what_they_do(make_window, qtbot):
+def test_closing_mid_run_asks_with_buttons_that_say_what_they_do(make_window, monkeypatch):
     w = make_window()
     seen: list[list[str]] = []
 
-    def answer() -> None:
-        box = QApplication.activeModalWidget()
+    def answer(box: QMessageBox) -> int:  # in place of its modal loop
         seen.append(sorted(b.text() for b in box.buttons()))
-        box.button(QMessageBox.StandardButton.Cancel).click()
+        return QMessageBox.StandardButton.Cancel
 
-    QTimer.singleShot(100, answer)
+    monkeypatch.setattr(QMessageBox, "exec", answer)
     assert ASK_BEFORE_CLOSING(w, 5) == QMessageBox.StandardButton.Cancel
     assert seen == [["Cancel", "Close without exporting", "Export…"]]  # "Discard" read as deleting the run
 
@@ -313,6 +312,21 @@ def test_a_loss_that_settles_above_a_uniform_guess_is_said_once(make_window, qtb
     at = last_iter(w)
     qtbot.waitUntil(lambda: last_iter(w) > at + 150, timeout=20_000)
     assert not boxes(w, "Not learning")  # once a run
+
+
+def test_a_checkpoint_on_another_text_is_not_said_to_be_not_learning(make_window, corpus_file):
+    w = make_window()
+    corpus = w.corpus
+    model = PRESETS["tiny"].model_for(corpus.vocab_size)
+    for warnings, said in ((["another text than the checkpoint's"], False), ([], True)):
+        w.run_info = RunInfo(model, PRESETS["tiny"].train, 1000, corpus, None, None, warnings)
+        w.store.clear()
+        w.store.extend([{"iter": i, "loss": 9.0} for i in range(1, 1201)])  # far above a guess
+        w.state = TRAINING
+        w._said_not_learning = False
+        w._check_learning()
+        assert bool(boxes(w, "Not learning")) is said  # adapting to a new text is no sign of a bad rate
+    w.state, w.run_info = IDLE, None
 
 
 def test_a_run_that_learns_is_not_said_to_be_not_learning(make_window, qtbot):
@@ -1190,8 +1204,11 @@ def test_a_run_followed_in_the_window_shows_its_samples_as_they_are_written(make
         log.append({"iter": i, "loss": 3.0})
     log.add_sample(500, "first words")
     w = make_window()
+    w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))
     w.open_run(str(tmp_path / "live"))
     qtbot.waitUntil(lambda: plotted(w) == 500 and w.samples.count() == 1, timeout=10_000)
+    # its config holds one training setting: the others would show as defaults, as if its own
+    assert w.panel.preset_name() == "small"
     for i in range(501, 1001):  # as chargpt train goes on writing it
         log.append({"iter": i, "loss": 2.0})
     log.add_sample(1000, "later words")
@@ -1235,7 +1252,9 @@ def test_help_explains_the_plots_without_blocking_the_window(make_window, qtbot)
     [box] = boxes(w, "Reading the plots")
     for term in ("uniform guess", "validation", "step time", "arena", "RSS", "Temperature"):
         assert term in box.text()
-    assert not box.isModal() and w.panel.start.isEnabled()
+    assert QApplication.activeModalWidget() is None  # the window stays in use beside it
+    action.trigger()  # again: the one there is comes to the front
+    assert boxes(w, "Reading the plots") == [box]
 
 
 def test_a_prompt_the_model_cannot_read_is_refused_with_the_characters(make_window, qtbot):
@@ -1347,6 +1366,7 @@ def test_a_loaded_finished_checkpoint_says_what_it_is_for(make_window, qtbot):
     qtbot.wait(100)
     assert w.statusBar().currentMessage().startswith("Loaded at iteration 20, finished")
     assert "run folder" not in w.statusBar().currentMessage()  # a folder that goes unless it trains
+    assert w._plots_caption().endswith(f" · {w.run_info.came_from.name}")  # and a picture names none
 
 
 WIDE_SCREEN_CHECK = """

@@ -218,3 +218,25 @@ def test_every_train_option_says_what_it_does():
     train = build_parser()._subparsers._group_actions[0].choices["train"]  # argparse keeps it there
     silent = [a.option_strings[0] for a in train._actions if a.option_strings and not a.help]
     assert not silent
+
+
+def test_a_closing_sample_that_overflows_leaves_the_run_a_success(corpus_file, monkeypatch, capsys):
+    from engine import cli
+    from engine.trainer import NonFiniteModel, Trainer
+
+    def overflowing(*args, **kwargs):
+        raise NonFiniteModel("the model's outputs are not finite numbers")
+
+    monkeypatch.setattr(Trainer, "generate", overflowing)
+    args = ["train", "--iters", "3", "--batch", "4", "--corpus", str(corpus_file), "--threads", "1"]
+    code = cli.main([*args, "--sample-every", "0", "--json", "--run-dir", "r"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out.strip().splitlines()[-1])["iters"] == 3
+    assert "no sample: the model's outputs are not finite numbers" in captured.err
+
+
+def test_resumed_whole_number_settings_are_the_same_only_when_equal():
+    from engine.cli import _same
+
+    assert not _same(1_234_567_890, 1_234_567_891)  # a seed one apart was taken as the same
+    assert _same(0.0001, 0.0001 * 0.001 / 0.001) and _same(0.0001, 9.999999999999999e-05)
