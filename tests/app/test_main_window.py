@@ -712,6 +712,7 @@ def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
     qtbot.waitUntil(lambda: w.threads_label.text().startswith("auto: "), timeout=30_000)
     chosen = int(w.threads_label.text().split()[1])
     assert 1 <= chosen <= (os.cpu_count() or 1)
+    qtbot.waitUntil(lambda: bool(w.plots._thread_marks), timeout=5_000)  # its own signal, next
     [mark] = w.plots._thread_marks  # where its trials ended, on the step-time plot
     assert mark.label.format == f"Auto: {chosen} thread{'s' * (chosen > 1)}"
     assert w.panel.threads.text() == "Auto"  # the choice stays Auto; the count shows in the status bar
