@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QScrollArea,
@@ -94,6 +95,7 @@ GENERATING = "Generating a sample…"  # the status bar's, until the sample come
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
+RECENT_RUNS = 8  # File → Recent runs
 # A loss that averages above this times a uniform guess's, over this many iterations after the
 # warmup, is said to be not learning (a margin over the guess: the loss of a text with little to
 # learn sits near it, noisily).
@@ -255,6 +257,10 @@ class MainWindow(QMainWindow):
         menu.addAction(self.save_plots_action)
         self.plots.set_context_actions([self.save_plots_action, follow_action])
         menu.addAction(self.show_folder_action)
+        self.recent_menu = QMenu("Recent r&uns", self)  # beside Open run…
+        menu.insertMenu(self.load_action, self.recent_menu)
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._fill_recent_menu()
         menu.addSeparator()
         menu.addAction(quit_action)
         menu = self.menuBar().addMenu("&Run")
@@ -733,6 +739,7 @@ class MainWindow(QMainWindow):
             if configs is not None and preset_of(configs[0]) is not None:
                 self.panel.show_configs(*configs)
             self._set_state(f"viewing {Path(path).name}")
+            self._remember_run(Path(path))
             self._update_status()
 
         def failed(message: str, _details: str) -> None:
@@ -740,6 +747,34 @@ class MainWindow(QMainWindow):
                 self._message(QMessageBox.Icon.Warning, "Cannot open this run", message)
 
         run_in_background(read, done, failed)
+
+    def recent_runs(self) -> list[Path]:
+        """The run folders trained or opened here lately, newest first, that still hold a run."""
+        value = self.settings.value("recent_runs", [])
+        # a list of one comes back from an INI file as a bare string
+        paths = (
+            [value] if isinstance(value, str) else [str(p) for p in value] if isinstance(value, list) else []
+        )
+        return [Path(p) for p in paths if (Path(p) / "config.json").is_file()]
+
+    def _remember_run(self, folder: Path) -> None:
+        if not (folder / "config.json").is_file():
+            return  # nothing was trained in it: it is gone, or going
+        runs = [folder.resolve(), *(p for p in self.recent_runs() if p.resolve() != folder.resolve())]
+        self.settings.setValue("recent_runs", [str(p) for p in runs[:RECENT_RUNS]])
+
+    @Slot()
+    def _fill_recent_menu(self) -> None:
+        """File → Recent runs: a run of an earlier session back in two clicks, by its folder."""
+        self.recent_menu.clear()
+        runs = self.recent_runs()
+        for folder in runs:
+            action = self.recent_menu.addAction(folder.name)
+            action.setToolTip(str(folder))
+            action.setEnabled(self.state not in BUSY)  # a run on keeps the window until it stops
+            action.triggered.connect(lambda _checked=False, f=folder: self.open_run(str(f)))
+        if not runs:
+            self.recent_menu.addAction("No runs yet").setEnabled(False)
 
     def shown_run_dir(self) -> Path:
         """The folder of the run in the window (viewed, training or loaded), else of all runs."""
@@ -926,6 +961,8 @@ class MainWindow(QMainWindow):
     def _on_state(self, state: str) -> None:
         ended = self.state in (TRAINING, PAUSED) and state in (FINISHED, STOPPED)
         self._set_state(state)
+        if ended and self.run_info is not None and self.run_info.run_dir is not None:
+            self._remember_run(self.run_info.run_dir)
         if ended and self.statusBar().currentMessage() == self._ready_text:
             self.statusBar().clearMessage()  # a short run ends within its 8 s: "training" was stale
         if state != TRAINING:

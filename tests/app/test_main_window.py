@@ -474,6 +474,25 @@ def test_before_the_first_run_the_loss_plot_shows_where_a_new_model_starts(make_
     assert w.plots.loss_plot.viewRange()[1][1] > math.log(vocab)  # the line is in view
 
 
+def test_recent_runs_bring_back_a_run_of_an_earlier_session(make_window, qtbot):
+    first = make_window()
+    first.recent_menu.aboutToShow.emit()
+    assert [a.text() for a in first.recent_menu.actions()] == ["No runs yet"]
+    train_to_end(first, qtbot, iters=10)
+    trained = first.run_info.run_dir
+    first.close()
+    later = make_window()  # the next session, with the same settings
+    later.recent_menu.aboutToShow.emit()
+    [action] = later.recent_menu.actions()
+    assert action.text() == trained.name and action.isEnabled()
+    action.trigger()
+    qtbot.waitUntil(lambda: later.state == f"viewing {trained.name}", timeout=10_000)
+    assert last_iter(later) == 10
+    shutil.rmtree(trained)  # a folder deleted since is not offered
+    later.recent_menu.aboutToShow.emit()
+    assert [a.text() for a in later.recent_menu.actions()] == ["No runs yet"]
+
+
 def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, qtbot, tmp_path, monkeypatch):
     opened: list[str] = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
