@@ -497,6 +497,7 @@ class MainWindow(QMainWindow):
         """Train the finished or stopped model on to the Iterations total, in a new run folder."""
         if self.handle is None or self.state not in (FINISHED, STOPPED):
             return
+        self._show_request += 1  # a checkpoint or folder still being read gives way to this run
         base = runs_dir()
 
         def make_session(trainer: Trainer, before: TrainingSession) -> TrainingSession:
@@ -755,7 +756,7 @@ class MainWindow(QMainWindow):
         paths = (
             [value] if isinstance(value, str) else [str(p) for p in value] if isinstance(value, list) else []
         )
-        return [Path(p) for p in paths if (Path(p) / "config.json").is_file()]
+        return [Path(p) for p in paths if p and (Path(p) / "config.json").is_file()]
 
     def _remember_run(self, folder: Path) -> None:
         if not (folder / "config.json").is_file():
@@ -769,7 +770,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.clear()
         runs = self.recent_runs()
         for folder in runs:
-            action = self.recent_menu.addAction(folder.name)
+            action = self.recent_menu.addAction(folder.name.replace("&", "&&"))  # no shortcut letter
             action.setToolTip(str(folder))
             action.setEnabled(self.state not in BUSY)  # a run on keeps the window until it stops
             action.triggered.connect(lambda _checked=False, f=folder: self.open_run(str(f)))
@@ -1109,6 +1110,9 @@ class MainWindow(QMainWindow):
 
     # -- closing --------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
+        # A checkpoint or folder still being read is shown nowhere now: landing while the
+        # question below is up, it replaced the model about to be exported.
+        self._show_request += 1
         done = self.store.last_iteration
         # a model loaded and not trained since is in its checkpoint already: nothing to ask
         trained = self.run_info is not None and done > self.run_info.iteration
@@ -1120,9 +1124,10 @@ class MainWindow(QMainWindow):
             if answer == QMessageBox.StandardButton.Save and not self._export_before_close():
                 event.ignore()
                 return
-        self._show_request += 1  # a checkpoint or folder still being read is shown nowhere now
         self._stop_following()
-        self._shutdown_worker()
+        self._shutdown_worker()  # a run cut short keeps its final checkpoint: worth a Recent entry
+        if self.run_info is not None and self.run_info.run_dir is not None:
+            self._remember_run(self.run_info.run_dir)  # (a folder nothing was trained in is gone)
         wait_for_background()
         self.save_settings()
         event.accept()
@@ -1147,9 +1152,9 @@ class MainWindow(QMainWindow):
 
     def _export_before_close(self) -> bool:
         """Export and wait for the result; False if the person gave up or it failed."""
-        assert self.handle is not None
+        handle = self.handle
         path, _ = self._ask_export_path()  # the whole state: this is to keep the run
-        if not path:
+        if not path or handle is None or self.handle is not handle:  # the run went while asking
             return False
         # The answer comes through _on_exported / _on_export_failed, on this thread, after the
         # failure's message box is up. (A callback connected to the worker's signal ran on the

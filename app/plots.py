@@ -465,7 +465,7 @@ class TrainingPlots(QWidget):
         try:
             painter.setFont(self.font())
             painter.setPen(palette.color(QPalette.ColorRole.Text))
-            room = plots.width() - 2 * metrics.averageCharWidth()
+            room = round(plots.width() / ratio) - 2 * metrics.averageCharWidth()  # in logical pixels
             text = metrics.elidedText(caption, Qt.TextElideMode.ElideMiddle, room)
             painter.drawText(metrics.averageCharWidth(), round(1.4 * metrics.height()), text)
             painter.drawPixmap(0, top, plots)

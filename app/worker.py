@@ -174,7 +174,8 @@ class TrainingWorker(QObject):
         super().__init__()
         self._factory = factory
         self._threads = threads  # AUTO_THREADS: time the first iterations at each count
-        self._in_force = 1  # the count last applied to the trainer (Auto's choice, once it has one)
+        self._in_force = 1  # the count asked for (Auto's choice, once it has one), applied or due
+        self._applied: int | None = None  # what the trainer made of it (set_threads), in force
         self._helpers_due = False  # _in_force waits for training to start (see _apply_threads)
         self._stepped_on: int | None = None  # the count the last step ran on (threads_marked)
         self._tuner: ThreadTuner | None = None
@@ -350,12 +351,12 @@ class TrainingWorker(QObject):
         if chosen is not None:
             self.threads_changed.emit(chosen)
             self._tuner = None
-            self.threads_marked.emit(it, chosen, True)
-            self._stepped_on = chosen
+            self.threads_marked.emit(it, self._applied if self._applied is not None else chosen, True)
+            self._stepped_on = self._applied
         elif tuner is None:  # Auto's trials change the count on purpose: its choice is the mark
-            if self._stepped_on not in (None, self._in_force):
-                self.threads_marked.emit(it - 1, self._in_force, False)  # this step ran on it
-            self._stepped_on = self._in_force
+            if self._stepped_on not in (None, self._applied):
+                self.threads_marked.emit(it - 1, self._applied, False)  # this step ran on it
+            self._stepped_on = self._applied
         for warning in report.warnings:
             self.warned.emit(warning)
         if report.sample is not None:
@@ -424,7 +425,7 @@ class TrainingWorker(QObject):
         assert self._trainer is not None
         # a model here only to sample needs no helper processes
         applied = self._trainer.set_threads(n, split=not self._cannot_train)
-        self._in_force = n
+        self._in_force, self._applied = n, applied
         return applied
 
     def _set_state(self, state: str) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 import safetensors.numpy
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QDropEvent, QImage, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMenu, QMessageBox
 
@@ -854,6 +854,53 @@ def test_the_newest_of_a_folder_and_a_checkpoint_asked_for_is_shown(make_window,
     qtbot.waitUntil(lambda: not worker_module._pending and w.state.startswith("viewing"), timeout=20_000)
     assert w.run_info is None and w.handle is None
     assert not w.statusBar().currentMessage().startswith("Loading")  # it stayed, for good
+
+
+def test_continue_wins_over_a_checkpoint_still_being_read(make_window, qtbot, monkeypatch):
+    import engine.checkpoint
+
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    real = engine.checkpoint.restore
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)  # a big checkpoint
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.checkpoint, "restore", slow)
+    w.load_checkpoint(str(w.run_info.run_dir / "checkpoints" / "final.safetensors"))
+    w.panel.iters.setValue(30)
+    w.pause_action.trigger()  # Continue, asked for after the load
+    qtbot.waitUntil(lambda: not worker_module._pending and w.state == FINISHED, timeout=20_000)
+    qtbot.waitUntil(lambda: last_iter(w) == 30, timeout=20_000)
+    qtbot.wait(100)
+    assert last_iter(w) == 30 and w.state == FINISHED  # the model trained on stays
+
+
+def test_a_run_closed_mid_training_is_among_the_recent_runs_of_the_next_session(make_window, qtbot, tmp_path):
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    folder = w.run_info.run_dir
+    w.close()  # the commonest end of a long run
+    fresh = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)  # read from the file
+    later = make_window(the_settings=fresh)
+    assert later.recent_runs() == [folder.resolve()]
+
+
+def test_a_thread_count_the_blas_cannot_take_is_no_change_on_the_plot(make_window, qtbot, monkeypatch):
+    import engine.trainer
+
+    monkeypatch.setattr(engine.trainer, "set_blas_threads", lambda n: 1)  # NumPy on a BLAS it cannot limit
+    w = make_window()
+    tiny(w, threads=1)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    w.panel.threads.setValue(2)
+    at = last_iter(w)
+    qtbot.waitUntil(lambda: last_iter(w) > at + 10, timeout=20_000)
+    assert not w.plots._thread_marks  # "2 threads" was drawn though the run stayed on one
 
 
 def test_closing_while_a_checkpoint_is_read_starts_nothing_and_leaves_no_folder(make_window, qtbot):
