@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -122,3 +126,33 @@ def boxes(window: MainWindow, title: str) -> list[QMessageBox]:
 
 
 WaitUntil = Callable[..., None]
+
+
+def answer_close_questions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
+    """Answer the window's "Export before closing?" with Close without exporting; the questions
+    asked go in the list returned."""
+    asked: list[tuple[object, ...]] = []
+
+    def discard(*args: object, **kwargs: object) -> QMessageBox.StandardButton:
+        asked.append(args)
+        return QMessageBox.StandardButton.Discard
+
+    monkeypatch.setattr(MainWindow, "ask_before_closing", discard)
+    return asked
+
+
+def run_qt_snippet(code: str, **env: str) -> dict:
+    """Run ``code`` in a fresh Python with the repository importable and ``env`` set (a Qt
+    platform or scale that this process cannot change once Qt is up); return the JSON object
+    its last line prints."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=repo,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])

@@ -31,7 +31,16 @@ from engine.config import PRESETS
 from engine.data import Corpus
 from engine.runlog import RunLog
 from engine.trainer import Trainer
-from tests.app.conftest import boxes, last_iter, plotted, tiny, train_then_stop, train_to_end
+from tests.app.conftest import (
+    answer_close_questions,
+    boxes,
+    last_iter,
+    plotted,
+    run_qt_snippet,
+    tiny,
+    train_then_stop,
+    train_to_end,
+)
 from tests.conftest import fail_steps
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pyqtgraph")
@@ -275,12 +284,7 @@ def test_a_checkpoint_loaded_only_to_sample_closes_without_a_question_or_a_folde
     qtbot.waitUntil(lambda: w.state == PAUSED, timeout=10_000)  # ready to resume, but not resumed
     w.samples.request()
     qtbot.waitUntil(lambda: w.samples.count() == 1, timeout=10_000)
-    asked = []
-    monkeypatch.setattr(
-        MainWindow,
-        "ask_before_closing",
-        lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Discard,
-    )
+    asked = answer_close_questions(monkeypatch)
     w.close()
     assert not asked  # the model is in the checkpoint it came from
     assert sorted(runs_dir().iterdir()) == before  # and no run folder was left for it
@@ -392,12 +396,7 @@ def test_closing_mid_training_joins_the_worker_without_errors(make_window, qtbot
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
     thread = w.handle.thread
-    asked = []
-    monkeypatch.setattr(
-        MainWindow,
-        "ask_before_closing",
-        lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Discard,
-    )
+    asked = answer_close_questions(monkeypatch)
     w.close()
     assert asked, "closing mid-training asks whether to save"
     assert thread.isFinished() and w.handle is None
@@ -1459,15 +1458,5 @@ def test_a_message_shows_its_whole_text_on_a_wide_screen(tmp_path):
     config = tmp_path / "screen.json"
     screen = {"name": "wide", "x": 0, "y": 0, "width": 1366, "height": 768, "logicalDpi": 96}
     config.write_text(json.dumps({"screens": [screen]}))
-    env = {**os.environ, "QT_QPA_PLATFORM": f"offscreen:configfile={config}"}
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", WIDE_SCREEN_CHECK],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == {"screen": 1366, "fits": True}
+    shown = run_qt_snippet(WIDE_SCREEN_CHECK, QT_QPA_PLATFORM=f"offscreen:configfile={config}")
+    assert shown == {"screen": 1366, "fits": True}

@@ -1,11 +1,6 @@
 """The plots on a long history: created once, downsampled, clipped to the view."""
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +18,7 @@ from app.plots import (
     TrainingPlots,
     redraw_interval_ms,
 )
+from tests.app.conftest import run_qt_snippet
 from tests.app.test_metrics_store import records
 
 
@@ -380,15 +376,5 @@ print(json.dumps({"ratio": ratio, "width": captioned.width() == plain.width(), "
 def test_a_captioned_image_on_a_screen_at_200_percent_holds_the_whole_plots():
     """On a scaled screen the grab is in device pixels: the caption's page was not, and the
     plots filled its top-left quarter."""
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", SCALED_IMAGE_CHECK],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == {"ratio": 2.0, "width": True, "plots": True}
+    saved = run_qt_snippet(SCALED_IMAGE_CHECK, QT_QPA_PLATFORM="offscreen", QT_SCALE_FACTOR="2")
+    assert saved == {"ratio": 2.0, "width": True, "plots": True}
