@@ -151,8 +151,7 @@ class MainWindow(QMainWindow):
         self.state = IDLE
         self.confirm_close = True  # ask to save when closing mid-run (batch jobs turn it off)
         self._follower: RunFollower | None = None
-        self._total_iters = 0  # of a viewed run: its config's, read when it was opened
-        self._viewed_config: dict[str, Any] = {}  # and its whole config.json
+        self._viewed_config: dict[str, Any] = {}  # a viewed run's config.json, read when it was opened
         self._dialogs: list[QMessageBox] = []
 
         self.store = MetricsStore()
@@ -730,10 +729,7 @@ class MainWindow(QMainWindow):
             self._viewed_config = run.config
             self._poll_run()
             self._follow_timer.start()
-            total = _int((run.config.get("train") or {}).get("max_iters"), 0) if run.config else 0
-            vocab = _int((run.config.get("model") or {}).get("vocab_size"), 0) if run.config else 0
-            self.plots.set_vocabulary(vocab or None)
-            self._total_iters = total
+            self.plots.set_vocabulary(self._viewed_setting("model", "vocab_size") or None)
             configs = _configs(run.config)
             # the panel describes the run in view, as for a loaded one, when Start can train
             # its like: a model of no preset would be described, and another trained
@@ -1049,9 +1045,19 @@ class MainWindow(QMainWindow):
         without curves (one exported out of its run folder) stood."""
         return max(self.store.last_iteration, self.run_info.iteration if self.run_info else 0)
 
+    def _viewed_setting(self, section: str, key: str) -> int:
+        """A whole-number setting of the viewed run's config.json (0 if none is viewed, or if it
+        does not hold it)."""
+        if self._follower is None:
+            return 0
+        part = self._viewed_config.get(section)
+        return _int(part.get(key), 0) if isinstance(part, dict) else 0
+
     def _update_status(self) -> None:
         s = self.store
-        total = self.run_info.train_cfg.max_iters if self.run_info else self._total_iters
+        total = (
+            self.run_info.train_cfg.max_iters if self.run_info else self._viewed_setting("train", "max_iters")
+        )
         done = self._iteration()
         self.iter_label.setText(f"iter {done:,} / {total:,}" if total else f"iter {done:,}")
         step = s.median_recent("step_s")
