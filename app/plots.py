@@ -292,9 +292,8 @@ class TrainingPlots(QWidget):
         )
         self.canvas.setBackground(base)
         self._ink = ink
-        for line in self._thread_marks:
-            line.setPen(pg.mkPen(ink, style=Qt.PenStyle.DashLine))
-            line.label.setColor(ink)
+        for line in (self.chance, *self._thread_marks):
+            self._dash(line)
         for plot in self.plots:
             for side in ("left", "bottom", "right"):
                 plot.getAxis(side).setPen(ink)
@@ -302,8 +301,11 @@ class TrainingPlots(QWidget):
             plot.legend.setBrush(QColor(base.red(), base.green(), base.blue(), 220))
             plot.legend.setLabelTextColor(ink)
         self.mem_rss.setPen(_pen((ink.red(), ink.green(), ink.blue())))
-        self.chance.setPen(pg.mkPen(ink, style=Qt.PenStyle.DashLine))
-        self.chance.label.setColor(ink)
+
+    def _dash(self, line: pg.InfiniteLine) -> None:
+        """A marker line (the uniform guess, a thread change) dashed, in the axes' ink."""
+        line.setPen(pg.mkPen(self._ink, style=Qt.PenStyle.DashLine))
+        line.label.setColor(self._ink)
 
     @Slot()
     def _fit_axis_names(self) -> None:
@@ -410,10 +412,10 @@ class TrainingPlots(QWidget):
             pos=iteration,
             angle=90,
             movable=False,
-            pen=pg.mkPen(self._ink, style=Qt.PenStyle.DashLine),
             label=label,
-            labelOpts={"position": 0.9, "color": self._ink, "anchors": [(0, 0), (0, 0)]},
+            labelOpts={"position": 0.9, "anchors": [(0, 0), (0, 0)]},
         )
+        self._dash(line)
         self.time_plot.addItem(line, ignoreBounds=True)
         self._thread_marks.append(line)
 
