@@ -960,8 +960,8 @@ class MainWindow(QMainWindow):
         self._set_state(state)
         if ended and self.run_info is not None and self.run_info.run_dir is not None:
             self._remember_run(self.run_info.run_dir)
-        if ended and self.statusBar().currentMessage() == self._ready_text:
-            self.statusBar().clearMessage()  # a short run ends within its 8 s: "training" was stale
+        if ended:
+            self._clear_message(self._ready_text)  # a short run ends within its 8 s: "training" was stale
         if state != TRAINING:
             self.plots.redraw()  # the final points of a run show at once, not at the next tick
 
