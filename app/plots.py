@@ -37,6 +37,8 @@ PLOT_SHARE = 0.05  # of the GUI thread for the plots; more slows training (small
 SLOWEST_MS = 500  # but the plots never look frozen
 MB = 1e6
 RSS_MIN_RANGE_MB = 4.0
+AXIS_WIDTH = 60  # px, left and right on every plot, so that the three line up
+LEGEND_MIN_VIEW = 70  # px: a plot keeps its legend above it while its data has this height left
 
 BLUE, ORANGE, GREEN, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (110, 110, 110)
 PURPLE = (148, 103, 189)
@@ -180,10 +182,11 @@ class TrainingPlots(QWidget):
         ]
         for plot in self.plots:
             plot.getViewBox().sigResized.connect(self._fit_axis_names)
+            plot.getViewBox().sigResized.connect(self._fit_legends)
         # What a model that has learned nothing scores: each character of the vocabulary equally
         # likely, a loss of ln(vocabulary). A new model starts there; the gap below it is learning.
-        # Its label sits left of the legend (top right), under the line, or over it when the line
-        # is low in the view, so that it is never cut off at the plot's edge.
+        # Its label sits under the line near the left, or over it when the line is low in the
+        # view, so that it is never cut off at the plot's edge.
         self.chance = pg.InfiniteLine(angle=0, movable=False, label=" ", labelOpts={"position": 0.3})
         self.chance_loss: float | None = None
         self.loss_plot.addItem(self.chance, ignoreBounds=True)
@@ -229,8 +232,14 @@ class TrainingPlots(QWidget):
         plot.setMouseEnabled(x=True, y=False)
         plot.hideButtons()
         # in one row: stacked, three entries took a short plot's whole height (a 600 px screen)
-        plot.addLegend(offset=(-8, 8), labelTextSize="8pt", colCount=3)  # coloured by _follow_palette
-        plot.getAxis("left").setWidth(60)  # the three plots' axes line up
+        # Above the data, in the title's row (see _fit_legends): inside the plot, it hid the newest
+        # data, where the lines end, under its corner
+        legend = pg.LegendItem(offset=(-AXIS_WIDTH, 1), labelTextSize="8pt", colCount=3)
+        legend.layout.setContentsMargins(0, 0, 0, 0)
+        legend.setParentItem(plot)
+        legend.setVisible(False)
+        plot.legend = legend
+        plot.getAxis("left").setWidth(AXIS_WIDTH)  # the three plots' axes line up
         for side in ("left", "bottom", "right"):
             # Two levels of ticks, not three: the third drew most of the lines, and computing and
             # drawing ticks was most of a repaint (16 -> 10 ms for the three plots).
@@ -252,7 +261,7 @@ class TrainingPlots(QWidget):
         plot.getAxis("right").enableAutoSIPrefix(False)
         for p in self.plots:  # the same right axis width on all three keeps the x axes aligned
             p.showAxis("right")
-            p.getAxis("right").setWidth(60)
+            p.getAxis("right").setWidth(AXIS_WIDTH)
             if p is not plot:
                 p.getAxis("right").setStyle(showValues=False)
         view.setXLink(plot)
@@ -298,7 +307,6 @@ class TrainingPlots(QWidget):
             for side in ("left", "bottom", "right"):
                 plot.getAxis(side).setPen(ink)
                 plot.getAxis(side).setTextPen(ink)
-            plot.legend.setBrush(QColor(base.red(), base.green(), base.blue(), 220))
             plot.legend.setLabelTextColor(ink)
         self.mem_rss.setPen(_pen((ink.red(), ink.green(), ink.blue())))
 
@@ -306,6 +314,19 @@ class TrainingPlots(QWidget):
         """A marker line (the uniform guess, a thread change) dashed, in the axes' ink."""
         line.setPen(pg.mkPen(self._ink, style=Qt.PenStyle.DashLine))
         line.label.setColor(self._ink)
+
+    @Slot()
+    def _fit_legends(self) -> None:
+        """Make a row above each plot as tall as its legend, while the plot can spare it: in a
+        short window the legend gives way to the data, and the line under the plots still says
+        what each value is."""
+        for plot in self.plots:
+            row = plot.layout.rowMaximumHeight(0)
+            need = math.ceil(plot.legend.height()) + 1  # a pixel clear of the data
+            room = plot.getViewBox().height() + row >= need + LEGEND_MIN_VIEW
+            if row != (need if room else 0):
+                plot.layout.setRowFixedHeight(0, need if room else 0)
+                plot.legend.setVisible(room)
 
     @Slot()
     def _fit_axis_names(self) -> None:
@@ -391,12 +412,14 @@ class TrainingPlots(QWidget):
         # the legend reads names as HTML; a folder's name is text
         self.loss_reference = self.loss_plot.plot(pen=_pen(PURPLE, 200), name=html.escape(name))
         self._draw_reference()
+        self._fit_legends()  # a row of entries more, or a longer one
 
     def clear_reference(self) -> None:
         if self.loss_reference is not None:
             self.loss_plot.removeItem(self.loss_reference)
             self.loss_plot.legend.removeItem(self.loss_reference)
         self.reference = self.loss_reference = None
+        self._fit_legends()
 
     def _draw_reference(self) -> None:
         """Set when it is chosen and when the smoothing changes, not at every redraw: it is

@@ -140,6 +140,32 @@ def test_another_runs_smoothed_loss_is_drawn_to_compare_until_cleared(qtbot):
     assert "tiny-run" not in [label.text for _, label in plots.loss_plot.legend.items]
 
 
+def test_each_legend_sits_above_its_data_and_gives_way_in_a_short_window(qtbot):
+    """Inside a plot, the legend hid the newest data, where the lines end, under its corner."""
+    plots = shown(qtbot, MetricsStore())
+
+    def above_the_data() -> bool:
+        return all(
+            p.legend.isVisible()
+            and p.legend.sceneBoundingRect().bottom() <= p.getViewBox().sceneBoundingRect().top()
+            for p in plots.plots
+        )
+
+    qtbot.waitUntil(above_the_data)
+    other = MetricsStore()
+    other.extend(records(1, 301))
+    plots.set_reference("another run, to compare with", other)  # a second row of entries
+    assert plots.loss_plot.legend.layout.rowCount() == 2
+    qtbot.waitUntil(above_the_data)
+    plots.resize(900, 260)  # too short to spare the rows: the data keeps the height
+    qtbot.waitUntil(lambda: not any(p.legend.isVisible() for p in plots.plots))
+    assert all(p.layout.rowMaximumHeight(0) == 0 for p in plots.plots)
+    plots.clear_reference()
+    plots.resize(900, 600)
+    qtbot.waitUntil(above_the_data)
+    assert plots.loss_plot.layout.rowMaximumHeight(0) < 30  # one row again
+
+
 def test_an_axis_too_short_for_its_name_keeps_its_unit_alone(qtbot):
     """A name longer than its plot is tall ran over the next plot's (a 600 px screen)."""
     plots = TrainingPlots(MetricsStore())
