@@ -317,13 +317,17 @@ class TrainingPlots(QWidget):
 
     @Slot()
     def _fit_legends(self) -> None:
-        """Make a row above each plot as tall as its legend, while the plot can spare it: in a
-        short window the legend gives way to the data, and the line under the plots still says
-        what each value is."""
-        for plot in self.plots:
-            row = plot.layout.rowMaximumHeight(0)
-            need = math.ceil(plot.legend.height()) + 1  # a pixel clear of the data
-            room = plot.getViewBox().height() + row >= need + LEGEND_MIN_VIEW
+        """Make a row above each plot as tall as its legend, while every plot can spare it: in a
+        short window the legends give way to the data (all three, rather than the lowest plot's
+        alone, which its axis makes the shortest), and the line under the plots still says what
+        each value is."""
+        rows = [plot.layout.rowMaximumHeight(0) for plot in self.plots]
+        needs = [math.ceil(plot.legend.height()) + 1 for plot in self.plots]  # a pixel clear of the data
+        room = all(
+            plot.getViewBox().height() + row >= need + LEGEND_MIN_VIEW
+            for plot, row, need in zip(self.plots, rows, needs, strict=True)
+        )
+        for plot, row, need in zip(self.plots, rows, needs, strict=True):
             if row != (need if room else 0):
                 plot.layout.setRowFixedHeight(0, need if room else 0)
                 plot.legend.setVisible(room)
