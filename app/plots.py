@@ -336,8 +336,12 @@ class TrainingPlots(QWidget):
     def _fit_axis_names(self) -> None:
         """Name each axis in full where its plot is tall enough for it, else give the unit alone."""
         for axis, name, view in self._named_axes:
-            full = f"{name} ({axis.labelUnitPrefix}{axis.labelUnits})"
-            want = name if QFontMetrics(axis.label.font()).horizontalAdvance(full) <= view.height() else ""
+            # as drawn: with the text's margins, and the widest prefix the unit may come to take
+            # (seconds turn to "ms" with the first step times, and nothing refits the name then)
+            full = f"{name} ({'m' if axis.autoSIPrefix else ''}{axis.labelUnits})"
+            length = QFontMetrics(axis.label.font()).horizontalAdvance(full)
+            length += 2 * axis.label.document().documentMargin()
+            want = name if length <= view.height() else ""
             if axis.labelText != want:
                 axis.setLabel(want, units=axis.labelUnits)
 

@@ -187,6 +187,24 @@ def test_an_axis_too_short_for_its_name_keeps_its_unit_alone(qtbot):
     assert plots.mem_plot.getAxis("left").labelText == "arena"
 
 
+def test_an_axis_name_is_given_in_full_only_where_it_fits_as_drawn(qtbot):
+    """Measured without the text's margins, or before the step times made their unit "ms",
+    "step time (ms)" was given at heights that it overran, into the loss axis' name."""
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    for height in range(300, 620, 8):
+        store.clear()
+        plots.reset()
+        plots.redraw()
+        plots.resize(900, height)  # fitted while the unit is "s"
+        qtbot.wait(10)
+        store.extend(records(1, 101))  # step times of 10 ms: the unit becomes ms
+        plots.redraw()
+        for axis, _, view in plots._named_axes:
+            if axis.labelText:
+                assert axis.label.sceneBoundingRect().height() <= view.height(), (height, axis.labelString())
+
+
 def test_the_plots_take_the_colours_of_a_dark_palette(qtbot):
     plots = TrainingPlots(MetricsStore())
     qtbot.addWidget(plots)
