@@ -24,7 +24,18 @@ from PySide6.QtWidgets import (
 
 from app.worker import AUTO_THREADS, FINISHED, IDLE, PAUSED, STOPPED, TRAINING
 from engine.blas import cpu_count
-from engine.config import PRESETS, ModelConfig, TrainConfig, format_bytes, format_count, plural, preset_of
+from engine.config import (
+    MAX_BATCH_SIZE,
+    MAX_ITERS,
+    MAX_SEED,
+    PRESETS,
+    ModelConfig,
+    TrainConfig,
+    format_bytes,
+    format_count,
+    plural,
+    preset_of,
+)
 from engine.memory import memory_for_training, memory_needed
 
 DEFAULT_VOCAB = 65  # parameter counts before a corpus is known
@@ -107,14 +118,14 @@ class RunPanel(QWidget):
         self.open_corpus.setToolTip("Train on a UTF-8 text file of your own (or drop one on the window)")
 
         self.batch = QSpinBox()
-        self.batch.setRange(1, 4096)
+        self.batch.setRange(1, MAX_BATCH_SIZE)
         self.iters = QSpinBox()
-        self.iters.setRange(1, 10_000_000)
+        self.iters.setRange(1, MAX_ITERS)
         self.iters.setSingleStep(100)
         self.lr = ScientificSpinBox()
         self.lr.setRange(1e-7, 10.0)
         self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setRange(0, MAX_SEED)
         self.seed.setValue(TrainConfig().seed)  # a preset leaves it be: it is the person's
         self.batch.setToolTip(
             "Text windows per iteration: more smooths the gradient,\nand costs memory and time per iteration"

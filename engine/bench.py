@@ -27,7 +27,7 @@ import numpy as np
 
 import engine
 from engine.blas import blas_info, cpu_count, set_blas_threads
-from engine.config import PRESETS, ModelConfig, TrainConfig, get_preset, plural
+from engine.config import MAX_ITERS, PRESETS, ModelConfig, TrainConfig, get_preset, plural
 from engine.data import Corpus
 from engine.model import activation_bytes
 from engine.session import ProcessMemory
@@ -106,7 +106,7 @@ def bench_row(
     the batch split across processes when that pays, else that many BLAS threads), in
     ROUNDS turns with the matmul peak and, if ``torch``, PyTorch's iterations."""
     cfg = bench_model(name)
-    trainer = Trainer(cfg, TrainConfig(batch_size=batch, max_iters=10**9), _random_corpus())
+    trainer = Trainer(cfg, TrainConfig(batch_size=batch, max_iters=MAX_ITERS), _random_corpus())
     n = iters or default_iters(cfg, batch)
     per_round = max(1, -(-n // ROUNDS))
     theirs = _TorchRun(cfg, batch, threads) if torch else None

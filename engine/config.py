@@ -88,6 +88,13 @@ class ModelConfig:
         return asdict(self)
 
 
+# What the window's fields can hold (Qt's spin boxes are 32-bit), and so what a run may have: a run
+# the window cannot show would load with the wrong settings in view, or not at all.
+MAX_BATCH_SIZE = 4096
+MAX_ITERS = 10_000_000
+MAX_SEED = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
@@ -111,6 +118,9 @@ class TrainConfig:
         for name in ("batch_size", "max_iters", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
+        for name, most in (("batch_size", MAX_BATCH_SIZE), ("max_iters", MAX_ITERS), ("seed", MAX_SEED)):
+            if getattr(self, name) > most:
+                raise ConfigError(name, f"must be at most {most:,}, got {getattr(self, name):,}")
         if not 0 < self.lr < math.inf:
             raise ConfigError("lr", f"must be a positive number, got {self.lr}")
         # 0 turns clipping and each periodic task off

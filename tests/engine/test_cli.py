@@ -115,7 +115,11 @@ def test_every_setting_can_be_overridden(corpus_file):
         (["--log-every", "-1"], "--log-every takes a number of iterations"),
         (["--min-lr", "0.01"], "--min-lr 0.01 is above the learning rate 0.003"),  # it would climb
         (["--lr", "inf"], "--lr must be a positive number"),
-        (["--preset", "large", "--batch", "100000"], "lower the batch size to"),  # terabytes
+        (["--preset", "large", "--batch", "4096"], "lower the batch size to"),  # 180 GB
+        # what the window's fields cannot hold: such a run would load there with wrong settings
+        (["--seed", "3000000000"], "--seed must be at most 2,147,483,647, got 3,000,000,000"),
+        (["--iters", "99999999999999999999999"], "--iters must be at most 10,000,000"),
+        (["--batch", "5000"], "--batch must be at most 4,096, got 5,000"),
         (["--threads", "999"], "--threads must be between"),
     ],
 )
