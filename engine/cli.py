@@ -1,6 +1,7 @@
 """The ``chargpt`` command line: train, sample, export, info (and the commands that build on them).
 
-Exit codes: 0 done, 1 training failed (loss not finite), 2 bad input, 130 interrupted.
+Exit codes: 0 done, 1 training failed (loss not finite), 2 bad input, 128 + the signal's number
+when a signal stopped training (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -47,7 +48,16 @@ if TYPE_CHECKING:
     from engine.session import TrainingSession
     from engine.trainer import Trainer
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# What ends training early, at an iteration boundary, saving where it got to: Ctrl-C, kill or a
+# cancelled job, a closed terminal. Exit status 128 + the number, as a shell reports a process
+# that a signal ended.
+STOP_SIGNALS: dict[int, str] = {
+    signal.SIGINT: "interrupted",
+    signal.SIGTERM: "stopped by SIGTERM",
+    signal.SIGHUP: "stopped by SIGHUP",
+}
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 
 class UsageError(InputError):
@@ -237,11 +247,12 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     say(f"run folder: {run_dir}{moved}")
     step_times: list[float] = []
     t_start = time.perf_counter()
-    with _deferred_sigint() as interrupted:
+    stop = Stop()
+    with stop.on_signals():
         tuner = None if threads else ThreadTuner(apply=trainer.set_threads)
         try:
             with np.errstate(all="ignore"):  # a diverging run is told by its loss, in one line
-                status, last_loss = run_session(session, say, log_every, step_times, interrupted, tuner)
+                status, last_loss = run_session(session, say, log_every, step_times, stop, tuner)
         except Exception:
             _save_before_failing(session, say, resume_command(args, train_cfg.max_iters))
             trainer.close()
@@ -249,13 +260,13 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         threads = threads or trainer.threads
         final = session.finish()
         trainer.close()
-    if status == EXIT_INTERRUPTED and final is None:
-        say(f"interrupted at iteration {trainer.iteration}, before training any: nothing to save")
-    elif status == EXIT_INTERRUPTED:
-        say(
-            f"interrupted at iteration {trainer.iteration}; saved {final}\n"
-            f"continue with: {resume_command(args, train_cfg.max_iters).format(final)}"
-        )
+    if stop.signum is not None and status == 128 + stop.signum:
+        why = f"{STOP_SIGNALS[stop.signum]} at iteration {trainer.iteration}"
+        if final is None:
+            say(f"{why}, before training any: nothing to save")
+        else:
+            command = resume_command(args, train_cfg.max_iters).format(final)
+            say(f"{why}; saved {final}\ncontinue with: {command}")
     if status != EXIT_OK:
         return status
     val_loss = session.last_val_loss
@@ -302,16 +313,16 @@ def run_session(
     say: Callable[[str], None],
     log_every: int,
     step_times: list[float],
-    interrupted: Callable[[], bool],
+    stop: Stop,
     tuner: ThreadTuner | None = None,
 ) -> tuple[int, float]:
-    """Step until the run is done or Ctrl-C, printing progress; return the exit status and
-    the last training loss. Ctrl-C is only looked at between iterations."""
+    """Step until the run is done or ``stop`` is asked for, printing progress; return the exit
+    status and the last training loss. ``stop`` is only looked at between iterations."""
     max_iters = session.trainer.train_cfg.max_iters
     loss = math.nan
     while not session.finished:
-        if interrupted():
-            return EXIT_INTERRUPTED, loss
+        if stop.signum is not None:
+            return 128 + stop.signum, loss
         if tuner is not None:
             tuner.before_step()
         report = session.step()
@@ -413,27 +424,41 @@ def _same(value: float, held: float) -> bool:
     return math.isclose(value, held, rel_tol=1e-9, abs_tol=0.0)
 
 
-@contextmanager
-def _deferred_sigint() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C sets a flag that the loop reads at the next iteration boundary (so the
-    checkpoint written then is whole); a second Ctrl-C interrupts at once."""
-    hit = False
+class Interrupted(KeyboardInterrupt):
+    """A second stop signal, while the first waits for the iteration to end: stop at once."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal hit
-        if hit:
-            raise KeyboardInterrupt
-        hit = True
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave Ctrl-C alone
-        yield lambda: False
-        return
-    try:
-        yield lambda: hit
-    finally:
-        signal.signal(signal.SIGINT, previous)
+
+class Stop:
+    """Whether training is to stop at the next iteration boundary, where the checkpoint then
+    written is whole: ``signum`` is the number of the signal that asked, None until one does."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @contextmanager
+    def on_signals(self) -> Iterator[None]:
+        """Meanwhile each of STOP_SIGNALS asks for the stop instead of ending the process (whose
+        iterations since the last checkpoint would be lost); a second one interrupts at once."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.signum is not None:
+                raise Interrupted(signum)
+            self.signum = signum
+
+        try:
+            previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+        except ValueError:  # not the main thread: leave the signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            for signum, action in previous.items():
+                signal.signal(signum, action)
 
 
 def _printer(out: TextIO, to_stderr: bool) -> Callable[[str], None]:
@@ -631,9 +656,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except MemoryError as e:  # others took the memory that the check before training saw free
         sys.stderr.write(f"chargpt: error: {out_of_memory(e)}\n")
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         sys.stderr.write("chargpt: interrupted\n")
-        return EXIT_INTERRUPTED
+        return 128 + e.signum if isinstance(e, Interrupted) else EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`chargpt train | head`); quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -185,7 +185,17 @@ def test_resume_asks_for_a_corpus_that_is_gone(tmp_path, corpus_file):
     assert r.returncode == 0, r.stderr
 
 
-def test_ctrl_c_saves_at_the_iteration_boundary_and_exits_130(tmp_path, corpus_file):
+@pytest.mark.parametrize(
+    ("signum", "told"),
+    [
+        (signal.SIGINT, "interrupted"),  # Ctrl-C
+        (signal.SIGTERM, "stopped by SIGTERM"),  # kill, timeout, a cancelled CI job: all was lost
+        (signal.SIGHUP, "stopped by SIGHUP"),  # its terminal closed: all was lost
+    ],
+)
+def test_a_stop_signal_saves_at_the_iteration_boundary_and_exits_128_plus_it(
+    tmp_path, corpus_file, signum, told
+):
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "train", "--iters", "100000", "--log-every", "1",
          "--corpus", str(corpus_file), "--run-dir", "run", *FAST],
@@ -198,17 +208,37 @@ def test_ctrl_c_saves_at_the_iteration_boundary_and_exits_130(tmp_path, corpus_f
         for line in proc.stdout:
             if line.startswith("iter"):
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted at iteration" in out
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err and f"{told} at iteration" in out
     # one BLAS thread keeps a resumed run the very same: the command says so
     assert "chargpt train --resume run/checkpoints/final.safetensors --iters 100000 --threads 1" in out
     ckpt = checkpoint.load(tmp_path / "run" / "checkpoints" / "final.safetensors")
     assert 1 <= ckpt.iteration < 100000
     assert read_run(tmp_path / "run").records[-1]["iter"] == ckpt.iteration
+
+
+def test_a_second_stop_signal_interrupts_at_once_with_its_own_status(monkeypatch):
+    from engine import cli
+    from engine.cli import Interrupted, Stop
+
+    stop = Stop()
+    with stop.on_signals():
+        signal.raise_signal(signal.SIGTERM)  # the first waits for the iteration to end
+        assert stop.signum == signal.SIGTERM
+        with pytest.raises(Interrupted) as second:
+            signal.raise_signal(signal.SIGHUP)
+    assert second.value.signum == signal.SIGHUP
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # as it was before
+
+    def interrupted(*args):
+        raise second.value
+
+    monkeypatch.setattr(cli, "cmd_info", interrupted)
+    assert cli.main(["info"]) == 128 + signal.SIGHUP
 
 
 def test_sample_streams_a_reproducible_continuation(trained):
