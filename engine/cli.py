@@ -1,7 +1,8 @@
 """The ``chargpt`` command line: train, sample, export, info (and the commands that build on them).
 
 Exit codes: 0 done, 1 training failed (loss not finite), 2 bad input, 128 + the signal's number
-when a signal stopped training (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+when a signal stopped training (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 (SIGPIPE's) when the
+output was closed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -58,6 +59,7 @@ STOP_SIGNALS: dict[int, str] = {
     signal.SIGHUP: "stopped by SIGHUP",
 }
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE  # the reader went away: `chargpt train | head`
 
 
 class UsageError(InputError):
@@ -181,7 +183,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from engine.runlog import new_run_dir, unused_run_dir
     from engine.session import TrainingSession
 
-    say = _printer(out, args.json)
+    stop = Stop()
+    say = _printer(out, args.json, stop)
     if args.keep < 0:
         raise UsageError(f"--keep takes a number of checkpoints, 0 or more, not {args.keep}")
     if args.log_every < 0:
@@ -247,26 +250,28 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     say(f"run folder: {run_dir}{moved}")
     step_times: list[float] = []
     t_start = time.perf_counter()
-    stop = Stop()
-    with stop.on_signals():
+    with stop.on_signals(), closing(trainer):  # closed however training ends: helpers, arena
         tuner = None if threads else ThreadTuner(apply=trainer.set_threads)
         try:
             with np.errstate(all="ignore"):  # a diverging run is told by its loss, in one line
                 status, last_loss = run_session(session, say, log_every, step_times, stop, tuner)
         except Exception:
             _save_before_failing(session, say, resume_command(args, train_cfg.max_iters))
-            trainer.close()
             raise
         threads = threads or trainer.threads
         final = session.finish()
-        trainer.close()
     if stop.signum is not None and status == 128 + stop.signum:
-        why = f"{STOP_SIGNALS[stop.signum]} at iteration {trainer.iteration}"
+        closed = stop.signum == signal.SIGPIPE
+        why = f"{'output closed' if closed else STOP_SIGNALS[stop.signum]} at iteration {trainer.iteration}"
         if final is None:
-            say(f"{why}, before training any: nothing to save")
+            told = f"{why}, before training any: nothing to save"
         else:
             command = resume_command(args, train_cfg.max_iters).format(final)
-            say(f"{why}; saved {final}\ncontinue with: {command}")
+            told = f"{why}; saved {final}\ncontinue with: {command}"
+        if closed:  # with the output gone, one line on standard error, if that is still there
+            _tell(told.replace("\n", "; "))
+        else:
+            say(told)
     if status != EXIT_OK:
         return status
     val_loss = session.last_val_loss
@@ -439,6 +444,11 @@ class Stop:
     def __init__(self) -> None:
         self.signum: int | None = None
 
+    def request(self, signum: int) -> None:
+        """Ask for the stop on behalf of ``signum``, unless it has been asked for already."""
+        if self.signum is None:
+            self.signum = signum
+
     @contextmanager
     def on_signals(self) -> Iterator[None]:
         """Meanwhile each of STOP_SIGNALS asks for the stop instead of ending the process (whose
@@ -447,7 +457,7 @@ class Stop:
         def handler(signum: int, frame: FrameType | None) -> None:
             if self.signum is not None:
                 raise Interrupted(signum)
-            self.signum = signum
+            self.request(signum)
 
         try:
             previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
@@ -461,15 +471,45 @@ class Stop:
                 signal.signal(signum, action)
 
 
-def _printer(out: TextIO, to_stderr: bool) -> Callable[[str], None]:
-    """Progress goes to stdout, or to stderr when stdout carries JSON for a script."""
+def _printer(out: TextIO, to_stderr: bool, stop: Stop) -> Callable[[str], None]:
+    """Progress goes to stdout, or to stderr when stdout carries JSON for a script. Once that
+    stream cannot be written (``chargpt train | head``, a terminal gone), the lines are dropped
+    and ``stop`` is asked for, as SIGPIPE's: the run ends at the iteration boundary, saved, as
+    on Ctrl-C, with a status that does not say it is done."""
     stream = sys.stderr if to_stderr else out
+    closed = False
 
     def say(line: str) -> None:
-        stream.write(line + "\n")
-        stream.flush()
+        nonlocal closed
+        if closed:
+            return
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except OSError:
+            closed = True
+            _discard(stream)
+            stop.request(signal.SIGPIPE)
 
     return say
+
+
+def _discard(stream: TextIO) -> None:
+    """Point a stream that can no longer be written at /dev/null: what it still buffers would
+    fail again as Python exits, with a message and exit status 120 instead of ours."""
+    with suppress(OSError, ValueError):  # a stream of no file (a test's) has nothing to flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
+def _tell(line: str) -> None:
+    """``chargpt: line`` on standard error; nothing if that is closed too (no traceback)."""
+    try:
+        sys.stderr.write(f"chargpt: {line}\n")
+        sys.stderr.flush()
+    except OSError:
+        _discard(sys.stderr)
 
 
 # -- chargpt sample ------------------------------------------------------------
@@ -648,21 +688,22 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         return COMMANDS[args.command](args, out)
     except InputError as e:
-        sys.stderr.write(f"chargpt: error: {e}\n")
+        _tell(f"error: {e}")
         return EXIT_USAGE
     except ShardError as e:
-        sys.stderr.write(f"chargpt: error: {e}; --threads 1 trains without helper processes\n")
+        _tell(f"error: {e}; --threads 1 trains without helper processes")
         return EXIT_FAILED
     except MemoryError as e:  # others took the memory that the check before training saw free
-        sys.stderr.write(f"chargpt: error: {out_of_memory(e)}\n")
+        _tell(f"error: {out_of_memory(e)}")
         return EXIT_FAILED
     except KeyboardInterrupt as e:
-        sys.stderr.write("chargpt: interrupted\n")
+        _tell("interrupted")
         return 128 + e.signum if isinstance(e, Interrupted) else EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (`chargpt train | head`); quietly, as Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        # The reader went away (`chargpt sample | head`): quietly, and not 0, which says all of
+        # it was written, as a Unix tool that SIGPIPE ends reports it
+        _discard(sys.stdout)
+        return EXIT_OUTPUT_CLOSED
 
 
 def entry() -> None:

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import re
@@ -214,6 +215,33 @@ def test_running_out_of_memory_is_one_line_not_a_traceback(corpus_file, monkeypa
         in captured.out
     )
     assert err[-1].startswith("chargpt: error: out of memory (Unable to allocate 3.1 GiB); lower the batch")
+
+
+def test_an_output_closed_as_a_run_fails_still_ends_its_helpers(corpus_file, monkeypatch, capsys):
+    from engine import cli
+    from engine.trainer import Trainer
+
+    closed = []
+    real_close = Trainer.close
+
+    def close(self: Trainer) -> None:
+        closed.append(self)
+        real_close(self)
+
+    class ClosedAtSaved(io.StringIO):  # the reader leaves just as the failed run tells its checkpoint
+        def write(self, text: str) -> int:
+            if "saved" in text:
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+    monkeypatch.setattr(Trainer, "close", close)
+    fail_steps(monkeypatch, MemoryError("Unable to allocate 3.1 GiB"), at=2)
+    args = ["train", "--iters", "5", "--corpus", str(corpus_file), "--threads", "1", "--run-dir", "r"]
+    code = cli.main(args, out=ClosedAtSaved())
+    # the error is told and the helper processes and the arena given back, where the pipe's
+    # error skipped both and said 0
+    assert code == 1 and closed
+    assert "chargpt: error: out of memory" in capsys.readouterr().err
 
 
 def test_every_train_option_says_what_it_does():

@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +198,42 @@ def test_resume_asks_for_a_corpus_that_is_gone(tmp_path, corpus_file):
 def test_a_stop_signal_saves_at_the_iteration_boundary_and_exits_128_plus_it(
     tmp_path, corpus_file, signum, told
 ):
+    with training_endlessly(corpus_file) as proc:
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err and f"{told} at iteration" in out
+    assert f"continue with: {RESUME}" in out
+    assert_saved_where_it_stopped(tmp_path)
+
+
+def test_a_closed_output_stops_training_as_ctrl_c_does_and_exits_141(tmp_path, corpus_file):
+    with training_endlessly(corpus_file) as proc:
+        proc.stdout.close()  # `chargpt train | head -3`: it went on saying nothing, then exited 0
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGPIPE, err
+    [line] = err.splitlines()
+    assert line.startswith("chargpt: output closed at iteration") and f"; continue with: {RESUME}" in line
+    assert_saved_where_it_stopped(tmp_path)
+
+
+def test_with_standard_error_closed_too_the_run_still_ends_saved_and_exits_141(tmp_path, corpus_file):
+    with training_endlessly(corpus_file) as proc:
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGPIPE  # not 1 (a traceback) or 120 (a failed flush)
+    assert_saved_where_it_stopped(tmp_path)
+
+
+# one BLAS thread keeps a resumed run the very same: the command says so
+RESUME = "chargpt train --resume run/checkpoints/final.safetensors --iters 100000 --threads 1"
+
+
+@contextmanager
+def training_endlessly(corpus_file: Path) -> Iterator[subprocess.Popen[str]]:
+    """``chargpt train`` of 100,000 iterations into run/, once its first progress line is out."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "train", "--iters", "100000", "--log-every", "1",
          "--corpus", str(corpus_file), "--run-dir", "run", *FAST],
@@ -205,17 +243,16 @@ def test_a_stop_signal_saves_at_the_iteration_boundary_and_exits_128_plus_it(
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     try:
+        assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("iter"):
                 break
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
+        yield proc
     finally:
         proc.kill()
-    assert proc.returncode == 128 + signum, err
-    assert "Traceback" not in err and f"{told} at iteration" in out
-    # one BLAS thread keeps a resumed run the very same: the command says so
-    assert "chargpt train --resume run/checkpoints/final.safetensors --iters 100000 --threads 1" in out
+
+
+def assert_saved_where_it_stopped(tmp_path: Path) -> None:
     ckpt = checkpoint.load(tmp_path / "run" / "checkpoints" / "final.safetensors")
     assert 1 <= ckpt.iteration < 100000
     assert read_run(tmp_path / "run").records[-1]["iter"] == ckpt.iteration
