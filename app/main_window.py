@@ -395,7 +395,9 @@ class MainWindow(QMainWindow):
         if c is None:
             self.panel.set_corpus(None)
         else:
-            self.panel.set_corpus(c.name, len(c.tokens), c.vocab_size)
+            from engine.checkpoint import AbsentText  # safetensors and all: not needed to start
+
+            self.panel.set_corpus(c.name, len(c.tokens), c.vocab_size, here=not isinstance(c, AbsentText))
             if self.run_info is None and self._follower is None and self.state == IDLE:
                 self.plots.set_vocabulary(c.vocab_size)  # where the next run will start
 
@@ -648,14 +650,14 @@ class MainWindow(QMainWindow):
                 cannot_train = str(e)
             try:  # the corpus the checkpoint records, reopened
                 trainer, warnings = restore(path, memory_check=False)
-            except CheckpointError as e:
-                if corpus is None:
-                    if isinstance(e, CorpusNeeded):
-                        raise CorpusNeeded(
-                            f"{e}; open the text (Corpus: Open…), then load the checkpoint again"
-                        ) from None
-                    raise
-                trainer, warnings = restore(path, corpus, memory_check=False)  # the open one, warned
+            except CorpusNeeded as needed:
+                try:  # the open text, if the model can read it (with a warning that it differs)
+                    if corpus is None:
+                        raise needed
+                    trainer, warnings = restore(path, corpus, memory_check=False)
+                except CheckpointError:  # a checkpoint someone sent: its text stayed with them
+                    trainer, warnings = restore(path, memory_check=False, absent_text=True)
+                    cannot_train = f"{needed}; open that text (Corpus: Open…), then load the checkpoint again"
             return trainer, list(warnings), _history_beside(Path(path), trainer.iteration), cannot_train
 
         def done(built: tuple[Trainer, list[str], list[dict[str, Any]], str]) -> None:

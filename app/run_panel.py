@@ -213,17 +213,18 @@ class RunPanel(QWidget):
         if i >= 0:
             self.preset.setCurrentIndex(i)
 
-    def set_corpus(self, name: str | None, characters: int = 0, vocab: int = 0) -> None:
-        """Show the corpus (None: none usable yet) and recount every preset's parameters."""
-        self._corpus = None if name is None else (name, characters, vocab)
+    def set_corpus(self, name: str | None, characters: int = 0, vocab: int = 0, *, here: bool = True) -> None:
+        """Show the corpus and recount every preset's parameters. None: none usable yet; not
+        ``here``: the text of a loaded model, which is not on this machine to train on."""
+        self._corpus = (name, characters, vocab) if name is not None and here else None
         if name is None:
             self.corpus_label.setText("no corpus: open a text file")
             self.corpus_label.setToolTip("")
         else:
             self._vocab = vocab
-            self.corpus_label.setText(
-                f"<b>{breakable(name)}</b><br>{_phrases(f'{characters:,} characters', f'vocabulary {vocab}')}"
-            )
+            figures = f"{characters:,} characters" if here else "not on this machine"
+            figures = _phrases(figures, f"vocabulary {vocab}")
+            self.corpus_label.setText(f"<b>{breakable(name)}</b><br>{figures}")
             self.corpus_label.setToolTip(name)  # whole, where the label breaks it
         self._show_entries()
         self._show_model()

@@ -60,6 +60,31 @@ class CorpusNeeded(CheckpointError):
     """The text a checkpoint was trained on cannot be reopened: the caller says how to give it."""
 
 
+class AbsentText(Corpus):
+    """The text a checkpoint was trained on, where it is not on this machine (a checkpoint
+    someone sent): what the checkpoint records of it, and its vocabulary. That is all that
+    sampling from the model and exporting it need; there is nothing to train on or evaluate,
+    and its checkpoints record the text as the original did."""
+
+    def __init__(self, record: Mapping[str, Any], tokenizer: CharTokenizer) -> None:
+        # not Corpus.__init__: there is no text to read
+        self.record = dict(record)
+        self.name = str(record.get("name") or "text")
+        path = record.get("path")
+        self.path = Path(path) if path and path != BUILTIN else None
+        self.tokenizer = tokenizer
+        self.sha256 = str(record.get("sha256") or "")
+        self.tokens = self.train = self.val = np.zeros(0, dtype=np.uint16)
+
+    def check_context(self, context: int, advice: str = "") -> None:
+        pass  # unknowable without the text; batch refuses
+
+    def batch(
+        self, rng: np.random.Generator, split: str, batch_size: int, context: int
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        raise CorpusError(f"{self.name} is not on this machine; open it to train this model on")
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     model_cfg: ModelConfig
@@ -152,6 +177,9 @@ def _safetensors_writer(
 def corpus_record(corpus: Corpus) -> dict[str, Any]:
     """Where a corpus came from: 'builtin', an absolute file path, or None (built from a string)."""
     from engine.default_corpus import NAME as BUILTIN_NAME
+
+    if isinstance(corpus, AbsentText):
+        return dict(corpus.record)
 
     if corpus.path is not None:
         source: str | None = str(corpus.path)
@@ -403,19 +431,27 @@ def restore(
     *,
     train_overrides: Mapping[str, Any] | None = None,
     memory_check: bool = True,
+    absent_text: bool = False,
 ) -> tuple[Trainer, list[str]]:
     """A Trainer that continues exactly where the checkpoint left off, and warnings to show.
 
-    Without ``corpus`` the recorded one is reopened. A corpus whose text differs is allowed
-    (with a warning); it is always read with the checkpoint's vocabulary. ``train_overrides``
-    may change only the fields in RESUMABLE (``max_iters`` is the new total). Without
-    ``memory_check``, a run too big to train here loads all the same, to sample and export.
+    Without ``corpus`` the recorded one is reopened; where it cannot be, CorpusNeeded, or with
+    ``absent_text`` a Trainer on its AbsentText, to sample and export but not to train. A
+    corpus whose text differs is allowed (with a warning); it is always read with the
+    checkpoint's vocabulary. ``train_overrides`` may change only the fields in RESUMABLE
+    (``max_iters`` is the new total). Without ``memory_check``, a run too big to train here
+    loads all the same, to sample and export.
     """
     ckpt = load(path)
     warnings: list[str] = []
     record = ckpt.metadata.get("corpus") or {}
     if corpus is None:
-        corpus = _reopen_corpus(Path(path), record)
+        try:
+            corpus = _reopen_corpus(Path(path), record)
+        except CorpusNeeded:
+            if not absent_text:
+                raise
+            corpus = AbsentText(record, ckpt.tokenizer())
     if record.get("sha256") and corpus.sha256 != record["sha256"]:
         warnings.append(
             f"the corpus differs from the one this checkpoint was trained on ({corpus.name} is not "

@@ -914,7 +914,7 @@ def test_closing_while_a_checkpoint_is_read_starts_nothing_and_leaves_no_folder(
     assert list(runs_dir().iterdir()) == [first]
 
 
-def test_a_checkpoint_whose_corpus_is_gone_asks_for_the_text(
+def test_a_checkpoint_whose_corpus_is_gone_loads_to_sample_with_no_text_open(
     make_window, qtbot, tmp_path, corpus_file, monkeypatch
 ):
     import engine.default_corpus
@@ -939,9 +939,10 @@ def test_a_checkpoint_whose_corpus_is_gone_asks_for_the_text(
     boxes(w, "Cannot use this corpus")[0].accept()
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(saved), ""))
     w.load_action.trigger()
-    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot load this checkpoint")), timeout=10_000)
-    [box] = boxes(w, "Cannot load this checkpoint")
+    qtbot.waitUntil(lambda: bool(boxes(w, "Loaded to sample and export")), timeout=10_000)
+    [box] = boxes(w, "Loaded to sample and export")
     assert "moved.txt" in box.text() and "Open…" in box.text()
+    assert w.samples.generate_button.isEnabled() and not w.panel.start.isEnabled()
 
 
 def test_a_batch_too_big_for_the_memory_cannot_start(make_window, qtbot, monkeypatch):
@@ -958,6 +959,41 @@ def test_a_batch_too_big_for_the_memory_cannot_start(make_window, qtbot, monkeyp
     # refused before anything was torn down: the finished run is still there, to sample and export
     assert w.state == FINISHED and len(w.store) == 20 and w.panel.export.isEnabled()
     assert w.panel.start.isEnabled()
+
+
+def test_a_checkpoint_whose_text_is_not_here_loads_to_sample_and_export(
+    make_window, qtbot, monkeypatch, corpus_file, tmp_path
+):
+    """A checkpoint someone sent: its text stayed on their machine. It was refused, blaming
+    the built-in text, whose characters the model does not know."""
+    from engine.default_corpus import NAME as BUILTIN_NAME
+
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    final = w.run_info.run_dir / "checkpoints" / "final.safetensors"
+    moved = corpus_file.rename(tmp_path / "elsewhere.txt")
+    w.load_corpus(None)
+    qtbot.waitUntil(lambda: w.corpus is not None and w.corpus.name == BUILTIN_NAME, timeout=10_000)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(final), ""))
+    qtbot.mouseClick(w.panel.load, Qt.MouseButton.LeftButton)
+    title = "Loaded to sample and export"
+    qtbot.waitUntil(lambda: w.state == FINISHED and bool(boxes(w, title)), timeout=10_000)
+    [box] = boxes(w, title)
+    assert "corpus.txt" in box.text() and "open that text (Corpus: Open…)" in box.text()
+    box.accept()
+    assert w.panel.corpus_label.toolTip() == "corpus.txt"
+    assert "not on this machine" in w.panel.corpus_label.text().replace("\xa0", " ")
+    assert not w.panel.pause.isEnabled()  # no Continue
+    qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.samples.count() >= 1, timeout=10_000)
+    target = tmp_path / "kept.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(target.exists, timeout=10_000)
+    assert checkpoint.load(target).metadata["corpus"] == checkpoint.load(final).metadata["corpus"]
+    assert not w.panel.start.isEnabled()  # nothing to train on, until a text is opened
+    w.load_corpus(str(moved))
+    qtbot.waitUntil(w.panel.start.isEnabled, timeout=10_000)
 
 
 def test_a_checkpoint_too_big_to_train_here_loads_to_sample_and_export(

@@ -19,7 +19,7 @@ import safetensors.numpy
 from engine import checkpoint
 from engine.checkpoint import CheckpointError
 from engine.config import PRESETS
-from engine.data import Corpus
+from engine.data import Corpus, CorpusError
 from engine.memory import NotEnoughMemory
 from engine.trainer import Trainer
 from tests.engine.conftest import VERSE, tiny_configs
@@ -294,6 +294,28 @@ def test_the_recorded_corpus_file_is_reopened_or_asked_for(tmp_path, one_thread)
     text_file.unlink()
     with pytest.raises(checkpoint.CorpusNeeded, match=r"is gone \(.*verse.txt\)"):
         checkpoint.restore(path)
+
+
+def test_a_checkpoint_whose_text_is_not_here_loads_to_sample_and_export_but_not_train(tmp_path, one_thread):
+    """A checkpoint someone sent: the file it was trained on stayed on their machine."""
+    text_file = tmp_path / "verse.txt"
+    text_file.write_text(VERSE * 2, encoding="utf-8")
+    path = checkpoint.save(tiny_trainer(Corpus.from_file(text_file)), tmp_path / "c.safetensors")
+    text_file.unlink()
+    trainer, warnings = checkpoint.restore(path, absent_text=True)
+    assert not warnings and trainer.corpus.name == "verse.txt"
+    assert trainer.iteration == checkpoint.load(path).iteration
+    assert len(trainer.generate("to be", 20, temperature=1.0, top_k=None)) == 20
+    with pytest.raises(CorpusError, match=r"verse\.txt is not on this machine"):
+        trainer.step()
+    with pytest.raises(CorpusError, match="not on this machine"):
+        trainer.evaluate()
+    # exported, it still names the text it was trained on, as the original does
+    again = checkpoint.save(trainer, tmp_path / "again.safetensors")
+    assert checkpoint.load(again).metadata["corpus"] == checkpoint.load(path).metadata["corpus"]
+    text_file.write_text(VERSE * 2, encoding="utf-8")  # the text given back: it trains
+    trainer, _ = checkpoint.restore(again)
+    trainer.step()
 
 
 def test_a_checkpoint_too_big_to_train_here_says_its_batch_cannot_change(saved, verse_corpus, monkeypatch):
