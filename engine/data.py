@@ -176,7 +176,8 @@ class Corpus:
 
 
 def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents, or CorpusError with a line saying what is wrong."""
+    """A UTF-8 text file's contents, or CorpusError with a line saying what is wrong, naming the
+    file by its path as given (/dev/null, not "null")."""
     p = Path(path)
     if not p.exists():
         raise CorpusError(f"corpus file not found: {p}; check the path")
@@ -187,14 +188,14 @@ def read_text(path: str | Path) -> str:
     except OSError as e:
         raise CorpusError(f"cannot read {p}: {e.strerror or e}") from None
     if not raw:
-        raise CorpusError(f"{p.name} is empty; choose a text file with some writing in it")
+        raise CorpusError(f"{p} is empty; choose a text file with some writing in it")
     if b"\x00" in raw[:65536]:
-        raise CorpusError(f"{p.name} looks binary, not text; choose a UTF-8 text file")
+        raise CorpusError(f"{p} looks binary, not text; choose a UTF-8 text file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CorpusError(
-            f"{p.name} is not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8 and try again"
+            f"{p} is not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8 and try again"
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]  # a byte-order mark is an encoding detail, not a character to learn

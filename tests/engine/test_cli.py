@@ -107,6 +107,7 @@ def test_every_setting_can_be_overridden(corpus_file):
     [
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--corpus", "/no/such/file.txt"], "corpus file not found"),
+        (["--corpus", "/dev/null"], "/dev/null is empty"),  # not "null is empty"
         (["--heads", "3"], "--heads must divide the model width (64), got 3"),
         (["--iters", "0"], "--iters must be at least 1, got 0"),  # flags named as typed, not fields
         (["--warmup", "-5"], "--warmup must be 0 or more, got -5"),

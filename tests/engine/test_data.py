@@ -61,6 +61,15 @@ def test_bad_files_give_one_clear_line(tmp_path, content, message):
     assert "\n" not in str(info.value)
 
 
+def test_a_bad_file_is_named_by_its_path_as_given(tmp_path):
+    for content in (b"", b"\x00binary", b"caf\xe9"):
+        path = tmp_path / "null"
+        path.write_bytes(content)
+        with pytest.raises(CorpusError) as info:  # "null is empty", of /dev/null, named no file
+            data.read_text(path)
+        assert str(info.value).startswith(f"{path} ")
+
+
 def test_text_shorter_than_the_context_is_refused():
     corpus = Corpus("short text")
     with pytest.raises(CorpusError, match="fewer than the context"):
