@@ -117,7 +117,10 @@ FIELD_FLAGS = {field: flag for flag, field in (MODEL_OVERRIDES | TRAIN_OVERRIDES
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default: tiny)")
-    p.add_argument("--corpus", help="a UTF-8 text file (default: the built-in corpus)")
+    p.add_argument(
+        "--corpus",
+        help="a text file: UTF-8, or UTF-16 with its byte-order mark (default: the built-in corpus)",
+    )
     m = p.add_argument_group("model (overrides the preset)")
     for flag in MODEL_OVERRIDES:
         m.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, metavar="N", help=MODEL_HELP[flag])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -176,8 +177,11 @@ class Corpus:
 
 
 def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents, or CorpusError with a line saying what is wrong, naming the
-    file by its path as given (/dev/null, not "null")."""
+    """The text of a file in UTF-8, or in UTF-16 if it starts with a UTF-16 byte-order mark
+    (Windows Notepad's "Unicode"), without its byte-order mark and with Windows line ends
+    (CRLF) made newlines. A file that is missing, empty, binary, or not text in its encoding is
+    CorpusError, with a line saying what is wrong that names the file by its path as given
+    (/dev/null, not "null")."""
     p = Path(path)
     if not p.exists():
         raise CorpusError(f"corpus file not found: {p}; check the path")
@@ -187,16 +191,22 @@ def read_text(path: str | Path) -> str:
         raw = p.read_bytes()
     except OSError as e:
         raise CorpusError(f"cannot read {p}: {e.strerror or e}") from None
-    if not raw:
-        raise CorpusError(f"{p} is empty; choose a text file with some writing in it")
-    if b"\x00" in raw[:65536]:
-        raise CorpusError(f"{p} looks binary, not text; choose a UTF-8 text file")
+    binary = f"{p} looks binary, not text; choose a UTF-8 text file"
+    utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if not utf16 and b"\x00" in raw[:65536]:  # in UTF-16, every ASCII character has a NUL byte
+        raise CorpusError(binary)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-16" if utf16 else "utf-8")  # utf-16 takes the byte order from the mark
     except UnicodeDecodeError as e:
+        what = "starts with a UTF-16 byte-order mark but is not UTF-16 text" if utf16 else "is not UTF-8 text"
         raise CorpusError(
-            f"{p} is not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8 and try again"
+            f"{p} {what} (bad byte at offset {e.start}); save it as UTF-8 and try again"
         ) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]  # a byte-order mark is an encoding detail, not a character to learn
+    if utf16 and "\x00" in text[:65536]:  # UTF-32, whose byte-order mark starts as UTF-16's, say
+        raise CorpusError(binary)
+    # a byte-order mark (UTF-8's: the utf-16 codec drops its own) is an encoding detail, not a
+    # character to learn
+    text = text.removeprefix("\ufeff")
+    if not text:
+        raise CorpusError(f"{p} is empty; choose a text file with some writing in it")
     return text.replace("\r\n", "\n")

@@ -1,3 +1,4 @@
+import codecs
 import hashlib
 
 import numpy as np
@@ -68,6 +69,49 @@ def test_a_bad_file_is_named_by_its_path_as_given(tmp_path):
         with pytest.raises(CorpusError) as info:  # "null is empty", of /dev/null, named no file
             data.read_text(path)
         assert str(info.value).startswith(f"{path} ")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_text_with_its_byte_order_mark_is_read_as_text(tmp_path, encoding):
+    # what Windows Notepad saves as "Unicode": it was refused as binary, for its NUL bytes
+    bom = codecs.BOM_UTF16_LE if encoding == "utf-16-le" else codecs.BOM_UTF16_BE
+    path = tmp_path / "notepad.txt"
+    path.write_bytes(bom + "To be,\r\nor not — to be.\r\n".encode(encoding))
+    assert data.read_text(path) == "To be,\nor not — to be.\n"  # no mark, no CR, as for UTF-8
+    assert Corpus.from_file(path).text == "To be,\nor not — to be.\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (codecs.BOM_UTF16_LE + "To be".encode("utf-16-le") + b"\x00\xdc!\x00", "offset 12"),  # lone half
+        (codecs.BOM_UTF16_BE + "To be".encode("utf-16-be") + b"!", "offset 12"),  # an odd byte
+    ],
+)
+def test_a_file_with_a_utf16_mark_that_is_not_utf16_is_refused(tmp_path, content, message):
+    path = tmp_path / "odd.txt"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError) as info:
+        data.read_text(path)
+    assert str(info.value) == (
+        f"{path} starts with a UTF-16 byte-order mark but is not UTF-16 text (bad byte at "
+        f"{message}); save it as UTF-8 and try again"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("To be".encode("utf-32"), "looks binary"),  # its mark starts as UTF-16's: NULs, read so
+        (codecs.BOM_UTF16_LE, "is empty"),
+        (codecs.BOM_UTF8, "is empty"),
+    ],
+)
+def test_a_byte_order_mark_alone_or_of_utf32_is_not_text(tmp_path, content, message):
+    path = tmp_path / "marked.txt"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        data.read_text(path)
 
 
 def test_text_shorter_than_the_context_is_refused():
