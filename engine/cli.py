@@ -522,8 +522,8 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.tokens < 0:
         raise UsageError(f"--tokens must not be negative, got {args.tokens}")
-    if not args.temperature > 0:
-        raise UsageError(f"--temperature must be positive, got {args.temperature}")
+    if not 0 < args.temperature < math.inf:  # inf flattened every distribution to uniform noise
+        raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
     if args.num_samples < 1:
         raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}")
     if args.top_k is not None and args.top_k < 0:

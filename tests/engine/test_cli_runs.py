@@ -302,7 +302,9 @@ def test_resuming_a_run_at_its_end_asks_for_a_larger_total(trained, tmp_path):
     ("args", "message"),
     [
         (["--prompt", "Zounds!"], "not in the model's vocabulary: '!' 'Z'"),
-        (["--temperature", "0"], "--temperature must be positive"),
+        (["--temperature", "0"], "--temperature must be a positive number, got 0.0"),
+        (["--temperature", "nan"], "--temperature must be a positive number, got nan"),
+        (["--temperature", "inf"], "--temperature must be a positive number, got inf"),
         (["--seed", "-1"], "--seed must be 0 or more, got -1"),
         (["--top-k", "-3"], "--top-k must be 0 (every character) or more"),
     ],
