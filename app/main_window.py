@@ -36,9 +36,11 @@ from PySide6.QtGui import (
     QDragEnterEvent,
     QDropEvent,
     QImageWriter,
+    QKeyEvent,
     QKeySequence,
 )
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QFrame,
     QLabel,
@@ -125,6 +127,32 @@ class _EnabledMirror(QObject):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.EnabledChange and watched in self._actions:
             self._actions[watched].setEnabled(watched.isEnabled())
+        return False
+
+
+class _ShortcutsFirst(QObject):
+    """The window's menu shortcuts go before a text field's own keys. On X11, Qt's line edits
+    and spin boxes take Ctrl+E (end of line) for themselves, so Export checkpoint's shortcut did
+    nothing while one had the focus, as the threads box has after Start."""
+
+    def __init__(self, window: QWidget, actions: Iterable[QAction]) -> None:
+        super().__init__(window)  # (a filter that is deleted leaves the application's list)
+        self._window = window
+        self._keys = {a.shortcut().toString() for a in actions if not a.shortcut().isEmpty()}
+        app = QApplication.instance()
+        if app is not None:  # (a window has one)
+            app.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (
+            event.type() == QEvent.Type.ShortcutOverride
+            and isinstance(watched, QWidget)
+            and self._window.isAncestorOf(watched)
+            and isinstance(event, QKeyEvent)
+            and QKeySequence(event.keyCombination()).toString() in self._keys
+        ):
+            event.ignore()  # not claimed: the shortcut runs (when its action is enabled)
+            return True
         return False
 
 
@@ -292,6 +320,7 @@ class MainWindow(QMainWindow):
                 (self.samples.generate_button, self.sample_action),
             ],
         )
+        self._shortcuts_first = _ShortcutsFirst(self, self.findChildren(QAction))
 
     def _connect(self) -> None:
         p = self.panel

@@ -18,9 +18,9 @@ import numpy as np
 import psutil
 import pytest
 import safetensors.numpy
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QDesktopServices, QDropEvent, QImage, QKeySequence
-from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMenu, QMessageBox
+from PySide6.QtCore import QEvent, QKeyCombination, QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QDropEvent, QImage, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QLineEdit, QMenu, QMessageBox
 
 from app import worker as worker_module
 from app.main_window import WEIGHTS_FILTER, MainWindow, _short, runs_dir
@@ -665,6 +665,41 @@ def test_shortcuts_start_and_pause(make_window, qtbot):
     qtbot.keyClick(w, Qt.Key.Key_F6)
     qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
     assert w.export_action.shortcut().toString() == "Ctrl+E"
+
+
+def test_the_menus_shortcuts_go_before_a_text_fields_own_keys(make_window, qtbot, monkeypatch, tmp_path):
+    """On X11 a line edit or spin box takes Ctrl+E (end of line): Export's shortcut did nothing
+    while one had the focus, as the threads box has after Start. The offscreen platform binds
+    no such key, so this field claims it as X11's do."""
+
+    class X11Field(QLineEdit):
+        def event(self, e: QEvent) -> bool:
+            ctrl_e = QKeyCombination(Qt.KeyboardModifier.ControlModifier, Qt.Key.Key_E)
+            override = e.type() == QEvent.Type.ShortcutOverride
+            if override and isinstance(e, QKeyEvent) and e.keyCombination() == ctrl_e:
+                e.accept()  # "mine: the end of the line"
+                return True
+            return super().event(e)
+
+    w = make_window()
+    train_to_end(w, qtbot, iters=5)
+    field = X11Field(w.panel)
+    field.show()
+    w.activateWindow()
+    field.setFocus()
+    qtbot.waitUntil(field.hasFocus)
+    asked: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: asked.append("export") or ("", ""))
+    qtbot.keyClick(field, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert asked == ["export"]
+    outside = X11Field()  # a field of another window keeps its key
+    qtbot.addWidget(outside)
+    outside.show()
+    outside.activateWindow()
+    outside.setFocus()
+    qtbot.waitUntil(outside.hasFocus)
+    qtbot.keyClick(outside, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert asked == ["export"]
 
 
 def test_the_built_in_corpus_is_ready_at_startup(make_window, qtbot):
