@@ -581,6 +581,22 @@ class MainWindow(QMainWindow):
         start = str(Path(self._dialog_dir("export_dir", Path.home())) / name)
         filters = [CHECKPOINT_FILTER, *([WEIGHTS_FILTER] if weights_too else []), "All files (*)"]
         path, chosen = QFileDialog.getSaveFileName(self, "Export checkpoint", start, ";;".join(filters))
+        if path and Path(path).suffix.lower() != ".safetensors":
+            # what a checkpoint is known by: Load's filter, and a file dropped or named at launch
+            # (without it, one opened as a text to train on)
+            path += ".safetensors"
+            target = Path(path)
+            # the dialog asked about replacing the name as typed, not with the suffix
+            if (
+                target.exists()
+                and QMessageBox.question(
+                    self,
+                    "Export checkpoint",
+                    f"{target.name} already exists in {_short(target.parent)}. Replace it?",
+                )
+                != QMessageBox.StandardButton.Yes
+            ):
+                return "", False
         if path:
             self.settings.setValue("export_dir", str(Path(path).parent))
         return path, chosen == WEIGHTS_FILTER

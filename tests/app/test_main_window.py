@@ -135,6 +135,28 @@ def test_export_while_training_matches_the_trainer_at_that_iteration(
     assert suggested == [str(target.parent / f"chargpt-tiny-iter{last_iter(w)}.safetensors")]
 
 
+def test_an_export_named_without_its_suffix_is_given_it(make_window, qtbot, tmp_path, monkeypatch):
+    """Without it, Load's filter hid the file, and dropped on the window it opened as a text."""
+    w = make_window()
+    train_to_end(w, qtbot, iters=5)
+    typed = tmp_path / "poems"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(typed), ""))
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    written = tmp_path / "poems.safetensors"
+    qtbot.waitUntil(written.exists, timeout=10_000)
+    assert not typed.exists() and checkpoint.load(written).iteration == 5
+    # the dialog asked about "poems", not "poems.safetensors": that one is asked about here
+    before = written.stat().st_mtime_ns
+    asked: list[str] = []
+    monkeypatch.setattr(
+        QMessageBox, "question", lambda _w, _t, text, *a: asked.append(text) or QMessageBox.StandardButton.No
+    )
+    qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.wait(300)
+    assert len(asked) == 1 and "poems.safetensors already exists" in asked[0]
+    assert written.stat().st_mtime_ns == before and not boxes(w, "Export failed")
+
+
 def test_export_into_a_read_only_folder_says_so_and_training_goes_on(
     make_window, qtbot, tmp_path, monkeypatch
 ):
