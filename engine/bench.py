@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
@@ -27,7 +28,7 @@ import numpy as np
 
 import engine
 from engine.blas import blas_info, cpu_count, set_blas_threads
-from engine.config import MAX_ITERS, PRESETS, ModelConfig, TrainConfig, get_preset, plural
+from engine.config import MAX_ITERS, PRESETS, ConfigError, ModelConfig, TrainConfig, get_preset, plural
 from engine.data import Corpus
 from engine.model import activation_bytes
 from engine.session import ProcessMemory
@@ -37,6 +38,7 @@ VOCAB = 65  # tiny Shakespeare's: parameter counts and FLOPs then match the usua
 # Besides the presets: nanoGPT's CPU configuration for tiny Shakespeare, at its own batch size.
 NANOGPT = "nanogpt"
 NANOGPT_BATCH = 12
+BATCHES = "1,16"
 ROUNDS = 5  # turns per row of our iterations, PyTorch's and the matmul peak
 SETTLE_S = 0.2  # after a turn, for its idle BLAS or OpenMP threads to stop spinning
 
@@ -239,7 +241,7 @@ def add_parser(sub: Any) -> None:
         default=",".join([*PRESETS, NANOGPT]),
         help=f"comma-separated (default: all, and {NANOGPT}: nanoGPT's CPU configuration at batch 12)",
     )
-    p.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default: 1,16)")
+    p.add_argument("--batch", help=f"comma-separated batch sizes (default: {BATCHES})")
     p.add_argument("--threads", default=None, help="comma-separated BLAS threads (default: 1..cores)")
     p.add_argument("--iters", type=int, default=0, help="timed iterations per row (default: by size)")
     p.add_argument("--torch", action="store_true", help="also time PyTorch eager (if installed)")
@@ -262,11 +264,26 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     from engine.cli import UsageError
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    if not presets:  # an empty table and exit 0 would pass for a result
+        known = ", ".join([*PRESETS, NANOGPT])
+        raise UsageError(f"--presets takes comma-separated names ({known}), not {args.presets!r}")
     for name in presets:
         bench_model(name)  # unknown names fail before anything runs
     if args.iters < 0:
         raise UsageError(f"--iters takes a number of iterations (0: chosen by size), not {args.iters}")
-    batches = _ints(args.batch, "--batch")
+    batches = _ints(BATCHES if args.batch is None else args.batch, "--batch")
+    try:
+        for batch in batches:
+            TrainConfig(batch_size=batch)  # a batch no run may have (MAX_BATCH_SIZE)
+    except ConfigError as e:
+        raise UsageError(f"--batch {e.problem}") from None
+    # the nanogpt row is nanoGPT's configuration as it is: said, so that it is not read as the
+    # --batch asked for
+    own_batch = (
+        f"the {NANOGPT} row is timed at nanoGPT's own batch of {NANOGPT_BATCH}, not at --batch {args.batch}\n"
+        if NANOGPT in presets and args.batch is not None and batches != [NANOGPT_BATCH]
+        else ""
+    )
     threads = _ints(args.threads, "--threads") if args.threads else list(range(1, cpu_count() + 1))
     if max(threads) > cpu_count():
         raise UsageError(f"--threads must be at most {cpu_count()} (the cores here)")
@@ -284,6 +301,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         "cores": cores,
         "torch": torch.__version__ if args.torch else None,
     }
+    if args.json:
+        sys.stderr.write(own_batch)
     peaks = {n: matmul_peak_gflops(n) for n in threads}  # for the header; rows measure their own
     if not args.json:
         out.write(
@@ -292,7 +311,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
             + (f", PyTorch {info['torch']}" if args.torch else "")
             + "\nfloat32 matmul peak at the start: "
             + ", ".join(f"{peaks[n]:.0f} GFLOP/s on {plural(n, 'thread')}" for n in threads)
-            + "\n\n"
+            + f"\n{own_batch}\n"
         )
         header = (
             f"{'preset':<7}{'batch':>6}{'thr':>4}{'ms med':>9}{'p10':>8}{'p90':>8}{'tok/s':>9}"
