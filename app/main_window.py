@@ -410,9 +410,13 @@ class MainWindow(QMainWindow):
 
         def failed(message: str, _details: str) -> None:
             if request == self._corpus_request:
-                if self.corpus is None and path:  # the text of a past session, moved or deleted since
-                    message += "\n\nThe built-in corpus is open instead; Open… chooses another."
-                    self.load_corpus(None)  # ready to train, as on a first launch
+                if self.corpus is None and path:  # nothing open yet: a text given at launch, or
+                    # the past session's, moved or deleted since. The past session's, unless it
+                    # is this one (a mistyped name at launch must not make the next one forget it)
+                    instead = self.corpus_path if self.corpus_path != path else ""
+                    name = Path(instead).name if instead else "The built-in corpus"
+                    message += f"\n\n{name} is open instead; Open… chooses another."
+                    self.load_corpus(instead or None)  # ready to train, as on a first launch
                 else:
                     self._show_corpus()
             self._message(QMessageBox.Icon.Warning, CORPUS_REFUSED, message)

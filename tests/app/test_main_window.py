@@ -568,6 +568,19 @@ def test_a_remembered_corpus_that_is_gone_gives_way_to_the_built_in_one(
     assert "moved-away.txt" in box.text() and "built-in corpus is open instead" in box.text()
 
 
+def test_a_mistyped_text_at_launch_leaves_the_remembered_one_open(make_window, qtbot, settings, corpus_file):
+    """`chargpt-studio typo.txt` opened the built-in text, and the next launch remembered that."""
+    settings.setValue("corpus", str(corpus_file))
+    w = make_window(corpus=None)  # the remembered text is still being read when the typo comes
+    w.open_path(str(corpus_file.with_name("typo.txt")))
+    qtbot.waitUntil(lambda: w.corpus is not None and bool(boxes(w, "Cannot use this corpus")), timeout=10_000)
+    [box] = boxes(w, "Cannot use this corpus")
+    assert "typo.txt" in box.text() and "corpus.txt is open instead" in box.text()
+    assert w.corpus.name == "corpus.txt" and w.panel.start.isEnabled()
+    w.save_settings()
+    assert settings.value("corpus") == str(corpus_file)
+
+
 def test_dropping_a_text_file_makes_it_the_corpus(make_window, qtbot, tmp_path):
     w = make_window()
     other = tmp_path / "other.txt"
