@@ -40,10 +40,11 @@ from PySide6.QtGui import (
     QKeySequence,
 )
 from PySide6.QtWidgets import (
-    QApplication,
+    QAbstractSpinBox,
     QFileDialog,
     QFrame,
     QLabel,
+    QLineEdit,
     QMainWindow,
     QMenu,
     QMessageBox,
@@ -131,23 +132,20 @@ class _EnabledMirror(QObject):
 
 
 class _ShortcutsFirst(QObject):
-    """The window's menu shortcuts go before a text field's own keys. On X11, Qt's line edits
+    """The window's menu shortcuts go before its text fields' own keys. On X11, Qt's line edits
     and spin boxes take Ctrl+E (end of line) for themselves, so Export checkpoint's shortcut did
-    nothing while one had the focus, as the threads box has after Start."""
+    nothing while one had the focus, as the threads box has after Start. (A filter on each
+    field, not on the application: one there was still called as Python shut down, and crashed.)"""
 
     def __init__(self, window: QWidget, actions: Iterable[QAction]) -> None:
-        super().__init__(window)  # (a filter that is deleted leaves the application's list)
-        self._window = window
+        super().__init__(window)
         self._keys = {a.shortcut().toString() for a in actions if not a.shortcut().isEmpty()}
-        app = QApplication.instance()
-        if app is not None:  # (a window has one)
-            app.installEventFilter(self)
+        for field in [*window.findChildren(QLineEdit), *window.findChildren(QAbstractSpinBox)]:
+            field.installEventFilter(self)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if (
             event.type() == QEvent.Type.ShortcutOverride
-            and isinstance(watched, QWidget)
-            and self._window.isAncestorOf(watched)
             and isinstance(event, QKeyEvent)
             and QKeySequence(event.keyCombination()).toString() in self._keys
         ):

@@ -702,10 +702,11 @@ def test_shortcuts_start_and_pause(make_window, qtbot):
     assert w.export_action.shortcut().toString() == "Ctrl+E"
 
 
-def test_the_menus_shortcuts_go_before_a_text_fields_own_keys(make_window, qtbot, monkeypatch, tmp_path):
+def test_the_menus_shortcuts_go_before_a_text_fields_own_keys(make_window, qtbot, monkeypatch):
     """On X11 a line edit or spin box takes Ctrl+E (end of line): Export's shortcut did nothing
     while one had the focus, as the threads box has after Start. The offscreen platform binds
-    no such key, so this field claims it as X11's do."""
+    no such key, so the prompt here claims it as X11's fields do."""
+    from app import samples_view
 
     class X11Field(QLineEdit):
         def event(self, e: QEvent) -> bool:
@@ -716,24 +717,16 @@ def test_the_menus_shortcuts_go_before_a_text_fields_own_keys(make_window, qtbot
                 return True
             return super().event(e)
 
+    monkeypatch.setattr(samples_view, "QLineEdit", X11Field)
     w = make_window()
+    assert isinstance(w.samples.prompt, X11Field)
     train_to_end(w, qtbot, iters=5)
-    field = X11Field(w.panel)
-    field.show()
     w.activateWindow()
-    field.setFocus()
-    qtbot.waitUntil(field.hasFocus)
+    w.samples.prompt.setFocus()
+    qtbot.waitUntil(w.samples.prompt.hasFocus)
     asked: list[str] = []
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: asked.append("export") or ("", ""))
-    qtbot.keyClick(field, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
-    assert asked == ["export"]
-    outside = X11Field()  # a field of another window keeps its key
-    qtbot.addWidget(outside)
-    outside.show()
-    outside.activateWindow()
-    outside.setFocus()
-    qtbot.waitUntil(outside.hasFocus)
-    qtbot.keyClick(outside, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(w.samples.prompt, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
     assert asked == ["export"]
 
 
