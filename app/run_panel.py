@@ -115,7 +115,9 @@ class RunPanel(QWidget):
         # with a shorter name does not move the controls below
         self.corpus_label.setMinimumHeight(4 * self.corpus_label.fontMetrics().lineSpacing())
         self.open_corpus = QPushButton("Open…")
-        self.open_corpus.setToolTip("Train on a UTF-8 text file of your own (or drop one on the window)")
+        self.open_corpus.setToolTip(
+            "Train on a text file of your own, UTF-8 or UTF-16\n(or drop one on the window)"
+        )
 
         self.batch = QSpinBox()
         self.batch.setRange(1, MAX_BATCH_SIZE)
