@@ -705,7 +705,7 @@ class MainWindow(QMainWindow):
                 except CheckpointError:  # a checkpoint someone sent: its text stayed with them
                     trainer, warnings = restore(path, memory_check=False, absent_text=True)
                     cannot_train = f"{needed}; open that text (Corpus: Open…), then load the checkpoint again"
-            return trainer, list(warnings), _history_beside(Path(path), trainer.iteration), cannot_train
+            return trainer, list(warnings), _history_beside(Path(path), trainer), cannot_train
 
         def done(built: tuple[Trainer, list[str], list[dict[str, Any]], str]) -> None:
             self._clear_message(loading)
@@ -1280,13 +1280,16 @@ def about_text() -> str:
     )
 
 
-def _history_beside(checkpoint: Path, iteration: int) -> list[dict[str, Any]]:
+def _history_beside(checkpoint: Path, trainer: Trainer) -> list[dict[str, Any]]:
     """The metrics behind a checkpoint in a run folder, up to its iteration, across the runs
-    it continued or resumed."""
-    from engine.runlog import history, read_run, run_dir_of
+    it continued or resumed: if that folder's run led to it (not one it was copied into)."""
+    from engine.runlog import history, led_to, read_run, run_dir_of
 
     try:
-        return history(read_run(run_dir_of(checkpoint)), iteration)
+        run = read_run(run_dir_of(checkpoint))
+        if not led_to(run, trainer.model_cfg.to_dict(), trainer.iteration):
+            return []
+        return history(run, trainer.iteration)
     except Exception:  # history is a nicety; the checkpoint loaded fine without it
         return []
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -203,12 +204,21 @@ def run_dir_of(checkpoint: str | Path) -> Path:
     return folder.parent if folder.name == CHECKPOINTS else folder
 
 
+def led_to(run: RunData, model: Mapping[str, Any], iteration: int) -> bool:
+    """Whether ``run`` can be where a model at ``iteration`` came from: the same model (as
+    config.json records it), at an iteration the run reached. A checkpoint copied into another
+    run's folder is not that run's, and its curves are not the model's past."""
+    reached = [r["iter"] for r in run.records if isinstance(r.get("iter"), int)]
+    start = run.config.get("start_iteration", 0)
+    return run.config.get("model") == dict(model) and bool(reached) and start <= iteration <= max(reached)
+
+
 def history(run: RunData, until: float = math.inf) -> list[dict[str, Any]]:
     """Every metrics record behind the model of ``run`` (as read) up to iteration ``until``,
     oldest first: the run's own, after those of the run it continued (config.json
-    ``continued_from``, a run folder) or resumed (``resumed_from``, a checkpoint), and so on
-    back. The chain ends quietly at a folder that is gone or unreadable: history is shown,
-    never needed."""
+    ``continued_from``, a run folder) or resumed (``resumed_from``, a checkpoint, if its folder
+    ``led_to`` it), and so on back. The chain ends quietly at a folder that is gone or
+    unreadable: history is shown, never needed."""
     parts: list[list[dict[str, Any]]] = []
     seen: set[Path] = set()
     current: RunData | None = run
@@ -218,18 +228,24 @@ def history(run: RunData, until: float = math.inf) -> list[dict[str, Any]]:
         parts.append(records)
         if records:
             until = records[0]["iter"] - 1  # the earlier run counts up to where this one began
-        continued, resumed = current.config.get("continued_from"), current.config.get("resumed_from")
-        if isinstance(continued, str):
-            earlier: Path | None = Path(continued)
-        elif isinstance(resumed, str):
-            earlier = run_dir_of(resumed)
-        else:
-            earlier = None
-        try:
-            current = read_run(earlier) if earlier is not None else None
-        except RunLogError:
-            current = None
+        current = _earlier(current)
     return [r for part in reversed(parts) for r in part]
+
+
+def _earlier(run: RunData) -> RunData | None:
+    """The run that ``run`` continued or resumed, if it can be read (and, for a checkpoint's
+    folder, led to it)."""
+    continued, resumed = run.config.get("continued_from"), run.config.get("resumed_from")
+    try:
+        if isinstance(continued, str):
+            return read_run(continued)
+        if isinstance(resumed, str):
+            earlier = read_run(run_dir_of(resumed))
+            start = run.config.get("start_iteration", 0)
+            return earlier if led_to(earlier, run.config.get("model") or {}, start) else None
+    except RunLogError:
+        pass
+    return None
 
 
 def parse_samples(text: str) -> list[tuple[int, str]]:

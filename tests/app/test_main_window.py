@@ -277,6 +277,27 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
     assert second.state == TRAINING
 
 
+def test_a_checkpoint_copied_into_another_runs_folder_loads_without_that_runs_curves(
+    make_window, qtbot, monkeypatch, tmp_path
+):
+    """Copied into a small run's checkpoints/, a tiny model's checkpoint drew the small run's
+    curves as its past, and a Continue recorded them as such."""
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    small = tmp_path / "small-run"
+    model = PRESETS["small"].model_for(w.corpus.vocab_size)
+    with RunLog(small) as log:
+        log.write_config({"model": model.to_dict(), "start_iteration": 0})
+        for i in range(1, 401):
+            log.append({"iter": i, "loss": 2.0})
+    copied = small / "checkpoints" / "mine.safetensors"  # (RunLog made the folder)
+    shutil.copy(w.run_info.run_dir / "checkpoints" / "final.safetensors", copied)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(copied), ""))
+    qtbot.mouseClick(w.panel.load, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "Loaded" in w.statusBar().currentMessage(), timeout=10_000)
+    assert len(w.store) == 0  # none of the small run's 400 iterations
+
+
 ASK_BEFORE_CLOSING = MainWindow.ask_before_closing  # the real one: make_window answers for it
 
 

@@ -4,10 +4,20 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine.runlog import RunFollower, RunLog, RunLogError, history, new_run_dir, read_run, unused_run_dir
+from engine.runlog import (
+    RunFollower,
+    RunLog,
+    RunLogError,
+    history,
+    led_to,
+    new_run_dir,
+    read_run,
+    unused_run_dir,
+)
 
 
 def test_new_run_dirs_are_fresh_timestamped_folders(tmp_path):
@@ -51,9 +61,12 @@ def test_a_value_that_is_not_a_number_is_written_as_null(tmp_path):
     }
 
 
-def write_run(run_dir: Path, iters: range, **config: str) -> Path:
+TINY = {"vocab_size": 65, "d_model": 64, "n_heads": 2, "n_layers": 1, "d_ff": 128, "context": 32}
+
+
+def write_run(run_dir: Path, iters: range, **config: Any) -> Path:
     with RunLog(run_dir) as log:
-        log.write_config(config)
+        log.write_config({"model": TINY, "start_iteration": iters.start - 1, **config})
         for i in iters:
             log.append({"iter": i, "loss": 1.0 / i})
     return run_dir
@@ -75,6 +88,20 @@ def test_history_goes_back_through_the_runs_a_run_continued_or_resumed(tmp_path)
     assert [r["iter"] for r in history(read_run(gone))] == list(range(501, 511))  # the chain ends quietly
     loop = write_run(tmp_path / "loop", range(1, 5), continued_from=str(tmp_path / "loop"))
     assert [r["iter"] for r in history(read_run(loop))] == [1, 2, 3, 4]
+
+
+def test_history_leaves_out_a_run_whose_folder_a_checkpoint_was_only_copied_into(tmp_path):
+    """A tiny model's checkpoint in a small run's folder drew the small run's curves as its past."""
+    small = write_run(tmp_path / "small", range(1, 401), model={**TINY, "d_model": 128})
+    copied = write_run(
+        tmp_path / "copied", range(1501, 1801), resumed_from=str(small / "checkpoints" / "mine.safetensors")
+    )
+    assert [r["iter"] for r in history(read_run(copied))] == list(range(1501, 1801))
+    assert not led_to(read_run(small), TINY, 1500)
+    same_model = write_run(tmp_path / "same", range(1, 401))  # but it never reached 1500
+    assert not led_to(read_run(same_model), TINY, 1500) and led_to(read_run(same_model), TINY, 400)
+    later = write_run(tmp_path / "later", range(1501, 1511), resumed_from=str(same_model / "x.safetensors"))
+    assert [r["iter"] for r in history(read_run(later))] == list(range(1501, 1511))
 
 
 def test_reading_a_folder_that_is_not_a_run_says_so(tmp_path):
