@@ -94,7 +94,7 @@ class SamplesView(QWidget):
         self._entries.insert(0, (iteration, origin, text))
         del self._entries[MAX_SHOWN:]
         self.text.setPlainText(
-            "\n\n".join(f"── iter {it} · {orig} ──\n{body.strip()}" for it, orig, body in self._entries)
+            "\n\n".join(f"── iter {it} · {orig} ──\n{_shown(body)}" for it, orig, body in self._entries)
         )
 
     def clear(self) -> None:
@@ -103,3 +103,9 @@ class SamplesView(QWidget):
 
     def count(self) -> int:
         return len(self._entries)
+
+
+def _shown(body: str) -> str:
+    """A sample as written, its leading spaces kept (indented code, a verse); one of nothing
+    but spaces and line breaks (a model that diverged) would look like no sample at all."""
+    return body.rstrip() if body.strip() else "(only spaces and line breaks)"
