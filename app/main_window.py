@@ -994,7 +994,9 @@ class MainWindow(QMainWindow):
                 f"Over the last {NOT_LEARNING_WINDOW} iterations the loss averaged "
                 f"{float(recent.mean()):.3g}, above the {chance:.2f} of a uniform guess "
                 f"(ln {info.model_cfg.vocab_size}): the model does worse than knowing nothing. "
-                "The learning rate is likely too high: Stop, lower it, and Start again.",
+                # (a short run may be over by the time this is read)
+                "The learning rate is likely too high: lower it and Start again "
+                "(Stop first, if the run is still going).",
             )
 
     @Slot(int, str, str)
