@@ -166,8 +166,9 @@ class TrainingPlots(QWidget):
         self.loss_val.scatter.setBrush(ORANGE)
         self.loss_val.scatter.setPen(None)
         self.loss_val.scatter.setSize(6)
-        # unit on the axis; the median is what an iteration costs, the spikes what disturbed it
-        self.step_time = self.time_plot.plot(pen=_pen(GREEN, 90), name="each iteration")
+        # unit on the axis; the median is what an iteration costs, the spikes what disturbed it.
+        # Named as the axis is, which a short plot gives its unit alone.
+        self.step_time = self.time_plot.plot(pen=_pen(GREEN, 90), name="step time")
         self.step_median = self.time_plot.plot(pen=_pen(GREEN), name=f"median of {STEP_MEDIAN_WINDOW}")
         self.mem_in_use = self.mem_plot.plot(pen=_pen(BLUE), name="arena in use")
         self.mem_reserved = self.mem_plot.plot(pen=_pen(ORANGE), name="arena reserved")
