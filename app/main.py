@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import __version__
-from engine.config import PRESETS
+from engine.blas import cpu_count
+from engine.config import MAX_ITERS, PRESETS
 
 if TYPE_CHECKING:  # Qt is imported only once the display libraries are known to be there
     from app.main_window import MainWindow
@@ -141,6 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_mode = bool(args.screenshot or args.measure_latency)
     if batch_mode and args.path:
         parser.error("a PATH opens in the window; --screenshot and --measure-latency take --corpus")
+    # what the window's fields would otherwise clamp without a word
+    if args.iters is not None and not 1 <= args.iters <= MAX_ITERS:
+        parser.error(f"--iters must be between 1 and {MAX_ITERS:,}, got {args.iters}")
+    if args.threads is not None and not 0 <= args.threads <= cpu_count():
+        parser.error(f"--threads must be between 1 and {cpu_count()} (0: Auto), got {args.threads}")
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be a positive number, got {args.seconds}")
     if batch_mode and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
     problem = check_display_libraries()

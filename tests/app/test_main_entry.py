@@ -50,6 +50,21 @@ def test_an_unknown_preset_is_refused_with_the_names_there_are(capsys):
     assert exit_.value.code == 2 and "'bogus'" in err and "'tiny', 'small'" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--iters", "-5"], "--iters must be between 1 and 10,000,000, got -5"),
+        (["--threads", "99"], "--threads must be between 1 and"),
+        (["--measure-latency", "--seconds", "0"], "--seconds must be a positive number"),
+    ],
+)
+def test_a_value_the_window_cannot_take_is_refused_not_clamped(capsys, args, message):
+    """The fields clamped them without a word: --iters -5 trained one iteration."""
+    with pytest.raises(SystemExit) as exit_:
+        app_main.main(["--screenshot", "out.png", *args])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_screenshot_of_a_text_that_cannot_be_read_fails_with_the_reason(tmp_path):
     # not a picture of the built-in corpus, which the window opens instead
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
