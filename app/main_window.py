@@ -99,11 +99,6 @@ CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
 RECENT_RUNS = 8  # File → Recent runs
-# A loss that averages above this times a uniform guess's, over this many iterations after the
-# warmup, is said to be not learning (a margin over the guess: the loss of a text with little to
-# learn sits near it, noisily).
-NOT_LEARNING_WINDOW = 100
-NOT_LEARNING_MARGIN = 1.1
 DEFAULT_SIZE = QSize(1320, 860)  # first launch (within the screen) and screenshots
 # Below this the plots cannot be read. Short, as a laptop's screen at 125-150 % scale is (768
 # pixels are 512 to 614): there the panel scrolls (see panel_scroll).
@@ -971,11 +966,12 @@ class MainWindow(QMainWindow):
         self._check_learning()
 
     def _check_learning(self) -> None:
-        """Say, once a run, when the loss has settled above what a uniform guess scores: the
-        model does worse than knowing nothing, which a learning rate too high does while
-        clipping keeps every number finite (the loss climbed to 800, and nothing was said)."""
+        """Say, once a run, when the loss has settled above what a uniform guess scores
+        (engine.trainer.worse_than_a_guess)."""
+        from engine.trainer import NOT_LEARNING_WINDOW, worse_than_a_guess
+
         info = self.run_info
-        if info is None or self._said_not_learning or info.model_cfg.vocab_size < 2:
+        if info is None or self._said_not_learning:
             return
         if info.warnings:  # a checkpoint on another text: it may start worse than a guess, and adapt
             return
@@ -984,15 +980,15 @@ class MainWindow(QMainWindow):
         begun = s.last_iteration - max(info.train_cfg.warmup_iters, info.iteration)
         if self.state != TRAINING or begun < NOT_LEARNING_WINDOW:
             return
-        chance = math.log(info.model_cfg.vocab_size)
-        recent = s["loss"][-NOT_LEARNING_WINDOW:]
-        if np.isfinite(recent).all() and float(recent.mean()) > NOT_LEARNING_MARGIN * chance:
+        mean = worse_than_a_guess(s["loss"], info.model_cfg.vocab_size)
+        if mean is not None:
+            chance = math.log(info.model_cfg.vocab_size)
             self._said_not_learning = True
             self._message(
                 QMessageBox.Icon.Warning,
                 "Not learning",
                 f"Over the last {NOT_LEARNING_WINDOW} iterations the loss averaged "
-                f"{float(recent.mean()):.3g}, above the {chance:.2f} of a uniform guess "
+                f"{mean:.3g}, above the {chance:.2f} of a uniform guess "
                 f"(ln {info.model_cfg.vocab_size}): the model does worse than knowing nothing. "
                 # (a short run may be over by the time this is read)
                 "The learning rate is likely too high: lower it and Start again "

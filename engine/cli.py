@@ -326,7 +326,12 @@ def run_session(
 ) -> tuple[int, float]:
     """Step until the run is done or ``stop`` is asked for, printing progress; return the exit
     status and the last training loss. ``stop`` is only looked at between iterations."""
+    from engine.trainer import NOT_LEARNING_WINDOW, worse_than_a_guess
+
     max_iters = session.trainer.train_cfg.max_iters
+    vocab = session.trainer.model_cfg.vocab_size
+    settled = max(session.trainer.train_cfg.warmup_iters, session.trainer.iteration)  # and in this run
+    recent: list[float] | None = []  # the last NOT_LEARNING_WINDOW losses; None once said
     loss = math.nan
     while not session.finished:
         if stop.signum is not None:
@@ -344,6 +349,17 @@ def run_session(
         if report.diverged:
             say(f"iter {it}: {report.diverged}; lower the learning rate (--lr) and try again")
             return EXIT_FAILED, loss
+        if recent is not None and it > settled:
+            recent.append(loss)
+            del recent[:-NOT_LEARNING_WINDOW]
+            mean = worse_than_a_guess(recent, vocab)
+            if mean is not None:
+                recent = None
+                say(
+                    f"warning: over the last {NOT_LEARNING_WINDOW} iterations the loss averaged {mean:.3g}, "
+                    f"above the {math.log(vocab):.2f} of a uniform guess (ln {vocab}): the model does worse "
+                    "than knowing nothing, and the learning rate (--lr) is likely too high; training goes on"
+                )
         if report.val_loss is not None and it != max_iters:
             say(f"iter {it:>6}  validation loss {report.val_loss:.4f}")
         if it % log_every == 0 or it == max_iters:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -266,6 +266,26 @@ def named_views(flat: NDArray[Any], cfg: ModelConfig) -> dict[str, NDArray[Any]]
         views[name] = flat[offset : offset + size].reshape(shape)
         offset += size
     return views
+
+
+# A loss that averages above this times a uniform guess's, over this many iterations after the
+# warmup, is not learning (a margin over the guess: the loss of a text with little to learn
+# sits near it, noisily).
+NOT_LEARNING_WINDOW = 100
+NOT_LEARNING_MARGIN = 1.1
+
+
+def worse_than_a_guess(losses: Sequence[float] | NDArray[Any], vocab_size: int) -> float | None:
+    """The mean of the last NOT_LEARNING_WINDOW ``losses`` if it is above what guessing each of
+    ``vocab_size`` characters alike scores (ln V), by NOT_LEARNING_MARGIN: the model does worse
+    than knowing nothing, as a learning rate too high makes it while clipping keeps every number
+    finite (the loss climbed to 800, and nothing was said). None otherwise, or before there
+    are that many, or if any is not finite (which is told otherwise)."""
+    if vocab_size < 2 or len(losses) < NOT_LEARNING_WINDOW:
+        return None
+    recent = np.asarray(losses[-NOT_LEARNING_WINDOW:], dtype=np.float64)
+    mean = float(recent.mean())
+    return mean if np.isfinite(recent).all() and mean > NOT_LEARNING_MARGIN * math.log(vocab_size) else None
 
 
 class NonFiniteModel(InputError, ValueError):

@@ -384,6 +384,17 @@ def test_a_diverging_run_is_told_in_one_line_and_its_iterations_are_kept(corpus_
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_a_loss_that_settles_above_a_uniform_guess_is_said_once_and_training_goes_on(corpus_file):
+    """The window said so; the command line printed a loss of 20 at iteration 100 without a word."""
+    common = ("--iters", "150", "--warmup", "0", "--eval-every", "0", "--corpus", str(corpus_file), *FAST)
+    r = chargpt("train", "--lr", "3", "--run-dir", "high", *common)
+    assert r.returncode == 0, r.stderr
+    [said] = [line for line in r.stdout.splitlines() if "worse than knowing nothing" in line]
+    assert said.startswith("warning: over the last 100 iterations the loss averaged") and "--lr" in said
+    r = chargpt("train", "--run-dir", "fine", *common)  # the preset's rate learns
+    assert r.returncode == 0 and "worse than knowing nothing" not in r.stdout
+
+
 def test_a_split_batch_is_named_as_processes_not_as_blas_threads(corpus_file):
     r = chargpt(
         "train", "--preset", "small", "--batch", "16", "--iters", "1", "--threads", "2", "--eval-iters", "1",

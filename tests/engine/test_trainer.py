@@ -152,3 +152,16 @@ def test_a_failed_step_leaves_the_run_as_it_was(verse_corpus, one_thread):
     passes.loss_and_grads = real
     assert trainer.iteration == 2 and trainer.arena_stats().in_use == 0
     assert [trainer.step().loss for _ in range(2)] == losses[2:]  # the same batches, bit for bit
+
+
+def test_a_loss_is_worse_than_a_guess_only_when_it_settles_above_ln_vocab_by_the_margin():
+    from engine.trainer import NOT_LEARNING_MARGIN, NOT_LEARNING_WINDOW, worse_than_a_guess
+
+    guess = math.log(65)  # 4.17
+    above = [guess * NOT_LEARNING_MARGIN * 1.01] * NOT_LEARNING_WINDOW
+    assert worse_than_a_guess(above, 65) == pytest.approx(above[0])
+    assert worse_than_a_guess(above[1:], 65) is None  # too few yet
+    assert worse_than_a_guess([guess] * NOT_LEARNING_WINDOW, 65) is None  # a text with little to learn
+    assert worse_than_a_guess([9.0] * 50 + [1.0] * NOT_LEARNING_WINDOW, 65) is None  # settled since
+    assert worse_than_a_guess([*above[1:], math.nan], 65) is None  # told otherwise
+    assert worse_than_a_guess(above, 1) is None  # one character: no guess to beat
