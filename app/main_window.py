@@ -782,6 +782,13 @@ class MainWindow(QMainWindow):
             self._set_state(f"viewing {Path(path).name}")
             self._remember_run(Path(path))
             self._update_status()
+            if configs is not None and preset_of(configs[0]) is None:  # else nothing says what it was
+                m = configs[0]  # (short: the status bar leaves room for some 60 characters)
+                self.statusBar().showMessage(
+                    f"A model of no preset: {plural(m.n_layers, 'layer')} × {m.d_model}, "
+                    f"{plural(m.n_heads, 'head')}, context {m.context}",
+                    15_000,
+                )
 
         def failed(message: str, _details: str) -> None:
             if request == self._show_request:

@@ -535,6 +535,22 @@ def test_recent_runs_bring_back_a_run_of_an_earlier_session(make_window, qtbot):
     assert [a.text() for a in later.recent_menu.actions()] == ["No runs yet"]
 
 
+def test_a_viewed_run_of_no_presets_model_says_what_model_it_was(make_window, qtbot, tmp_path):
+    """The panel keeps the next run's preset (tiny here), and nothing said the run was not one."""
+    w = make_window()
+    train_to_end(w, qtbot, iters=5)
+    viewed = tmp_path / "custom-run"
+    shutil.copytree(w.run_info.run_dir, viewed)
+    config = json.loads((viewed / "config.json").read_text())
+    config["model"].update(n_layers=2, d_model=32, n_heads=4, d_ff=64, context=16)
+    (viewed / "config.json").write_text(json.dumps(config))
+    w.open_run(str(viewed))
+    qtbot.waitUntil(lambda: w.state == "viewing custom-run", timeout=10_000)
+    said = w.statusBar().currentMessage()
+    assert said == "A model of no preset: 2 layers × 32, 4 heads, context 16"
+    assert w.panel.preset_name() == "tiny"
+
+
 def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, qtbot, tmp_path, monkeypatch):
     opened: list[str] = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
