@@ -681,26 +681,31 @@ class MainWindow(QMainWindow):
         loading = f"Loading {Path(path).name}…"
 
         def build() -> tuple[Trainer, list[str], list[dict[str, Any]], str]:
-            from engine.checkpoint import CheckpointError, CorpusNeeded, read_settings, restore
+            from engine.checkpoint import AbsentText, CheckpointError, read_settings, restore
 
             # From the header, before the tensors: a run too big to train here still loads,
             # to sample from and export.
+            reasons = []
             try:
                 check_memory(*read_settings(path), resuming=True)
-                cannot_train = ""
             except NotEnoughMemory as e:
-                cannot_train = str(e)
-            try:  # the corpus the checkpoint records, reopened
-                trainer, warnings = restore(path, memory_check=False)
-            except CorpusNeeded as needed:
-                try:  # the open text, if the model can read it (with a warning that it differs)
-                    if corpus is None:
-                        raise needed
-                    trainer, warnings = restore(path, corpus, memory_check=False)
-                except CheckpointError:  # a checkpoint someone sent: its text stayed with them
-                    trainer, warnings = restore(path, memory_check=False, absent_text=True)
-                    cannot_train = f"{needed}; open that text (Corpus: Open…), then load the checkpoint again"
-            return trainer, list(warnings), _history_beside(Path(path), trainer), cannot_train
+                reasons.append(str(e))
+            # Its own text, reopened; else the open one, if the model can read it (with a warning
+            # that it differs); else none: a checkpoint someone sent, whose text stayed with them,
+            # or one whose text was edited since, still samples and exports.
+            texts = [None] if corpus is None or isinstance(corpus, AbsentText) else [None, corpus]
+            own = ""  # why its own text would not do
+            for text in texts:
+                try:
+                    trainer, warnings = restore(path, text, memory_check=False)
+                    break
+                except (CheckpointError, CorpusError) as e:
+                    own = own or str(e)
+            else:  # (a damaged file fails here too, and says so)
+                trainer, warnings = restore(path, memory_check=False, absent_text=True)
+                reasons.append(f"{own}; open the text it was trained on (Corpus: Open…), then load it again")
+            history = _history_beside(Path(path), trainer)
+            return trainer, list(warnings), history, "; and ".join(reasons)
 
         def done(built: tuple[Trainer, list[str], list[dict[str, Any]], str]) -> None:
             self._clear_message(loading)
@@ -928,8 +933,12 @@ class MainWindow(QMainWindow):
         self.run_info = info
         self._said_not_learning = False
         if info.corpus is not self.corpus:  # a loaded checkpoint's text: shown, and Start's too
+            from engine.checkpoint import AbsentText
+
             self._corpus_request += 1  # a load still under way must not replace it
-            self.corpus, self.corpus_path = info.corpus, str(info.corpus.path or "")
+            self.corpus = info.corpus
+            if not isinstance(info.corpus, AbsentText):  # (not a path on someone else's machine)
+                self.corpus_path = str(info.corpus.path or "")  # the next launch's
             self._show_corpus()
         if info.history:
             self.store.extend(info.history)

@@ -435,23 +435,20 @@ def restore(
 ) -> tuple[Trainer, list[str]]:
     """A Trainer that continues exactly where the checkpoint left off, and warnings to show.
 
-    Without ``corpus`` the recorded one is reopened; where it cannot be, CorpusNeeded, or with
-    ``absent_text`` a Trainer on its AbsentText, to sample and export but not to train. A
-    corpus whose text differs is allowed (with a warning); it is always read with the
-    checkpoint's vocabulary. ``train_overrides`` may change only the fields in RESUMABLE
-    (``max_iters`` is the new total). Without ``memory_check``, a run too big to train here
-    loads all the same, to sample and export.
+    Without ``corpus`` the recorded one is reopened (CorpusNeeded where it cannot be). With
+    ``absent_text`` the text is not looked for: the Trainer holds its AbsentText, to sample and
+    export but not to train. A corpus whose text differs is allowed (with a warning); it is
+    always read with the checkpoint's vocabulary. ``train_overrides`` may change only the
+    fields in RESUMABLE (``max_iters`` is the new total). Without ``memory_check``, a run too
+    big to train here loads all the same, to sample and export.
     """
     ckpt = load(path)
     warnings: list[str] = []
     record = ckpt.metadata.get("corpus") or {}
-    if corpus is None:
-        try:
-            corpus = _reopen_corpus(Path(path), record)
-        except CorpusNeeded:
-            if not absent_text:
-                raise
-            corpus = AbsentText(record, ckpt.tokenizer())
+    if absent_text:
+        corpus = AbsentText(record, ckpt.tokenizer())
+    elif corpus is None:
+        corpus = _reopen_corpus(Path(path), record)
     if record.get("sha256") and corpus.sha256 != record["sha256"]:
         warnings.append(
             f"the corpus differs from the one this checkpoint was trained on ({corpus.name} is not "

@@ -1079,7 +1079,7 @@ def test_a_checkpoint_whose_text_is_not_here_loads_to_sample_and_export(
     title = "Loaded to sample and export"
     qtbot.waitUntil(lambda: w.state == FINISHED and bool(boxes(w, title)), timeout=10_000)
     [box] = boxes(w, title)
-    assert "corpus.txt" in box.text() and "open that text (Corpus: Open…)" in box.text()
+    assert "corpus.txt" in box.text() and "open the text it was trained on (Corpus: Open…)" in box.text()
     box.accept()
     assert w.panel.corpus_label.toolTip() == "corpus.txt"
     assert "not on this machine" in w.panel.corpus_label.text().replace("\xa0", " ")
@@ -1092,8 +1092,30 @@ def test_a_checkpoint_whose_text_is_not_here_loads_to_sample_and_export(
     qtbot.waitUntil(target.exists, timeout=10_000)
     assert checkpoint.load(target).metadata["corpus"] == checkpoint.load(final).metadata["corpus"]
     assert not w.panel.start.isEnabled()  # nothing to train on, until a text is opened
+    # loaded again while its stand-in is what the window has open: still not to train on
+    qtbot.mouseClick(w.panel.load, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(boxes(w, title)), timeout=10_000)
+    assert not w.panel.pause.isEnabled()
+    w.save_settings()  # the next launch opens the text open before, not a path of the sender's
+    assert w.settings.value("corpus") == ""
     w.load_corpus(str(moved))
     qtbot.waitUntil(w.panel.start.isEnabled, timeout=10_000)
+
+
+def test_a_checkpoint_whose_text_was_edited_since_loads_to_sample(make_window, qtbot, corpus_file):
+    """Its text now holds characters the model never saw: it was refused, even to sample from."""
+    w = make_window()
+    train_to_end(w, qtbot, iters=5)
+    final = w.run_info.run_dir / "checkpoints" / "final.safetensors"
+    with corpus_file.open("a", encoding="utf-8") as f:
+        f.write("§ ¶\n")
+    w.load_corpus(None)  # the built-in text, which the model cannot read either
+    qtbot.waitUntil(lambda: w.corpus is not None and w.corpus.name != "corpus.txt", timeout=10_000)
+    w.open_path(str(final))
+    title = "Loaded to sample and export"
+    qtbot.waitUntil(lambda: bool(boxes(w, title)), timeout=10_000)
+    assert "characters not in the model's vocabulary: '§' '¶'" in boxes(w, title)[0].text()
+    assert w.samples.generate_button.isEnabled() and not w.panel.pause.isEnabled()
 
 
 def test_a_checkpoint_too_big_to_train_here_loads_to_sample_and_export(
