@@ -1132,8 +1132,9 @@ class MainWindow(QMainWindow):
         self.speed_label.setText(f"{tokens:,.0f} tok/s" if math.isfinite(tokens) else "– tok/s")
         self.step_label.setText(f"{1e3 * step:.1f} ms/iter" if math.isfinite(step) else "– ms/iter")
         self.threads_label.setText(self._threads_text())
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(min(done, max(total, 1)))
+        # in thousandths, not iterations: a run's total may pass what a progress bar holds (2**31)
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(1000 * min(done, total) // total if total else 0)
         # the progress where a person sees it with the window behind others: the taskbar
         progress = f"{100 * min(done, total) // total} % · " if total else ""
         title = APP_NAME if self.state == IDLE else f"{progress}{self.state} — {APP_NAME}"

@@ -265,10 +265,12 @@ class RunPanel(QWidget):
             self.preset.blockSignals(True)
             self.set_preset(name)
             self.preset.blockSignals(False)
-        self.batch.setValue(train_cfg.batch_size)
-        self.iters.setValue(train_cfg.max_iters)
+        # within the fields' ranges: a checkpoint written before the limits (engine.config
+        # LIMITS) may hold more, which a 32-bit spin box refuses with an OverflowError
+        t = train_cfg
+        for field, value in ((self.batch, t.batch_size), (self.iters, t.max_iters), (self.seed, t.seed)):
+            field.setValue(min(value, field.maximum()))
         self.lr.setValue(train_cfg.lr)
-        self.seed.setValue(train_cfg.seed)
         self.model_label.setText(_describe_model(model_cfg, train_cfg))
         self._held = self._settings()
         self._update_enabled()

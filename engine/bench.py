@@ -28,7 +28,16 @@ import numpy as np
 
 import engine
 from engine.blas import blas_info, cpu_count, set_blas_threads
-from engine.config import MAX_ITERS, PRESETS, ConfigError, ModelConfig, TrainConfig, get_preset, plural
+from engine.config import (
+    MAX_ITERS,
+    PRESETS,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    check_limits,
+    get_preset,
+    plural,
+)
 from engine.data import Corpus
 from engine.model import activation_bytes
 from engine.session import ProcessMemory
@@ -274,7 +283,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     batches = _ints(BATCHES if args.batch is None else args.batch, "--batch")
     try:
         for batch in batches:
-            TrainConfig(batch_size=batch)  # a batch no run may have (MAX_BATCH_SIZE)
+            check_limits(TrainConfig(batch_size=batch).to_dict())  # a batch no run may have
     except ConfigError as e:
         raise UsageError(f"--batch {e.problem}") from None
     # the nanogpt row is nanoGPT's configuration as it is: said, so that it is not read as the

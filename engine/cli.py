@@ -33,6 +33,7 @@ from engine.config import (
     ConfigError,
     ModelConfig,
     TrainConfig,
+    check_limits,
     format_bytes,
     format_count,
     format_duration,
@@ -156,6 +157,7 @@ def build_configs(args: argparse.Namespace, vocab_size: int) -> tuple[ModelConfi
     try:
         model_cfg = replace(preset.model_for(vocab_size), **model_kw)
         train_cfg = preset.train_with(**train_kw)
+        check_limits(train_cfg.to_dict())
     except ConfigError as e:
         flag = FIELD_FLAGS.get(e.field)
         raise UsageError(f"--{flag.replace('_', '-')} {e.problem}" if flag else str(e)) from None
@@ -432,6 +434,10 @@ def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
         for flag, name in TRAIN_OVERRIDES.items()
         if getattr(args, flag) is not None and name in RESUMABLE
     }
+    try:  # the settings typed (a checkpoint's own are as they were allowed when it was written)
+        check_limits(overrides)
+    except ConfigError as e:
+        raise UsageError(f"--{FIELD_FLAGS[e.field].replace('_', '-')} {e.problem}") from None
     corpus = Corpus.from_file(args.corpus) if args.corpus else None
     try:
         return restore(args.resume, corpus, train_overrides=overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -88,11 +89,20 @@ class ModelConfig:
         return asdict(self)
 
 
-# What the window's fields can hold (Qt's spin boxes are 32-bit), and so what a run may have: a run
-# the window cannot show would load with the wrong settings in view, or not at all.
+# What the window's fields can hold (Qt's spin boxes are 32-bit), and so what a new run may have: a
+# run the window cannot show would load with the wrong settings in view. (Not checked when a
+# checkpoint is read: one written before these limits still samples, exports and resumes.)
 MAX_BATCH_SIZE = 4096
 MAX_ITERS = 10_000_000
 MAX_SEED = 2**31 - 1
+LIMITS = {"batch_size": MAX_BATCH_SIZE, "max_iters": MAX_ITERS, "seed": MAX_SEED}
+
+
+def check_limits(settings: Mapping[str, Any]) -> None:
+    """Raise ConfigError for a training setting (a TrainConfig field) above its limit."""
+    for name, most in LIMITS.items():
+        if name in settings and settings[name] > most:
+            raise ConfigError(name, f"must be at most {most:,}, got {settings[name]:,}")
 
 
 @dataclass(frozen=True)
@@ -118,9 +128,6 @@ class TrainConfig:
         for name in ("batch_size", "max_iters", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
-        for name, most in (("batch_size", MAX_BATCH_SIZE), ("max_iters", MAX_ITERS), ("seed", MAX_SEED)):
-            if getattr(self, name) > most:
-                raise ConfigError(name, f"must be at most {most:,}, got {getattr(self, name):,}")
         if not 0 < self.lr < math.inf:
             raise ConfigError("lr", f"must be a positive number, got {self.lr}")
         # 0 turns clipping and each periodic task off

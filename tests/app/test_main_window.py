@@ -234,7 +234,7 @@ def test_pause_and_resume_end_with_the_same_parameters_as_a_straight_run(
     qtbot.wait(200)
     qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
-    assert w.progress.value() == w.progress.maximum() == 40
+    assert w.progress.value() == w.progress.maximum()  # all of it
     target = tmp_path / "end.safetensors"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)  # after finishing, too
@@ -1102,6 +1102,25 @@ def test_a_checkpoint_whose_text_is_not_here_loads_to_sample_and_export(
     qtbot.waitUntil(w.panel.start.isEnabled, timeout=10_000)
 
 
+def test_a_checkpoint_from_before_the_limits_loads_with_its_settings_in_the_fields_reach(
+    make_window, qtbot, corpus_file, tmp_path
+):
+    """A seed or total past what a 32-bit field holds (an older command line allowed them) raised
+    OverflowError in the middle of showing the run, which then showed stale settings."""
+    w = make_window()
+    corpus = Corpus.from_file(corpus_file)
+    past = 3_000_000_000  # 2**31 is 2,147,483,648
+    train = dataclasses.replace(PRESETS["tiny"].train, batch_size=2, seed=past, max_iters=past)
+    trainer = Trainer(PRESETS["tiny"].model_for(corpus.vocab_size), train, corpus)
+    trainer.step()
+    old = checkpoint.save(trainer, tmp_path / "old.safetensors")
+    trainer.close()
+    w.open_path(str(old))
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=10_000)
+    assert w.panel.seed.value() == w.panel.seed.maximum() and w.panel.batch.value() == 2
+    assert w.iter_label.text() == "iter 1 / 3,000,000,000" and w.windowTitle().startswith("0 % · paused")
+
+
 def test_a_checkpoint_whose_text_was_edited_since_loads_to_sample(make_window, qtbot, corpus_file):
     """Its text now holds characters the model never saw: it was refused, even to sample from."""
     w = make_window()
@@ -1334,7 +1353,8 @@ def test_a_complete_checkpoint_without_curves_continues_only_past_its_iteration(
     qtbot.mouseClick(later.panel.load, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
     assert len(later.store) == 0 and later.panel.iters.value() == 12
-    assert later.iter_label.text() == "iter 12 / 12" and later.progress.value() == 12  # not 0 of 12
+    assert later.iter_label.text() == "iter 12 / 12"
+    assert later.progress.value() == later.progress.maximum()  # not 0 of 12
     assert later.windowTitle().startswith("100 %")
     assert later.panel.pause.text() == "Continue" and not later.panel.pause.isEnabled()
     later.panel.iters.setValue(20)

@@ -273,3 +273,26 @@ def test_resumed_whole_number_settings_are_the_same_only_when_equal():
 
     assert not _same(1_234_567_890, 1_234_567_891)  # a seed one apart was taken as the same
     assert _same(0.0001, 0.0001 * 0.001 / 0.001) and _same(0.0001, 9.999999999999999e-05)
+
+
+def test_a_checkpoint_from_before_the_limits_still_samples_and_resumes(tmp_path):
+    """The limits are for new runs: a checkpoint with a seed past them was called damaged."""
+    from engine import checkpoint
+    from engine.data import Corpus
+    from engine.trainer import Trainer
+    from tests.engine.conftest import VERSE, tiny_configs
+
+    text = tmp_path / "verse.txt"
+    text.write_text(VERSE * 2, encoding="utf-8")
+    corpus = Corpus.from_file(text)
+    model_cfg, train_cfg = tiny_configs(corpus, seed=3_000_000_000, max_iters=4, batch_size=2)
+    trainer = Trainer(model_cfg, train_cfg, corpus)
+    trainer.step()
+    old = checkpoint.save(trainer, tmp_path / "old.safetensors")
+    trainer.close()
+    r = chargpt("sample", str(old), "--tokens", "10", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    r = chargpt("train", "--resume", str(old), "--threads", "1", "--run-dir", "resumed")
+    assert r.returncode == 0, r.stderr
+    r = chargpt("train", "--resume", str(old), "--iters", "20000000")  # what is typed is checked
+    assert r.returncode == 2 and "--iters must be at most 10,000,000" in r.stderr
