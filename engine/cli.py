@@ -55,12 +55,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # cancelled job, a closed terminal. Exit status 128 + the number, as a shell reports a process
 # that a signal ended.
 STOP_SIGNALS: dict[int, str] = {
-    signal.SIGINT: "interrupted",
-    signal.SIGTERM: "stopped by SIGTERM",
-    signal.SIGHUP: "stopped by SIGHUP",
+    getattr(signal, name): told
+    for name, told in (
+        ("SIGINT", "interrupted"),
+        ("SIGTERM", "stopped by SIGTERM"),
+        ("SIGHUP", "stopped by SIGHUP"),
+    )
+    if hasattr(signal, name)  # (Windows has no SIGHUP)
 }
+SIGPIPE = getattr(signal, "SIGPIPE", 13)  # (nor SIGPIPE: the status stays a Unix tool's)
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE  # the reader went away: `chargpt train | head`
+EXIT_OUTPUT_CLOSED = 128 + SIGPIPE  # the reader went away: `chargpt train | head`
 
 
 class UsageError(InputError):
@@ -266,7 +271,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         threads = threads or trainer.threads
         final = session.finish()
     if stop.signum is not None and status == 128 + stop.signum:
-        closed = stop.signum == signal.SIGPIPE
+        closed = stop.signum == SIGPIPE
         why = f"{'output closed' if closed else STOP_SIGNALS[stop.signum]} at iteration {trainer.iteration}"
         if final is None:
             told = f"{why}, before training any: nothing to save"
@@ -477,7 +482,9 @@ class Stop:
     @contextmanager
     def on_signals(self) -> Iterator[None]:
         """Meanwhile each of STOP_SIGNALS asks for the stop instead of ending the process (whose
-        iterations since the last checkpoint would be lost); a second one interrupts at once."""
+        iterations since the last checkpoint would be lost); a second one interrupts at once. A
+        signal set to be ignored stays so: `nohup` ignores SIGHUP for the run to outlive its
+        terminal, and a shell ignores SIGINT in a background job."""
 
         def handler(signum: int, frame: FrameType | None) -> None:
             if self.signum is not None:
@@ -485,7 +492,11 @@ class Stop:
             self.request(signum)
 
         try:
-            previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+            previous = {
+                signum: signal.signal(signum, handler)
+                for signum in STOP_SIGNALS
+                if signal.getsignal(signum) != signal.SIG_IGN
+            }
         except ValueError:  # not the main thread: leave the signals alone
             yield
             return
@@ -514,7 +525,7 @@ def _printer(out: TextIO, to_stderr: bool, stop: Stop) -> Callable[[str], None]:
         except OSError:
             closed = True
             _discard(stream)
-            stop.request(signal.SIGPIPE)
+            stop.request(SIGPIPE)
 
     return say
 

@@ -262,6 +262,7 @@ def test_a_second_stop_signal_interrupts_at_once_with_its_own_status(monkeypatch
     from engine import cli
     from engine.cli import Interrupted, Stop
 
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     stop = Stop()
     with stop.on_signals():
         signal.raise_signal(signal.SIGTERM)  # the first waits for the iteration to end
@@ -269,13 +270,30 @@ def test_a_second_stop_signal_interrupts_at_once_with_its_own_status(monkeypatch
         with pytest.raises(Interrupted) as second:
             signal.raise_signal(signal.SIGHUP)
     assert second.value.signum == signal.SIGHUP
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # as it was before
+    assert {s: signal.getsignal(s) for s in before} == before  # as they were
 
     def interrupted(*args):
         raise second.value
 
     monkeypatch.setattr(cli, "cmd_info", interrupted)
     assert cli.main(["info"]) == 128 + signal.SIGHUP
+
+
+def test_a_signal_set_to_be_ignored_stays_ignored(monkeypatch):
+    """Under `nohup`, SIGHUP is ignored so that the run outlives its terminal: the handler
+    replaced that, and closing the terminal stopped the run."""
+    from engine.cli import Stop
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        stop = Stop()
+        with stop.on_signals():
+            signal.raise_signal(signal.SIGHUP)
+            assert stop.signum is None
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_sample_streams_a_reproducible_continuation(trained):
