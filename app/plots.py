@@ -174,7 +174,8 @@ class TrainingPlots(QWidget):
         self.mem_reserved = self.mem_plot.plot(pen=_pen(ORANGE), name="arena reserved")
         self.mem_rss = self._add_right_curve(self.mem_plot, "RSS", "MB", _pen(GREY))  # see _follow_palette
         # (axis, name): a name longer than its plot is tall overran the next plot's (a 600 px
-        # screen, or 768 px at 125 % scale); there the unit alone stays, the legend names the curves
+        # screen, or 768 px at 125 % scale); there the unit alone stays, and the legends (while
+        # there is room for them) and the line under the plots name the values
         self._named_axes = [
             (plot.getAxis(side), plot.getAxis(side).labelText, plot.getViewBox())
             for plot in self.plots
@@ -255,7 +256,7 @@ class TrainingPlots(QWidget):
         """A curve on its own y axis at the right: RSS is ten times the arena, and would flatten it."""
         view = pg.ViewBox()
         plot.scene().addItem(view)
-        view.setZValue(plot.zValue() - 1)  # under the plot: its curve passes behind the legend
+        view.setZValue(plot.zValue() - 1)  # under the plot's own view and curves
         plot.showAxis("right")
         plot.getAxis("right").linkToView(view)
         plot.getAxis("right").setLabel(name, units=units)
@@ -324,8 +325,11 @@ class TrainingPlots(QWidget):
         each value is."""
         rows = [plot.layout.rowMaximumHeight(0) for plot in self.plots]
         needs = [math.ceil(plot.legend.height()) + 1 for plot in self.plots]  # a pixel clear of the data
+        # and as wide as its plot: a run to compare has a long name, and in a narrow window the
+        # legend ran off the plot's left edge (LegendItem cannot reliably take fewer columns)
         room = all(
             plot.getViewBox().height() + row >= need + LEGEND_MIN_VIEW
+            and plot.legend.width() <= plot.getViewBox().width()
             for plot, row, need in zip(self.plots, rows, needs, strict=True)
         )
         for plot, row, need in zip(self.plots, rows, needs, strict=True):

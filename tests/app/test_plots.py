@@ -170,6 +170,27 @@ def test_each_legend_sits_above_its_data_and_gives_way_in_a_short_window(qtbot):
     assert plots.loss_plot.layout.rowMaximumHeight(0) < 30  # one row again
 
 
+def test_a_legend_wider_than_its_plot_gives_way_rather_than_run_off_its_left(qtbot):
+    """At the window's least width, a run to compare (with its long name) cut off the first
+    entries of the loss legend."""
+    plots = shown(qtbot, MetricsStore())
+    other = MetricsStore()
+    other.extend(records(1, 301))
+    plots.set_reference("2026-11-27_02-43-58_small · another text", other)
+    legend = plots.loss_plot.legend
+    qtbot.waitUntil(legend.isVisible)
+    plots.resize(450, 600)
+    qtbot.waitUntil(lambda: not any(p.legend.isVisible() for p in plots.plots))
+    plots.resize(1200, 600)
+
+    def whole_above_the_data() -> bool:
+        shown_at, data = legend.sceneBoundingRect(), plots.loss_plot.getViewBox().sceneBoundingRect()
+        inside = data.left() <= shown_at.left() and shown_at.bottom() <= data.top()
+        return all(p.legend.isVisible() for p in plots.plots) and inside
+
+    qtbot.waitUntil(whole_above_the_data)
+
+
 def test_an_axis_too_short_for_its_name_keeps_its_unit_alone(qtbot):
     """A name longer than its plot is tall ran over the next plot's (a 600 px screen)."""
     plots = TrainingPlots(MetricsStore())
