@@ -1302,7 +1302,7 @@ def _history_beside(checkpoint: Path, trainer: Trainer) -> list[dict[str, Any]]:
 
     try:
         run = read_run(run_dir_of(checkpoint))
-        if not led_to(run, trainer.model_cfg.to_dict(), trainer.iteration):
+        if not led_to(run, trainer.model_cfg.to_dict(), trainer.train_cfg.seed, trainer.iteration):
             return []
         return history(run, trainer.iteration)
     except Exception:  # history is a nicety; the checkpoint loaded fine without it

@@ -204,13 +204,20 @@ def run_dir_of(checkpoint: str | Path) -> Path:
     return folder.parent if folder.name == CHECKPOINTS else folder
 
 
-def led_to(run: RunData, model: Mapping[str, Any], iteration: int) -> bool:
-    """Whether ``run`` can be where a model at ``iteration`` came from: the same model (as
-    config.json records it), at an iteration the run reached. A checkpoint copied into another
-    run's folder is not that run's, and its curves are not the model's past."""
+def led_to(run: RunData, model: Mapping[str, Any], seed: int | None, iteration: int) -> bool:
+    """Whether ``run`` can be where a model at ``iteration`` came from: the same model and seed
+    (as config.json records them; a resumed run keeps its seed), at an iteration the run
+    reached. A checkpoint copied into another run's folder is not that run's, and its curves
+    are not the model's past."""
     reached = [r["iter"] for r in run.records if isinstance(r.get("iter"), int)]
     start = run.config.get("start_iteration", 0)
-    return run.config.get("model") == dict(model) and bool(reached) and start <= iteration <= max(reached)
+    same = run.config.get("model") == dict(model) and _seed(run.config) == seed
+    return same and bool(reached) and start <= iteration <= max(reached)
+
+
+def _seed(config: Mapping[str, Any]) -> int | None:
+    train = config.get("train")
+    return train.get("seed") if isinstance(train, dict) else None
 
 
 def history(run: RunData, until: float = math.inf) -> list[dict[str, Any]]:
@@ -242,7 +249,8 @@ def _earlier(run: RunData) -> RunData | None:
         if isinstance(resumed, str):
             earlier = read_run(run_dir_of(resumed))
             start = run.config.get("start_iteration", 0)
-            return earlier if led_to(earlier, run.config.get("model") or {}, start) else None
+            led = led_to(earlier, run.config.get("model") or {}, _seed(run.config), start)
+            return earlier if led else None
     except RunLogError:
         pass
     return None

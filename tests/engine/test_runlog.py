@@ -97,9 +97,12 @@ def test_history_leaves_out_a_run_whose_folder_a_checkpoint_was_only_copied_into
         tmp_path / "copied", range(1501, 1801), resumed_from=str(small / "checkpoints" / "mine.safetensors")
     )
     assert [r["iter"] for r in history(read_run(copied))] == list(range(1501, 1801))
-    assert not led_to(read_run(small), TINY, 1500)
+    assert not led_to(read_run(small), TINY, None, 1500)
     same_model = write_run(tmp_path / "same", range(1, 401))  # but it never reached 1500
-    assert not led_to(read_run(same_model), TINY, 1500) and led_to(read_run(same_model), TINY, 400)
+    assert not led_to(read_run(same_model), TINY, None, 1500)
+    assert led_to(read_run(same_model), TINY, None, 400)
+    seeded = write_run(tmp_path / "seeded", range(1, 401), train={"seed": 7})
+    assert led_to(read_run(seeded), TINY, 7, 400) and not led_to(read_run(seeded), TINY, 1337, 400)
     later = write_run(tmp_path / "later", range(1501, 1511), resumed_from=str(same_model / "x.safetensors"))
     assert [r["iter"] for r in history(read_run(later))] == list(range(1501, 1511))
 
