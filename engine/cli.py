@@ -203,6 +203,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         )
     if args.sample_chars < 0:
         raise UsageError(f"--sample-chars takes a number of characters, 0 or more, not {args.sample_chars}")
+    warnings: list[str] = []
     if args.resume:
         trainer, warnings = resume_trainer(args)
         done, total = trainer.iteration, trainer.train_cfg.max_iters
@@ -264,7 +265,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         tuner = None if threads else ThreadTuner(apply=trainer.set_threads)
         try:
             with np.errstate(all="ignore"):  # a diverging run is told by its loss, in one line
-                status, last_loss = run_session(session, say, log_every, step_times, stop, tuner)
+                status, last_loss = run_session(
+                    session, say, log_every, step_times, stop, tuner, judge_learning=not warnings
+                )
         except Exception:
             _save_before_failing(session, say, resume_command(args, train_cfg.max_iters))
             raise
@@ -330,15 +333,20 @@ def run_session(
     step_times: list[float],
     stop: Stop,
     tuner: ThreadTuner | None = None,
+    *,
+    judge_learning: bool = True,
 ) -> tuple[int, float]:
     """Step until the run is done or ``stop`` is asked for, printing progress; return the exit
-    status and the last training loss. ``stop`` is only looked at between iterations."""
+    status and the last training loss. ``stop`` is only looked at between iterations. Without
+    ``judge_learning`` (a checkpoint resumed on another text, which may start worse than a
+    guess and adapt), a loss above a uniform guess is not remarked on."""
     from engine.trainer import NOT_LEARNING_WINDOW, worse_than_a_guess
 
     max_iters = session.trainer.train_cfg.max_iters
     vocab = session.trainer.model_cfg.vocab_size
     settled = max(session.trainer.train_cfg.warmup_iters, session.trainer.iteration)  # and in this run
-    recent: list[float] | None = []  # the last NOT_LEARNING_WINDOW losses; None once said
+    # the last NOT_LEARNING_WINDOW losses; None when not judged, or once said
+    recent: list[float] | None = [] if judge_learning else None
     loss = math.nan
     while not session.finished:
         if stop.signum is not None:

@@ -420,3 +420,23 @@ def test_a_split_batch_is_named_as_processes_not_as_blas_threads(corpus_file):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].endswith(", 2 processes of 1 BLAS thread, the batch split between them")
+
+
+def test_a_run_resumed_on_another_text_is_not_judged_against_a_uniform_guess(
+    corpus_file, tmp_path, monkeypatch, capsys
+):
+    """Adapting to a new text, a model may start worse than a guess: the window keeps quiet
+    then, and so does the command line."""
+    from engine import cli, trainer
+
+    monkeypatch.setattr(trainer, "worse_than_a_guess", lambda losses, vocab: 9.9)  # always, here
+    common = ["--threads", "1", "--eval-every", "0", "--sample-chars", "0"]
+    assert cli.main(["train", "--iters", "3", "--warmup", "0", "--corpus", str(corpus_file), "--run-dir", "r",
+                     "--batch", "2", *common]) == 0  # fmt: skip
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text(encoding="utf-8")[::-1], encoding="utf-8")  # its characters
+    final = "r/checkpoints/final.safetensors"
+    for text, judged in ((corpus_file, True), (other, False)):
+        capsys.readouterr()
+        assert cli.main(["train", "--resume", final, "--iters", "6", "--corpus", str(text), *common]) == 0
+        assert ("worse than knowing nothing" in capsys.readouterr().out) is judged
