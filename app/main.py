@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--iters must be between 1 and {MAX_ITERS:,}, got {args.iters}")
     if args.threads is not None and not 0 <= args.threads <= cpu_count():
         parser.error(f"--threads must be between 1 and {cpu_count()} (0: Auto), got {args.threads}")
-    if not args.seconds > 0:
+    if not 0 < args.seconds < float("inf"):  # (nan fails this too)
         parser.error(f"--seconds must be a positive number, got {args.seconds}")
     if batch_mode and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen

@@ -56,6 +56,7 @@ def test_an_unknown_preset_is_refused_with_the_names_there_are(capsys):
         (["--iters", "-5"], "--iters must be between 1 and 10,000,000, got -5"),
         (["--threads", "99"], "--threads must be between 1 and"),
         (["--measure-latency", "--seconds", "0"], "--seconds must be a positive number"),
+        (["--measure-latency", "--seconds", "inf"], "--seconds must be a positive number"),  # never ends
     ],
 )
 def test_a_value_the_window_cannot_take_is_refused_not_clamped(capsys, args, message):
