@@ -218,7 +218,7 @@ def test_running_out_of_memory_is_one_line_not_a_traceback(corpus_file, monkeypa
     assert err[-1].startswith("chargpt: error: out of memory (Unable to allocate 3.1 GiB); lower the batch")
 
 
-def test_an_output_closed_as_a_run_fails_still_ends_its_helpers(corpus_file, monkeypatch, capsys):
+def test_an_output_closed_as_a_run_fails_still_closes_its_trainer(corpus_file, monkeypatch, capsys):
     from engine import cli
     from engine.trainer import Trainer
 
@@ -239,8 +239,8 @@ def test_an_output_closed_as_a_run_fails_still_ends_its_helpers(corpus_file, mon
     fail_steps(monkeypatch, MemoryError("Unable to allocate 3.1 GiB"), at=2)
     args = ["train", "--iters", "5", "--corpus", str(corpus_file), "--threads", "1", "--run-dir", "r"]
     code = cli.main(args, out=ClosedAtSaved())
-    # the error is told and the helper processes and the arena given back, where the pipe's
-    # error skipped both and said 0
+    # the error is told and the trainer closed (which ends its helper processes and gives its
+    # arena back), where the pipe's error skipped both and said 0
     assert code == 1 and closed
     assert "chargpt: error: out of memory" in capsys.readouterr().err
 
