@@ -301,7 +301,7 @@ class MainWindow(QMainWindow):
             (self.panel.load, self.load_action),
         )
         for button, action in pairs:
-            if button is not self.panel.pause:  # whose tooltip the panel keeps (continue_blocker)
+            if button not in (self.panel.pause, self.panel.load):  # whose tooltips the panel keeps
                 button.setToolTip(f"{action.text().replace('&', '')} ({action.shortcut().toString()})")
         # A menu item and its shortcut can do what their button can, and only then: F5 while a
         # run was being built started a second one, and Ctrl+O mid-run relabelled the model.

@@ -368,8 +368,11 @@ class RunPanel(QWidget):
         self.stop.setEnabled(running)
         self.export.setEnabled(self._has_model and self._state != IDLE)
         self.load.setEnabled(not running)
+        # why it is off, where a person looks: the window holds one run at a time
+        self.load.setToolTip(LOAD_TIP + ("\n\nStop the run in the window first" if running else ""))
 
 
+LOAD_TIP = "Load checkpoint… (Ctrl+L): a saved model, with its settings, text and curves"
 PAUSE_TIP = (
     "Pause or resume (F6). After the last iteration or Stop: raise Iterations, then Continue\n"
     "trains the same model on, with its own settings and corpus (to change those, Start anew)"

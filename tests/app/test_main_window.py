@@ -737,6 +737,8 @@ def test_shortcuts_start_and_pause(make_window, qtbot):
     qtbot.keyClick(w, Qt.Key.Key_F6)
     qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
     assert w.export_action.shortcut().toString() == "Ctrl+E"
+    # the panel names Load's shortcut itself, with why it is off (RunPanel.LOAD_TIP)
+    assert f"({w.load_action.shortcut().toString()})" in w.panel.load.toolTip()
 
 
 def test_the_menus_shortcuts_go_before_a_text_fields_own_keys(make_window, qtbot, monkeypatch):

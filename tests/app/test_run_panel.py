@@ -146,3 +146,15 @@ def test_continue_says_what_keeps_it_off(qtbot):
     panel.seed.setValue(7)
     assert not panel.pause.isEnabled()
     assert "the learning rate and the seed changed since" in panel.pause.toolTip()
+
+
+def test_load_says_why_it_is_off_while_a_run_is_on(qtbot):
+    """Ctrl+L did nothing while a loaded checkpoint sat paused, and nothing said why."""
+    from app.worker import IDLE, PAUSED
+
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_state(PAUSED, has_model=True, done=5)
+    assert not panel.load.isEnabled() and "Stop the run in the window first" in panel.load.toolTip()
+    panel.set_state(IDLE, has_model=False)
+    assert panel.load.isEnabled() and "Stop" not in panel.load.toolTip()
