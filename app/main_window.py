@@ -595,7 +595,9 @@ class MainWindow(QMainWindow):
             ):
                 return "", False
         if path:
-            self.settings.setValue("export_dir", str(Path(path).parent))
+            # Load opens there next too: a checkpoint just exported is the likely one to load
+            for key in ("export_dir", "checkpoint_dir"):
+                self.settings.setValue(key, str(Path(path).parent))
         return path, chosen == WEIGHTS_FILTER
 
     def _file_stem(self) -> str:

@@ -133,6 +133,12 @@ def test_export_while_training_matches_the_trainer_at_that_iteration(
     )
     qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
     assert suggested == [str(target.parent / f"chargpt-tiny-iter{last_iter(w)}.safetensors")]
+    # and Load opens where the checkpoint went
+    monkeypatch.setattr(
+        QFileDialog, "getOpenFileName", lambda _w, _c, start, *a: (suggested.append(start), ("", ""))[1]
+    )
+    qtbot.mouseClick(w.panel.load, Qt.MouseButton.LeftButton)
+    assert suggested[-1] == str(target.parent)
 
 
 def test_an_export_named_without_its_suffix_is_given_it(make_window, qtbot, tmp_path, monkeypatch):
