@@ -78,7 +78,7 @@ from app.worker import (
 )
 from engine.blas import blas_info, cpu_count
 from engine.config import PRESETS, ModelConfig, TrainConfig, format_count, format_duration, plural, preset_of
-from engine.data import Corpus, CorpusError
+from engine.data import AbsentText, Corpus, CorpusError
 from engine.default_corpus import data_dir
 from engine.errors import InputError
 from engine.memory import NotEnoughMemory, check_memory
@@ -421,8 +421,6 @@ class MainWindow(QMainWindow):
         if c is None:
             self.panel.set_corpus(None)
         else:
-            from engine.checkpoint import AbsentText  # safetensors and all: not needed to start
-
             self.panel.set_corpus(c.name, len(c.tokens), c.vocab_size, here=not isinstance(c, AbsentText))
             if self.run_info is None and self._follower is None and self.state == IDLE:
                 self.plots.set_vocabulary(c.vocab_size)  # where the next run will start
@@ -683,7 +681,7 @@ class MainWindow(QMainWindow):
         loading = f"Loading {Path(path).name}…"
 
         def build() -> tuple[Trainer, list[str], list[dict[str, Any]], str]:
-            from engine.checkpoint import AbsentText, CheckpointError, read_settings, restore
+            from engine.checkpoint import CheckpointError, read_settings, restore
 
             # From the header, before the tensors: a run too big to train here still loads,
             # to sample from and export.
@@ -935,8 +933,6 @@ class MainWindow(QMainWindow):
         self.run_info = info
         self._said_not_learning = False
         if info.corpus is not self.corpus:  # a loaded checkpoint's text: shown, and Start's too
-            from engine.checkpoint import AbsentText
-
             self._corpus_request += 1  # a load still under way must not replace it
             self.corpus = info.corpus
             if not isinstance(info.corpus, AbsentText):  # (not a path on someone else's machine)

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 import engine
 from engine.config import ModelConfig, TrainConfig
-from engine.data import CharTokenizer, Corpus, CorpusError
+from engine.data import BUILTIN, AbsentText, CharTokenizer, Corpus, CorpusError
 from engine.errors import InputError
 from engine.memory import check_memory
 from engine.model import GPT
@@ -42,7 +42,6 @@ FORMAT = "chargpt-checkpoint"
 WEIGHTS_FORMAT = "chargpt-weights"
 VERSION = 1
 META_KEY = "chargpt"
-BUILTIN = "builtin"  # the corpus "path" recorded for the built-in corpus
 # Fields of TrainConfig a resumed run may change: none of them alters the steps' arithmetic
 # except max_iters, which sets the cosine schedule (so resume with the run's own total).
 RESUMABLE = ("max_iters", "eval_interval", "eval_iters", "sample_interval", "checkpoint_interval")
@@ -58,31 +57,6 @@ class CheckpointError(InputError):
 
 class CorpusNeeded(CheckpointError):
     """The text a checkpoint was trained on cannot be reopened: the caller says how to give it."""
-
-
-class AbsentText(Corpus):
-    """The text a checkpoint was trained on, where it is not on this machine (a checkpoint
-    someone sent): what the checkpoint records of it, and its vocabulary. That is all that
-    sampling from the model and exporting it need; there is nothing to train on or evaluate,
-    and its checkpoints record the text as the original did."""
-
-    def __init__(self, record: Mapping[str, Any], tokenizer: CharTokenizer) -> None:
-        # not Corpus.__init__: there is no text to read
-        self.record = dict(record)
-        self.name = str(record.get("name") or "text")
-        path = record.get("path")
-        self.path = Path(path) if path and path != BUILTIN else None
-        self.tokenizer = tokenizer
-        self.sha256 = str(record.get("sha256") or "")
-        self.tokens = self.train = self.val = np.zeros(0, dtype=np.uint16)
-
-    def check_context(self, context: int, advice: str = "") -> None:
-        pass  # unknowable without the text; batch refuses
-
-    def batch(
-        self, rng: np.random.Generator, split: str, batch_size: int, context: int
-    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-        raise CorpusError(f"{self.name} is not on this machine; open it to train this model on")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from engine.errors import InputError
 TOKEN_DTYPE = np.uint16
 MAX_VOCAB = int(np.iinfo(TOKEN_DTYPE).max) + 1
 VAL_FRACTION = 0.1
+BUILTIN = "builtin"  # the corpus "path" a checkpoint records for the built-in corpus
 # Characters per step when text becomes code points: a 4 MB UTF-32 copy of one chunk at a
 # time, never of the whole text. Vectorised, a 100 MB text opens in 2.2 s rather than 12.
 ENCODE_CHUNK = 1 << 20
@@ -174,6 +175,31 @@ class Corpus:
             "vocab_size": self.vocab_size,
             "sha256": self.sha256,
         }
+
+
+class AbsentText(Corpus):
+    """The text a checkpoint was trained on, where it is not on this machine (a checkpoint
+    someone sent): what the checkpoint records of it (engine.checkpoint.corpus_record), and its
+    vocabulary. That is all that sampling from the model and exporting it need; there is
+    nothing to train on or evaluate, and its checkpoints record the text as the original did."""
+
+    def __init__(self, record: Mapping[str, Any], tokenizer: CharTokenizer) -> None:
+        # not Corpus.__init__: there is no text to read
+        self.record = dict(record)
+        self.name = str(record.get("name") or "text")
+        path = record.get("path")
+        self.path = Path(path) if path and path != BUILTIN else None
+        self.tokenizer = tokenizer
+        self.sha256 = str(record.get("sha256") or "")
+        self.tokens = self.train = self.val = np.zeros(0, dtype=np.uint16)
+
+    def check_context(self, context: int, advice: str = "") -> None:
+        pass  # unknowable without the text; batch refuses
+
+    def batch(
+        self, rng: np.random.Generator, split: str, batch_size: int, context: int
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        raise CorpusError(f"{self.name} is not on this machine; open it to train this model on")
 
 
 def read_text(path: str | Path) -> str:
