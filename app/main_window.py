@@ -780,14 +780,15 @@ class MainWindow(QMainWindow):
             self._follow_timer.start()
             self.plots.set_vocabulary(self._viewed_setting("model", "vocab_size") or None)
             configs = _configs(run.config)
+            preset = preset_of(configs[0]) if configs is not None else None
             # the panel describes the run in view, as for a loaded one, when Start can train
             # its like: a model of no preset would be described, and another trained
-            if configs is not None and preset_of(configs[0]) is not None:
+            if configs is not None and preset is not None:
                 self.panel.show_configs(*configs)
             self._set_state(f"viewing {Path(path).name}")
             self._remember_run(Path(path))
             self._update_status()
-            if configs is not None and preset_of(configs[0]) is None:  # else nothing says what it was
+            if configs is not None and preset is None:  # else nothing says what it was
                 m = configs[0]  # (short: the status bar leaves room for some 60 characters)
                 self.statusBar().showMessage(
                     f"A model of no preset: {plural(m.n_layers, 'layer')} × {m.d_model}, "

@@ -155,12 +155,17 @@ def load_corpus(path: str | None) -> Corpus:
     return load_default_corpus()
 
 
+def _given(args: argparse.Namespace, overrides: dict[str, str]) -> dict[str, Any]:
+    """The settings of ``overrides`` (flag -> field) that the command line gives, by field."""
+    given = {field: getattr(args, flag) for flag, field in overrides.items()}
+    return {field: value for field, value in given.items() if value is not None}
+
+
 def build_configs(args: argparse.Namespace, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
     preset = get_preset(args.preset or "tiny")
-    model_kw = {f: getattr(args, a) for a, f in MODEL_OVERRIDES.items() if getattr(args, a) is not None}
-    train_kw = {f: getattr(args, a) for a, f in TRAIN_OVERRIDES.items() if getattr(args, a) is not None}
+    train_kw = _given(args, TRAIN_OVERRIDES)
     try:
-        model_cfg = replace(preset.model_for(vocab_size), **model_kw)
+        model_cfg = replace(preset.model_for(vocab_size), **_given(args, MODEL_OVERRIDES))
         train_cfg = preset.train_with(**train_kw)
         check_limits(train_cfg.to_dict())
     except ConfigError as e:
@@ -417,10 +422,9 @@ def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
     differ = []
     if args.preset is not None:
         # the model the line describes: the preset's, with the line's --layers, --dims, ...
-        model_kw = {f: getattr(args, a) for a, f in MODEL_OVERRIDES.items() if getattr(args, a) is not None}
         try:
             described: ModelConfig | None = replace(
-                get_preset(args.preset).model_for(model_cfg.vocab_size), **model_kw
+                get_preset(args.preset).model_for(model_cfg.vocab_size), **_given(args, MODEL_OVERRIDES)
             )
         except ConfigError:
             described = None
@@ -442,11 +446,7 @@ def resume_trainer(args: argparse.Namespace) -> tuple[Trainer, list[str]]:
             f"{', '.join(differ)}: a resumed run keeps its checkpoint's settings; "
             "drop these, or start a new run"
         )
-    overrides = {
-        name: getattr(args, flag)
-        for flag, name in TRAIN_OVERRIDES.items()
-        if getattr(args, flag) is not None and name in RESUMABLE
-    }
+    overrides = {name: value for name, value in _given(args, TRAIN_OVERRIDES).items() if name in RESUMABLE}
     try:  # the settings typed (a checkpoint's own are as they were allowed when it was written)
         check_limits(overrides)
     except ConfigError as e:
