@@ -320,7 +320,7 @@ def generate_iter(
     window = np.asarray(ids[-context:], dtype=np.intp)[None, :]
     _, logits = model.forward(window, None, arena, kv=kv)
     for i in range(n_tokens):
-        z = logits[0].astype(np.float64) / temperature
+        z = logits[0].astype(np.float64)
         arena.reset()
         if not np.isfinite(z).all():
             raise NonFiniteModel(
@@ -330,7 +330,11 @@ def generate_iter(
         if top_k is not None and 0 < top_k < vocab:
             cutoff = np.partition(z, -top_k)[-top_k]
             z[z < cutoff] = -np.inf
+        # Shifted before dividing, so that a tiny temperature sends every other logit to -inf
+        # (greedy) rather than the largest to +inf.
         z -= z.max()
+        with np.errstate(over="ignore"):
+            z /= temperature
         probs = np.exp(z)
         probs /= probs.sum()
         nxt = int(rng.choice(vocab, p=probs))

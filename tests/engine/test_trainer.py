@@ -91,6 +91,14 @@ def test_evaluate_and_generate(verse_corpus, one_thread):
     assert trainer.arena_stats().in_use == 0
 
 
+def test_a_temperature_near_zero_samples_greedily_instead_of_overflowing(verse_corpus, one_thread):
+    model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=5, batch_size=4)
+    trainer = Trainer(model_cfg, train_cfg, verse_corpus)
+    greedy = trainer.generate("To be", 30, temperature=1e-30, seed=1)
+    # logits / 5e-324 overflow float64; the model's weights are fine
+    assert trainer.generate("To be", 30, temperature=5e-324, seed=2) == greedy
+
+
 def test_adamw_moves_weights_against_the_gradient_and_decays_only_matrices(verse_corpus, one_thread):
     model_cfg, train_cfg = tiny_configs(verse_corpus, max_iters=5, batch_size=4, weight_decay=0.5)
     trainer = Trainer(model_cfg, train_cfg, verse_corpus)
