@@ -8,6 +8,7 @@ output was closed.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -750,8 +751,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_OUTPUT_CLOSED
 
 
+def any_text_streams() -> None:
+    """Make standard output take every character a model may write, and standard error every
+    path and message, where they would raise UnicodeEncodeError instead: a file or a pipe gets
+    UTF-8 (on Windows it gets the ANSI code page, which has no byte for most of them); a terminal
+    keeps its own encoding, showing "?" for what it cannot show; standard error writes that as
+    an escape (\\u4e2d)."""
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
+        if isinstance(stream, io.TextIOWrapper):  # not None (no console), nor a test's stand-in
+            to_file = stream is sys.stdout and not stream.isatty()
+            stream.reconfigure(encoding="utf-8" if to_file else None, errors=errors)
+
+
 def entry() -> None:
     """The console script."""
+    any_text_streams()
     sys.exit(main())
 
 

@@ -440,3 +440,18 @@ def test_a_run_resumed_on_another_text_is_not_judged_against_a_uniform_guess(
         capsys.readouterr()
         assert cli.main(["train", "--resume", final, "--iters", "6", "--corpus", str(text), *common]) == 0
         assert ("worse than knowing nothing" in capsys.readouterr().out) is judged
+
+
+def test_characters_the_output_encoding_lacks_are_written_in_utf8_to_a_file(tmp_path, monkeypatch):
+    """On Windows, output to a file or a pipe is in the ANSI code page (cp1252, say), which has no
+    byte for a Chinese text's characters: the closing sample and `sample` were a traceback, exit 1."""
+    text = tmp_path / "zh.txt"
+    text.write_text("天地玄黄，宇宙洪荒。日月盈昃，辰宿列张。\n" * 20, encoding="utf-8")
+    monkeypatch.setenv("PYTHONIOENCODING", "cp1252")
+    r = chargpt("train", "--iters", "2", "--corpus", str(text), "--run-dir", "zh", *FAST)
+    assert r.returncode == 0, r.stderr
+    closing = r.stdout.split("sample:\n")[1]
+    assert set(closing.strip()) <= set(text.read_text(encoding="utf-8")) and closing.strip()
+    r = chargpt("sample", "zh/checkpoints/final.safetensors", "--prompt", "天地", "--tokens", "10")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("天地") and len(r.stdout.rstrip("\n")) == 12
