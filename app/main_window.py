@@ -326,6 +326,7 @@ class MainWindow(QMainWindow):
         p.open_corpus_clicked.connect(self.choose_corpus)
         p.threads_changed.connect(self._on_threads_spin)
         self.samples.sample_requested.connect(self._on_sample_requested)
+        self.samples.cancel_requested.connect(self._on_sample_cancelled)
 
     # -- settings -------------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -491,6 +492,7 @@ class MainWindow(QMainWindow):
         self.store.clear()
         self.plots.reset()
         self.samples.clear()
+        self._on_sample_ended()  # the last worker's, if it was making one
         self.run_info = None
         self._threads_in_force = 0  # the new worker's count is still to come
         worker = TrainingWorker(factory, threads=self.panel.threads.value(), start_paused=start_paused)
@@ -506,6 +508,8 @@ class MainWindow(QMainWindow):
         worker.warned.connect(self._on_warned)
         worker.final_failed.connect(self._on_final_failed)
         worker.sample_failed.connect(self._on_sample_failed)
+        worker.sample_progress.connect(self._on_sample_progress)
+        worker.sample_ended.connect(self._on_sample_ended)
         worker.failed.connect(self._on_failed)
         self.handle = WorkerThread(worker)
         self._set_state(STARTING)
@@ -556,7 +560,28 @@ class MainWindow(QMainWindow):
             self.handle.worker.request_sample(
                 prompt, n, temperature, top_k if isinstance(top_k, int) else None
             )
-            self.statusBar().showMessage(GENERATING, 3000)
+            self._set_sampling(True)
+            self.statusBar().showMessage(GENERATING)
+
+    @Slot()
+    def _on_sample_cancelled(self) -> None:
+        if self.handle is not None and self.handle.is_running():
+            self.handle.worker.cancel_sample()
+
+    @Slot(int, int)
+    def _on_sample_progress(self, made: int, wanted: int) -> None:
+        # Training waits for the sample, which may take minutes: say how far it is, and how to stop it.
+        self.statusBar().showMessage(f"{GENERATING} {made:,} of {wanted:,} characters · Ctrl+G cancels")
+
+    @Slot()
+    def _on_sample_ended(self) -> None:
+        self._set_sampling(False)
+        if self.statusBar().currentMessage().startswith(GENERATING):
+            self.statusBar().clearMessage()
+
+    def _set_sampling(self, busy: bool) -> None:
+        self.samples.set_busy(busy)
+        self.sample_action.setText("&Cancel sample" if busy else "&Generate sample")
 
     # -- export / load --------------------------------------------------------------------------
     @Slot()
@@ -1013,8 +1038,6 @@ class MainWindow(QMainWindow):
     @Slot(int, str, str)
     def _on_sample(self, iteration: int, text: str, origin: str) -> None:
         self.samples.add(iteration, text, origin)
-        if origin.startswith("on demand"):
-            self._clear_message(GENERATING)
 
     @Slot(str)
     def _on_state(self, state: str) -> None:
@@ -1082,7 +1105,6 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_sample_failed(self, message: str) -> None:
-        self._clear_message(GENERATING)
         self._message(QMessageBox.Icon.Warning, SAMPLE_REFUSED, message)
 
     @Slot(str, str)

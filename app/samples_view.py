@@ -19,16 +19,21 @@ from PySide6.QtWidgets import (
 from engine.config import TrainConfig
 
 MAX_SHOWN = 100  # older samples stay in the run directory's samples.txt
+GENERATE, CANCEL = "Generate sample", "Cancel sample"
+GENERATE_TIP = "Sample from the model as it is now (Ctrl+G)"
+CANCEL_TIP = "Stop making this sample; training goes on when it ends (Ctrl+G)"
 
 
 class SamplesView(QWidget):
     """The sample controls (prompt, temperature, top-k, length) and the list of samples."""
 
     sample_requested = Signal(str, int, float, object)  # prompt, n_tokens, temperature, top_k | None
+    cancel_requested = Signal()  # the sample being made is not wanted after all
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._entries: list[tuple[int, str, str]] = []
+        self._busy = False  # a sample asked for is being made
 
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("prompt (optional)")
@@ -50,8 +55,8 @@ class SamplesView(QWidget):
         self.length.setValue(200)
         self.length.setSuffix(" chars")
         self.length.setToolTip("How many characters to generate after the prompt")
-        self.generate_button = QPushButton("Generate sample")
-        self.generate_button.setToolTip("Sample from the model as it is now (Ctrl+G)")
+        self.generate_button = QPushButton(GENERATE)
+        self.generate_button.setToolTip(GENERATE_TIP)
         self.generate_button.setEnabled(False)
 
         self.text = QPlainTextEdit()
@@ -78,16 +83,36 @@ class SamplesView(QWidget):
         layout.addWidget(self.text, 1)
 
         self.generate_button.clicked.connect(self.request)
-        self.prompt.returnPressed.connect(self.request)
+        self.prompt.returnPressed.connect(self._generate)
 
     @Slot()
     def request(self) -> None:
+        """Generate a sample, or cancel the one being made (the button and Ctrl+G)."""
         if not self.generate_button.isEnabled():
+            return
+        if self._busy:
+            self.cancel_requested.emit()
+        else:
+            self._generate()
+
+    @Slot()
+    def _generate(self) -> None:
+        if not self.generate_button.isEnabled() or self._busy:  # Enter must not cancel one
             return
         k = self.top_k.value()
         self.sample_requested.emit(
             self.prompt.text(), self.length.value(), self.temperature.value(), k or None
         )
+
+    def set_busy(self, busy: bool) -> None:
+        """Whether a sample asked for is being made: the button then cancels it."""
+        self._busy = busy
+        self.generate_button.setText(CANCEL if busy else GENERATE)
+        self.generate_button.setToolTip(CANCEL_TIP if busy else GENERATE_TIP)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
 
     def add(self, iteration: int, text: str, origin: str) -> None:
         """Show a sample above the others."""

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 FLUSH_S = 0.05  # metrics batch period: smooth plots without a signal per iteration
+# A sample asked for is made in slices this long, with the commands read between them: 5,000
+# characters of the large model take minutes, in which Pause, Stop and closing must still act.
+SAMPLE_SLICE_S = 0.05
 AUTO_THREADS = 0  # a thread count that means: choose by timing (engine.blas.ThreadTuner)
 
 # Worker states, as shown in the status bar.
@@ -82,6 +85,11 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class CancelSample:
+    pass
+
+
+@dataclass(frozen=True)
 class Continue:
     """Train a finished or stopped run on to ``total`` iterations, in the session that
     ``make_session`` builds around its trainer (a new run folder), given the session before."""
@@ -90,7 +98,7 @@ class Continue:
     make_session: Callable[[Trainer, TrainingSession], TrainingSession]
 
 
-Command = Pause | Resume | Stop | Quit | SetThreads | Export | Sample | Continue
+Command = Pause | Resume | Stop | Quit | SetThreads | Export | Sample | CancelSample | Continue
 
 
 class CommandQueue:
@@ -122,6 +130,16 @@ class CommandQueue:
 
 
 # -- the worker ------------------------------------------------------------------------------
+@dataclass
+class _Sampling:
+    """A sample asked for, being made: its characters come from ``chars`` as they are drawn."""
+
+    cmd: Sample
+    chars: Iterator[str]
+    iteration: int  # of the model it samples, which does not train meanwhile
+    made: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """What the window shows once the worker has built its session."""
@@ -167,6 +185,8 @@ class TrainingWorker(QObject):
     export_failed = Signal(str)
     final_failed = Signal(str)  # the run ended but final.safetensors could not be written
     sample_failed = Signal(str)
+    sample_progress = Signal(int, int)  # characters made, asked for: after each slice
+    sample_ended = Signal()  # made, refused or cancelled: the next one may be asked for
     failed = Signal(str, str)  # one-line message, details (traceback)
     done = Signal()
 
@@ -183,6 +203,7 @@ class TrainingWorker(QObject):
         self._start_paused = start_paused
         self._cannot_train = ""  # the setup's: then Resume and Continue do nothing
         self._queue = CommandQueue()
+        self._sampling: _Sampling | None = None  # the sample being made, slice by slice
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = 0.0
         self.state = IDLE  # written by the worker thread only; read for display
@@ -208,6 +229,9 @@ class TrainingWorker(QObject):
 
     def request_sample(self, prompt: str, n_tokens: int, temperature: float, top_k: int | None) -> None:
         self._queue.put(Sample(prompt, n_tokens, temperature, top_k))
+
+    def cancel_sample(self) -> None:
+        self._queue.put(CancelSample())
 
     def continue_to(
         self, total: int, make_session: Callable[[Trainer, TrainingSession], TrainingSession]
@@ -243,9 +267,11 @@ class TrainingWorker(QObject):
         self._apply_threads(self._threads)  # after the state: a finished model starts no helpers
         self._last_flush = time.monotonic()
         while True:
-            commands = self._queue.drain() if self.state == TRAINING else self._queue.wait()
+            busy = self.state == TRAINING or self._sampling is not None
+            commands = self._queue.drain() if busy else self._queue.wait()
             for cmd in commands:
                 if isinstance(cmd, Quit):
+                    self._end_sample()
                     self._flush()
                     if not session.finished and self.state != FAILED:
                         # final.safetensors, quickly: we are closing. A full disk can only be
@@ -258,7 +284,10 @@ class TrainingWorker(QObject):
                     session = self._continue(cmd, session)
                 else:
                     self._apply(cmd, session)
-            if self.state == TRAINING:
+            # Training waits for a sample being made: it is of the model at one iteration.
+            if self._sampling is not None:
+                self._sample_slice(session)
+            elif self.state == TRAINING:
                 self._step(session)
 
     def _announce(
@@ -320,16 +349,41 @@ class TrainingWorker(QObject):
             else:
                 self.exported.emit(str(path))
         elif isinstance(cmd, Sample):
-            try:
-                with np.errstate(all="ignore"):
-                    text = session.trainer.generate(cmd.prompt, cmd.n_tokens, cmd.temperature, cmd.top_k)
-            except ValueError as e:  # unknown characters in the prompt, a bad temperature
-                self.sample_failed.emit(str(e))
-            else:
-                # how it was made, in its header: texts at 0.8 and at 0.1 look nothing alike
-                how = f"on demand · temperature {cmd.temperature:g}"
-                how += f" · top-k {cmd.top_k}" if cmd.top_k else ""
-                self.sample.emit(session.trainer.iteration, cmd.prompt + text, how)
+            self._end_sample()  # a new one replaces it
+            trainer = session.trainer
+            chars = trainer.generate_iter(cmd.prompt, cmd.n_tokens, cmd.temperature, cmd.top_k)
+            self._sampling = _Sampling(cmd, chars, trainer.iteration)
+        elif isinstance(cmd, CancelSample):
+            self._end_sample()
+
+    def _sample_slice(self, session: TrainingSession) -> None:
+        """Make characters of the sample for up to SAMPLE_SLICE_S; emit it once it is whole."""
+        job = self._sampling
+        assert job is not None
+        stop_at = time.monotonic() + SAMPLE_SLICE_S
+        try:
+            with np.errstate(all="ignore"):
+                for ch in job.chars:
+                    job.made.append(ch)
+                    if time.monotonic() >= stop_at:
+                        self.sample_progress.emit(len(job.made), job.cmd.n_tokens)
+                        return
+        except ValueError as e:  # unknown characters in the prompt, a model that overflows
+            self._end_sample()
+            self.sample_failed.emit(str(e))
+            return
+        self._end_sample()
+        cmd = job.cmd
+        # how it was made, in its header: texts at 0.8 and at 0.1 look nothing alike
+        how = f"on demand · temperature {cmd.temperature:g}"
+        how += f" · top-k {cmd.top_k}" if cmd.top_k else ""
+        self.sample.emit(job.iteration, cmd.prompt + "".join(job.made), how)
+
+    def _end_sample(self) -> None:
+        """Drop the sample being made, if any, and say that none is."""
+        if self._sampling is not None:
+            self._sampling = None
+            self.sample_ended.emit()
 
     def _step(self, session: TrainingSession) -> None:
         tuner = self._tuner

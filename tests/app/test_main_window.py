@@ -702,6 +702,32 @@ def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
     assert "on demand · temperature 0.1 · top-k 5" in w.samples.text.toPlainText().splitlines()[0]
 
 
+def test_a_long_sample_lets_pause_act_at_once_and_can_be_cancelled(make_window, qtbot):
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 3, timeout=20_000)
+    w.samples.length.setValue(w.samples.length.maximum())  # seconds of sampling, even for tiny
+    qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
+    assert w.samples.busy and w.samples.generate_button.text() == "Cancel sample"
+    qtbot.waitUntil(lambda: "characters · Ctrl+G cancels" in w.statusBar().currentMessage(), timeout=10_000)
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
+    assert w.samples.busy  # paused while the sample is still being made, not after it
+    w.sample_action.trigger()  # Ctrl+G, now "Cancel sample"
+    qtbot.waitUntil(lambda: not w.samples.busy, timeout=5_000)
+    assert w.samples.generate_button.text() == "Generate sample"
+    assert "Generating" not in w.statusBar().currentMessage()
+    qtbot.wait(200)
+    assert w.samples.count() == 0  # nothing half made was shown
+    w.samples.length.setValue(20)
+    w.samples.prompt.setText("the")
+    w.samples.prompt.returnPressed.emit()  # Enter generates; while one is made, it does not cancel
+    w.samples.prompt.returnPressed.emit()
+    qtbot.waitUntil(lambda: w.samples.count() == 1 and not w.samples.busy, timeout=10_000)
+    assert w.samples.text.toPlainText().splitlines()[1].startswith("the")
+
+
 def test_settings_are_remembered(make_window, qtbot, settings):
     w = make_window()
     room = w.screen().availableGeometry()
