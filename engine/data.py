@@ -219,7 +219,9 @@ def read_text(path: str | Path) -> str:
         raise CorpusError(f"cannot read {p}: {e.strerror or e}") from None
     binary = f"{p} looks binary, not text; choose a UTF-8 text file"
     utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    if not utf16 and b"\x00" in raw[:65536]:  # in UTF-16, every ASCII character has a NUL byte
+    # A NUL anywhere, not only near the start: it would become a character to learn. In UTF-8 a
+    # 0 byte is U+0000 and nothing else; in UTF-16, every ASCII character has one.
+    if not utf16 and b"\x00" in raw:
         raise CorpusError(binary)
     try:
         text = raw.decode("utf-16" if utf16 else "utf-8")  # utf-16 takes the byte order from the mark
@@ -228,7 +230,7 @@ def read_text(path: str | Path) -> str:
         raise CorpusError(
             f"{p} {what} (bad byte at offset {e.start}); save it as UTF-8 and try again"
         ) from None
-    if utf16 and "\x00" in text[:65536]:  # UTF-32, whose byte-order mark starts as UTF-16's, say
+    if utf16 and "\x00" in text:  # UTF-32, whose byte-order mark starts as UTF-16's, say
         raise CorpusError(binary)
     # a byte-order mark (UTF-8's: the utf-16 codec drops its own) is an encoding detail, not a
     # character to learn

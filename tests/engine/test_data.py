@@ -62,6 +62,21 @@ def test_bad_files_give_one_clear_line(tmp_path, content, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"To be, or not to be\n" * 4000 + b"\x00",  # past the first 64 KiB, which alone was looked at
+        codecs.BOM_UTF16_LE + ("To be, or not to be\n" * 4000 + "\x00").encode("utf-16-le"),
+    ],
+    ids=["utf-8", "utf-16"],
+)
+def test_a_nul_anywhere_is_binary_not_a_character_to_learn(tmp_path, content):
+    path = tmp_path / "late.bin"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match="looks binary"):
+        data.read_text(path)
+
+
 def test_a_bad_file_is_named_by_its_path_as_given(tmp_path):
     for content in (b"", b"\x00binary", b"caf\xe9"):
         path = tmp_path / "null"
