@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Signal, Slot
-from PySide6.QtGui import QFontDatabase
+from PySide6.QtGui import QFontDatabase, QTextCursor
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 from engine.config import TrainConfig
 
 MAX_SHOWN = 100  # older samples stay in the run directory's samples.txt
+SEPARATOR = "\n\n"
 GENERATE, CANCEL = "Generate sample", "Cancel sample"
 GENERATE_TIP = "Sample from the model as it is now (Ctrl+G)"
 CANCEL_TIP = "Stop making this sample; training goes on when it ends (Ctrl+G)"
@@ -32,7 +33,7 @@ class SamplesView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._entries: list[tuple[int, str, str]] = []
+        self._lengths: list[int] = []  # each sample's cursor positions in the text, newest first
         self._busy = False  # a sample asked for is being made
 
         self.prompt = QLineEdit()
@@ -115,19 +116,34 @@ class SamplesView(QWidget):
         return self._busy
 
     def add(self, iteration: int, text: str, origin: str) -> None:
-        """Show a sample above the others."""
-        self._entries.insert(0, (iteration, origin, text))
-        del self._entries[MAX_SHOWN:]
-        self.text.setPlainText(
-            "\n\n".join(f"── iter {it} · {orig} ──\n{_shown(body)}" for it, orig, body in self._entries)
-        )
+        """Show a sample above the others, without moving the view of someone reading an older
+        one (or what they selected in it): only one at the top sees the new sample come."""
+        entry = f"── iter {iteration} · {origin} ──\n{_shown(text)}"
+        bar = self.text.verticalScrollBar()
+        top, lines = bar.value(), bar.maximum()
+        cursor = QTextCursor(self.text.document())  # the view's own cursor and selection move along
+        cursor.insertText(entry + SEPARATOR if self._lengths else entry)
+        if top > 0:
+            bar.setValue(top + bar.maximum() - lines)  # the lines just added above
+        self._lengths.insert(0, _positions(entry))
+        if len(self._lengths) > MAX_SHOWN:
+            end = self.text.document().characterCount() - 1  # the last block's own end is not text
+            cursor.setPosition(end - self._lengths.pop() - _positions(SEPARATOR))
+            cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)  # not moved: that steps by glyph
+            cursor.removeSelectedText()
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._lengths.clear()
         self.text.clear()
 
     def count(self) -> int:
-        return len(self._entries)
+        return len(self._lengths)
+
+
+def _positions(text: str) -> int:
+    """How many cursor positions ``text`` takes in a document: Qt counts UTF-16 code units,
+    so a character beyond the BMP (an emoji) takes two."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _shown(body: str) -> str:
