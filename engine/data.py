@@ -204,10 +204,10 @@ class AbsentText(Corpus):
 
 def read_text(path: str | Path) -> str:
     """The text of a file in UTF-8, or in UTF-16 if it starts with a UTF-16 byte-order mark
-    (Windows Notepad's "Unicode"), without its byte-order mark and with Windows line ends
-    (CRLF) made newlines. A file that is missing, empty, binary, or not text in its encoding is
-    CorpusError, with a line saying what is wrong that names the file by its path as given
-    (/dev/null, not "null")."""
+    (Windows Notepad's "Unicode"), without its byte-order mark, and with Windows line ends (CRLF)
+    and classic Mac OS ones (a lone CR) made newlines. A file that is missing, empty, binary, or
+    not text in its encoding is CorpusError, with a line saying what is wrong that names the file
+    by its path as given (/dev/null, not "null")."""
     p = Path(path)
     if not p.exists():
         raise CorpusError(f"corpus file not found: {p}; check the path")
@@ -237,4 +237,8 @@ def read_text(path: str | Path) -> str:
     text = text.removeprefix("\ufeff")
     if not text:
         raise CorpusError(f"{p} is empty; choose a text file with some writing in it")
-    return text.replace("\r\n", "\n")
+    # a lone CR too, or a terminal that prints a sample goes back to the start of the line and
+    # writes over it. In two steps, the first copy let go before the second: a large text is
+    # not held three times (and replace makes no copy where it finds nothing)
+    text = text.replace("\r\n", "\n")
+    return text.replace("\r", "\n")

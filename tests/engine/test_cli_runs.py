@@ -1,5 +1,6 @@
 """The command line's run folders, resume, Ctrl-C, sample and export."""
 
+import hashlib
 import json
 import os
 import signal
@@ -455,3 +456,21 @@ def test_characters_the_output_encoding_lacks_are_written_in_utf8_to_a_file(tmp_
     r = chargpt("sample", "zh/checkpoints/final.safetensors", "--prompt", "天地", "--tokens", "10")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("天地") and len(r.stdout.rstrip("\n")) == 12
+
+
+def test_a_run_on_a_text_of_windows_line_ends_resumes_on_that_text(corpus_file, tmp_path, capsys):
+    """A checkpoint records the sha256 of the text as read, its line ends made newlines: reading
+    a file the same way must keep that digest, or resuming calls the very same text another."""
+    from engine import cli
+
+    crlf = tmp_path / "crlf.txt"
+    text = corpus_file.read_text(encoding="utf-8").replace(" ", "\n")
+    crlf.write_bytes(text.replace("\n", "\r\n").encode("utf-8"))
+    common = ["--threads", "1", "--eval-every", "0", "--sample-chars", "0", "--batch", "2"]
+    assert cli.main(["train", "--iters", "2", "--corpus", str(crlf), "--run-dir", "r", *common]) == 0
+    final = "r/checkpoints/final.safetensors"
+    record = checkpoint.load(final).metadata["corpus"]
+    assert record["sha256"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", final, "--iters", "3", *common]) == 0
+    assert "warning" not in capsys.readouterr().out

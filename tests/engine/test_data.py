@@ -114,6 +114,13 @@ def test_a_file_with_a_utf16_mark_that_is_not_utf16_is_refused(tmp_path, content
     )
 
 
+def test_every_line_end_is_a_newline(tmp_path):
+    """A lone CR (classic Mac OS) was kept: a sample printed in a terminal wrote over its lines."""
+    path = tmp_path / "mac.txt"
+    path.write_bytes(b"To be,\ror not\r\nto be.\r\r\n")
+    assert data.read_text(path) == "To be,\nor not\nto be.\n\n"
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
