@@ -417,7 +417,16 @@ class MainWindow(QMainWindow):
 
         run_in_background(read, done, failed)
 
+    def _model_elsewhere(self) -> str:
+        """The name of the text the model in memory was trained on, if another is open (and
+        Start would train on that one): "" otherwise."""
+        info, open_text = self.run_info, self.corpus
+        if info is None or open_text is None or info.corpus.sha256 == open_text.sha256:
+            return ""
+        return info.corpus.name
+
     def _show_corpus(self) -> None:
+        self.samples.set_source(self._model_elsewhere())
         c = self.corpus
         if c is None:
             self.panel.set_corpus(None)
@@ -600,7 +609,9 @@ class MainWindow(QMainWindow):
         name = f"{self._file_stem()}.safetensors"
         start = str(Path(self._dialog_dir("export_dir", Path.home())) / name)
         filters = [CHECKPOINT_FILTER, *([WEIGHTS_FILTER] if weights_too else []), "All files (*)"]
-        path, chosen = QFileDialog.getSaveFileName(self, "Export checkpoint", start, ";;".join(filters))
+        elsewhere = self._model_elsewhere()
+        title = f"Export the model trained on {elsewhere}" if elsewhere else "Export checkpoint"
+        path, chosen = QFileDialog.getSaveFileName(self, title, start, ";;".join(filters))
         if path and Path(path).suffix.lower() != ".safetensors":
             # what a checkpoint is known by: Load's filter, and a file dropped or named at launch
             # (without it, one opened as a text to train on)
@@ -1105,6 +1116,12 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_sample_failed(self, message: str) -> None:
+        elsewhere = self._model_elsewhere()
+        if elsewhere and self.corpus is not None:
+            message += (
+                f"\n\nThe model in memory was trained on {elsewhere}. {self.corpus.name}, which is "
+                "open, is what Start trains a new model on."
+            )
         self._message(QMessageBox.Icon.Warning, SAMPLE_REFUSED, message)
 
     @Slot(str, str)
@@ -1121,6 +1138,7 @@ class MainWindow(QMainWindow):
             panel_state = TRAINING
         self.panel.set_state(panel_state, has_model=has_model, done=self._iteration())
         self.samples.generate_button.setEnabled(has_model)
+        self.samples.set_source(self._model_elsewhere())
         self.state_label.setText(f"<b>{html.escape(state)}</b>")  # "viewing <a folder name>"
         self._update_status()
 

@@ -35,6 +35,7 @@ class SamplesView(QWidget):
         super().__init__(parent)
         self._lengths: list[int] = []  # each sample's cursor positions in the text, newest first
         self._busy = False  # a sample asked for is being made
+        self._source = ""  # the text of the model sampled, if it is not the one open
 
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("prompt (optional)")
@@ -108,8 +109,25 @@ class SamplesView(QWidget):
     def set_busy(self, busy: bool) -> None:
         """Whether a sample asked for is being made: the button then cancels it."""
         self._busy = busy
-        self.generate_button.setText(CANCEL if busy else GENERATE)
-        self.generate_button.setToolTip(CANCEL_TIP if busy else GENERATE_TIP)
+        self._label_button()
+
+    def set_source(self, text_name: str) -> None:
+        """Name the text of the model that samples, when it is not the one open (a stopped run's,
+        with another text opened for the next): "" when it is."""
+        self._source = text_name
+        self._label_button()
+
+    def _label_button(self) -> None:
+        if self._busy:
+            self.generate_button.setText(CANCEL)
+            self.generate_button.setToolTip(CANCEL_TIP)
+        else:
+            name = self._source
+            if len(name) > 40:  # the button's width is the pane's least
+                name = f"{name[:19]}…{name[-19:]}"
+            self.generate_button.setText(f"{GENERATE} · model trained on {name}" if name else GENERATE)
+            tip = f"\nThe model in memory was trained on {self._source}" if self._source else ""
+            self.generate_button.setToolTip(GENERATE_TIP + tip)
 
     @property
     def busy(self) -> bool:

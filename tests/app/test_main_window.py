@@ -1547,6 +1547,35 @@ def test_a_prompt_the_model_cannot_read_is_refused_with_the_characters(make_wind
     assert w.samples.count() == 1  # the run's last, alone
 
 
+def test_with_another_text_opened_sampling_and_export_name_the_model_they_use(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    assert w.samples.generate_button.text() == "Generate sample"
+    greek = tmp_path / "greek.txt"
+    greek.write_text("αβγ δεζ ηθι κλμ νξο πρσ τυφ χψω\n" * 40, encoding="utf-8")
+    w.load_corpus(str(greek))
+    qtbot.waitUntil(lambda: w.corpus is not None and w.corpus.name == "greek.txt", timeout=10_000)
+    # the model in memory is the finished run's, on corpus.txt: its button says so
+    assert w.samples.generate_button.text() == "Generate sample · model trained on corpus.txt"
+    w.samples.prompt.setText("αβγ")
+    w.sample_action.trigger()
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot sample")), timeout=10_000)
+    [box] = boxes(w, "Cannot sample")
+    assert "The model in memory was trained on corpus.txt. greek.txt, which is open" in box.text()
+    titles = []
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda _w, title, *a: (titles.append(title), ("", ""))[1]
+    )
+    w.export_action.trigger()
+    assert titles == ["Export the model trained on corpus.txt"]
+    tiny(w, iters=5)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)  # a model of greek.txt now
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
+    assert w.samples.generate_button.text() == "Generate sample"
+
+
 def test_a_new_runs_message_names_its_folder_and_goes_when_the_run_ends(make_window, qtbot):
     w = make_window()
     tiny(w, iters=20)
