@@ -115,14 +115,16 @@ class _EnabledMirror(QObject):
 
     def __init__(self, parent: QObject, pairs: Iterable[tuple[QWidget, QAction]]) -> None:
         super().__init__(parent)
-        self._actions = dict(pairs)
-        for widget, action in self._actions.items():
+        self._actions: dict[QObject, list[QAction]] = {}
+        for widget, action in pairs:
+            self._actions.setdefault(widget, []).append(action)
             action.setEnabled(widget.isEnabled())
-            widget.installEventFilter(self)
+            widget.installEventFilter(self)  # once: installing it again moves it, no more
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.EnabledChange and watched in self._actions:
-            self._actions[watched].setEnabled(watched.isEnabled())
+            for action in self._actions[watched]:
+                action.setEnabled(watched.isEnabled())
         return False
 
 
@@ -255,6 +257,7 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         S = QKeySequence.StandardKey
         self.open_corpus_action = self._action("Open &corpus…", S.Open, self.choose_corpus)
+        self.builtin_action = self._action("Use the &built-in corpus", None, self.use_builtin_corpus)
         self.open_run_action = self._action("Open &run…", "Ctrl+Shift+O", self.choose_run)
         self.load_action = self._action("&Load checkpoint…", "Ctrl+L", self.choose_checkpoint)
         self.export_action = self._action("&Export checkpoint…", "Ctrl+E", self.choose_export)
@@ -272,7 +275,13 @@ class MainWindow(QMainWindow):
         about_action = self._action("&About CharGPT Studio", None, self.about)
 
         menu = self.menuBar().addMenu("&File")
-        for a in (self.open_corpus_action, self.open_run_action, self.load_action, self.export_action):
+        for a in (
+            self.open_corpus_action,
+            self.builtin_action,
+            self.open_run_action,
+            self.load_action,
+            self.export_action,
+        ):
             menu.addAction(a)
         menu.addAction(self.save_plots_action)
         self.plots.set_context_actions([self.save_plots_action, follow_action])
@@ -310,6 +319,7 @@ class MainWindow(QMainWindow):
             [
                 *pairs,
                 (self.panel.open_corpus, self.open_corpus_action),
+                (self.panel.open_corpus, self.builtin_action),  # Open…'s other choice
                 (self.samples.generate_button, self.sample_action),
             ],
         )
@@ -371,6 +381,12 @@ class MainWindow(QMainWindow):
         if path:
             self.settings.setValue("corpus_dir", str(Path(path).parent))
             self.load_corpus(path)
+
+    @Slot()
+    def use_builtin_corpus(self) -> None:
+        """Train on the built-in corpus again, this launch and the next (Open… picks only files)."""
+        if self.panel.open_corpus.isEnabled():
+            self.load_corpus(None)
 
     def load_corpus(self, path: str | None) -> None:
         """Read a corpus (None: the built-in one) off the GUI thread, then show it."""

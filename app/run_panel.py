@@ -116,7 +116,8 @@ class RunPanel(QWidget):
         self.corpus_label.setMinimumHeight(4 * self.corpus_label.fontMetrics().lineSpacing())
         self.open_corpus = QPushButton("Open…")
         self.open_corpus.setToolTip(
-            "Train on a text file of your own, UTF-8 or UTF-16\n(or drop one on the window)"
+            "Train on a text file of your own, UTF-8 or UTF-16 (Ctrl+O)\n"
+            "or drop one on the window; File → Use the built-in corpus goes back"
         )
 
         self.batch = QSpinBox()

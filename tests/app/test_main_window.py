@@ -611,6 +611,28 @@ def test_a_remembered_corpus_that_is_gone_gives_way_to_the_built_in_one(
     assert "moved-away.txt" in box.text() and "built-in corpus is open instead" in box.text()
 
 
+def test_file_menu_goes_back_to_the_built_in_corpus_for_this_launch_and_the_next(
+    make_window, qtbot, settings, corpus_file, monkeypatch
+):
+    """Open… picks only files: once one was opened, the built-in text was gone for good."""
+    import engine.default_corpus
+
+    builtin = Corpus("built in text, " * 200, engine.default_corpus.NAME)
+    monkeypatch.setattr(engine.default_corpus, "load_default_corpus", lambda: builtin)  # not the stdlib's
+    w = make_window()
+    assert w.corpus.name == "corpus.txt" and w.builtin_action.isEnabled()
+    assert "Ctrl+O" in w.panel.open_corpus.toolTip()
+    w.builtin_action.trigger()
+    qtbot.waitUntil(lambda: w.corpus is builtin, timeout=10_000)
+    assert w.panel.start.isEnabled()
+    w.save_settings()
+    assert settings.value("corpus") == ""
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == TRAINING, timeout=10_000)
+    assert not w.builtin_action.isEnabled()  # a run's text is its own until it stops
+
+
 def test_a_mistyped_text_at_launch_leaves_the_remembered_one_open(make_window, qtbot, settings, corpus_file):
     """`chargpt-studio typo.txt` opened the built-in text, and the next launch remembered that."""
     settings.setValue("corpus", str(corpus_file))
