@@ -115,15 +115,15 @@ class _EnabledMirror(QObject):
 
     def __init__(self, parent: QObject, pairs: Iterable[tuple[QWidget, QAction]]) -> None:
         super().__init__(parent)
-        self._actions: dict[QObject, list[QAction]] = {}
+        self._actions: dict[QWidget, list[QAction]] = {}
         for widget, action in pairs:
             self._actions.setdefault(widget, []).append(action)
             action.setEnabled(widget.isEnabled())
             widget.installEventFilter(self)  # once: installing it again moves it, no more
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.EnabledChange and watched in self._actions:
-            for action in self._actions[watched]:
+        if event.type() == QEvent.Type.EnabledChange and isinstance(watched, QWidget):
+            for action in self._actions.get(watched, []):
                 action.setEnabled(watched.isEnabled())
         return False
 
