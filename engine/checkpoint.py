@@ -430,9 +430,11 @@ def restore(
         )
     if corpus.tokenizer.chars != ckpt.vocabulary:
         try:
-            corpus = Corpus(corpus.text, corpus.name, ckpt.tokenizer(), path=corpus.path)
+            again = Corpus(corpus.text, corpus.name, ckpt.tokenizer(), path=corpus.path)
         except CorpusError as e:
             raise CheckpointError(f"cannot resume on {corpus.name}: {e}") from None
+        again.label = corpus.label  # its refusals name the file as it was given
+        corpus = again
     overrides = dict(train_overrides or {})
     fixed = sorted(set(overrides) - set(RESUMABLE))
     if fixed:

@@ -37,13 +37,14 @@ class UnknownCharactersError(CorpusError):
 
 
 class CharTokenizer:
-    """One token per distinct character, numbered in sorted order."""
+    """One token per distinct character, numbered in sorted order. ``source`` is what the
+    characters come from, as a refusal names it."""
 
-    def __init__(self, chars: Iterable[str]) -> None:
+    def __init__(self, chars: Iterable[str], source: str = "the text") -> None:
         self.chars: list[str] = sorted(set(chars))
         if len(self.chars) > MAX_VOCAB:
             raise CorpusError(
-                f"the text has {len(self.chars):,} distinct characters, more than the "
+                f"{source} has {len(self.chars):,} distinct characters, more than the "
                 f"{MAX_VOCAB:,} a token can hold; use a text with fewer distinct characters"
             )
         if any(len(c) != 1 for c in self.chars):
@@ -57,7 +58,7 @@ class CharTokenizer:
         self._table[codes] = np.arange(len(codes))
 
     @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
+    def from_text(cls, text: str, source: str = "the text") -> CharTokenizer:
         seen = np.zeros(0, dtype=bool)  # by code point
         for codes in _code_points(text):
             present = np.bincount(codes) > 0
@@ -66,7 +67,7 @@ class CharTokenizer:
                 seen = present
             else:
                 seen[: len(present)] |= present
-        return cls(map(chr, np.flatnonzero(seen)))
+        return cls(map(chr, np.flatnonzero(seen)), source)
 
     @property
     def vocab_size(self) -> int:
@@ -112,13 +113,15 @@ class Corpus:
         name: str = "text",
         tokenizer: CharTokenizer | None = None,
         *,
-        path: Path | None = None,  # the file it was read from, if any: checkpoints record it
+        path: str | Path | None = None,  # the file it was read from, if any, as the user gave it
     ) -> None:
-        if not text:
-            raise CorpusError(f"{name} is empty; choose a text file with some writing in it")
         self.name = name
-        self.path = path
-        self.tokenizer = tokenizer or CharTokenizer.from_text(text)
+        # a refusal names the file by its path as given (/dev/null, not "null"), as read_text's do
+        self.label = name if path is None else str(path)
+        self.path = None if path is None else Path(path).resolve()  # checkpoints record it whole
+        if not text:
+            raise CorpusError(f"{self.label} is empty; choose a text file with some writing in it")
+        self.tokenizer = tokenizer or CharTokenizer.from_text(text, self.label)
         self.tokens = self.tokenizer.encode(text)
         digest = hashlib.sha256()
         for i in range(0, len(text), ENCODE_CHUNK):  # not a whole UTF-8 copy of the text at once
@@ -132,7 +135,7 @@ class Corpus:
 
     @classmethod
     def from_file(cls, path: str | Path, tokenizer: CharTokenizer | None = None) -> Corpus:
-        return cls(read_text(path), Path(path).name, tokenizer, path=Path(path).resolve())
+        return cls(read_text(path), Path(path).name, tokenizer, path=path)
 
     @property
     def vocab_size(self) -> int:
@@ -148,7 +151,7 @@ class Corpus:
         """Raise CorpusError, ending with ``advice``, unless the text holds one training window."""
         if len(self.tokens) < context + 1:
             raise CorpusError(
-                f"{self.name} has {len(self.tokens)} characters, fewer than the context "
+                f"{self.label} has {len(self.tokens)} characters, fewer than the context "
                 f"{context} + 1 that one training example needs; {advice}"
             )
 
@@ -186,7 +189,7 @@ class AbsentText(Corpus):
     def __init__(self, record: Mapping[str, Any], tokenizer: CharTokenizer) -> None:
         # not Corpus.__init__: there is no text to read
         self.record = dict(record)
-        self.name = str(record.get("name") or "text")
+        self.name = self.label = str(record.get("name") or "text")
         path = record.get("path")
         self.path = Path(path) if path and path != BUILTIN else None
         self.tokenizer = tokenizer

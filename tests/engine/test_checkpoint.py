@@ -285,6 +285,15 @@ def test_a_different_corpus_resumes_with_a_warning_and_the_checkpoints_tokenizer
         checkpoint.restore(saved, Corpus(VERSE + "XZ", "more"))
 
 
+def test_a_text_too_short_to_resume_on_is_named_by_its_path_as_given(saved, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("texts").mkdir()
+    Path("texts/short.txt").write_text("to be", encoding="utf-8")  # read in the checkpoint's vocabulary
+    told = r"^cannot resume on short.txt: texts/short.txt has 5 characters, fewer than the context"
+    with pytest.raises(CheckpointError, match=told):
+        checkpoint.restore(saved, Corpus.from_file("texts/short.txt"))
+
+
 def test_the_recorded_corpus_file_is_reopened_or_asked_for(tmp_path, one_thread):
     text_file = tmp_path / "verse.txt"
     text_file.write_text(VERSE * 2, encoding="utf-8")

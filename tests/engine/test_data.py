@@ -1,5 +1,6 @@
 import codecs
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,13 +78,21 @@ def test_a_nul_anywhere_is_binary_not_a_character_to_learn(tmp_path, content):
         data.read_text(path)
 
 
-def test_a_bad_file_is_named_by_its_path_as_given(tmp_path):
-    for content in (b"", b"\x00binary", b"caf\xe9"):
-        path = tmp_path / "null"
+def test_every_refusal_of_a_file_names_it_by_its_path_as_given(tmp_path, monkeypatch):
+    """Not by its name alone ("null is empty", of /dev/null, named no file), nor resolved."""
+    monkeypatch.chdir(tmp_path)
+    path = Path("texts") / "null"
+    path.parent.mkdir()
+    many = "".join(chr(c) for c in range(0x100, 0x100 + MAX_VOCAB + 4096) if not 0xD800 <= c < 0xE000)
+    for content in (b"", b"\x00binary", b"caf\xe9", many.encode()):
         path.write_bytes(content)
-        with pytest.raises(CorpusError) as info:  # "null is empty", of /dev/null, named no file
-            data.read_text(path)
+        with pytest.raises(CorpusError) as info:
+            Corpus.from_file(path)
         assert str(info.value).startswith(f"{path} ")
+    path.write_text("short text", encoding="utf-8")
+    with pytest.raises(CorpusError) as info:
+        Corpus.from_file(path).check_context(32)
+    assert str(info.value).startswith(f"{path} ")
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
