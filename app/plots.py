@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QEvent, QIODevice, QObject, QPointF, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QColor, QFontMetrics, QPainter, QPaintEvent, QPalette, QPixmap
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QFontMetrics,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+    QPixmap,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -129,11 +138,8 @@ class TrainingPlots(QWidget):
         self.follow_button.setToolTip("Return to following the newest iteration")
         self.follow_button.setVisible(False)
         # The newest iteration's values, live; those under the mouse while it is over a plot.
-        self.hover_label = QLabel(" ")
-        self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hover_label = Readout()
         self._hovering = False
-        # cut at the right edge, whole in its tooltip: a long line must not widen the window
-        self.hover_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Smoothing"))
@@ -466,7 +472,7 @@ class TrainingPlots(QWidget):
         self.follow()
         for line in self.cursors:
             line.setVisible(False)
-        self.hover_label.setText(" ")
+        self.hover_label.set_parts([])
         self.set_vocabulary(None)
 
     # -- saving -----------------------------------------------------------------------------
@@ -584,7 +590,7 @@ class TrainingPlots(QWidget):
         for line in self.cursors:
             line.setVisible(False)
         if not len(self.store):
-            self.hover_label.setText(" ")
+            self.hover_label.set_parts([])
             return
         self._show_values(len(self.store) - 1)
 
@@ -629,5 +635,43 @@ class TrainingPlots(QWidget):
             parts.append(f"arena {in_use:.1f} of {reserved:.1f} MB")
         if math.isfinite(rss):
             parts.append(f"RSS {rss:.0f} MB")
-        self.hover_label.setText(" · ".join(parts))
-        self.hover_label.setToolTip(self.hover_label.text())
+        self.hover_label.set_parts(parts)
+
+
+class Readout(QLabel):
+    """One line of values, "a · b · c": as many as fit, whole, and "…" where the rest were
+    left off (a line cut mid-word read "RSS 168 I"); the whole line is its tooltip. Its width
+    is what the layout gives it: a long line must not widen the window."""
+
+    SEP = " · "
+
+    def __init__(self) -> None:
+        super().__init__(" ")
+        self._parts: list[str] = []
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    @property
+    def line(self) -> str:
+        """The whole line, shown or not."""
+        return self.SEP.join(self._parts)
+
+    def set_parts(self, parts: list[str]) -> None:
+        self._parts = parts
+        self.setToolTip(self.line)
+        self._fit()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        room, metrics, parts = self.contentsRect().width(), self.fontMetrics(), self._parts
+
+        def first(n: int) -> str:
+            return self.SEP.join(parts[:n] + (["…"] if n < len(parts) else []))
+
+        n = len(parts)
+        while n > 1 and metrics.horizontalAdvance(first(n)) > room:
+            n -= 1
+        self.setText(first(n) or " ")

@@ -60,7 +60,7 @@ def test_hover_shows_the_values_of_the_nearest_iteration(qtbot):
     qtbot.addWidget(plots)
     store.extend(records(1, 101, lr=1.5e-3, grad_norm=0.75))
     plots.show_values_at(41.7)
-    text = plots.hover_label.text()
+    text = plots.hover_label.line
     assert "iter 42" in text and "10.0 ms/iter (median 10.0)" in text
     assert "lr 0.0015" in text and "grad norm 0.75" in text
 
@@ -70,17 +70,36 @@ def test_the_readout_shows_the_newest_iteration_unless_the_mouse_is_over_a_plot(
     plots = shown(qtbot, store)
     store.extend(records(1, 101))
     plots.redraw()
-    assert plots.hover_label.text().startswith("iter 100 · loss")  # a run's numbers, live
-    assert "smoothed 4.9250 (at 75)" in plots.hover_label.text()  # the newest with a whole window
+    assert plots.hover_label.line.startswith("iter 100 · loss")  # a run's numbers, live
+    assert "smoothed 4.9250 (at 75)" in plots.hover_label.line  # the newest with a whole window
     assert not any(line.isVisible() for line in plots.cursors)
     plots.show_values_at(41.7)
-    assert plots.hover_label.text().startswith("iter 42") and all(line.isVisible() for line in plots.cursors)
+    assert plots.hover_label.line.startswith("iter 42") and all(line.isVisible() for line in plots.cursors)
     store.extend(records(101, 111))
     plots.redraw()
-    assert plots.hover_label.text().startswith("iter 42")  # kept while the mouse is there
+    assert plots.hover_label.line.startswith("iter 42")  # kept while the mouse is there
     QApplication.sendEvent(plots.canvas, QEvent(QEvent.Type.Leave))
-    assert plots.hover_label.text().startswith("iter 110")  # it stayed at 42 after the mouse left
+    assert plots.hover_label.line.startswith("iter 110")  # it stayed at 42 after the mouse left
     assert not any(line.isVisible() for line in plots.cursors)
+
+
+def test_a_readout_too_long_for_its_width_leaves_whole_values_off_and_says_so(qtbot):
+    """At 1366x768 the line ended "RSS 168 I", cut mid-word with nothing to say so."""
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend(records(1, 101))
+    plots.redraw()
+    label = plots.hover_label
+    whole = label.line
+    plots.resize(400, plots.height())
+    qtbot.waitUntil(lambda: label.text() != whole)
+    shown_parts = label.text().split(" · ")
+    assert shown_parts[-1] == "…" and 1 < len(shown_parts) < len(whole.split(" · "))
+    assert whole.startswith(" · ".join(shown_parts[:-1]) + " · ")  # whole values, in order
+    assert label.fontMetrics().horizontalAdvance(label.text()) <= label.contentsRect().width()
+    assert label.toolTip() == whole
+    plots.resize(3000, plots.height())
+    qtbot.waitUntil(lambda: label.text() == whole)
 
 
 def test_the_readout_names_the_latest_validation_and_where_it_was_taken(qtbot):
@@ -91,11 +110,11 @@ def test_the_readout_names_the_latest_validation_and_where_it_was_taken(qtbot):
     store.extend(records(51, 52, val_loss=2.5))
     store.extend(records(52, 101))
     plots.show_values_at(51)
-    assert "val 2.5000 ·" in plots.hover_label.text()
+    assert "val 2.5000 ·" in plots.hover_label.line
     plots.show_values_at(80)  # one point in a thousand is hard to hover onto
-    assert "val 2.5000 (at 51)" in plots.hover_label.text()
+    assert "val 2.5000 (at 51)" in plots.hover_label.line
     plots.show_values_at(20)
-    assert "val" not in plots.hover_label.text()
+    assert "val" not in plots.hover_label.line
 
 
 def test_redraws_are_spaced_by_what_they_cost_repaints_included(qtbot):
@@ -397,7 +416,7 @@ def test_the_readout_leaves_a_plot_with_the_mouse_even_after_a_late_move(qtbot):
     QApplication.sendEvent(plots.canvas, QEvent(QEvent.Type.Leave))  # out before it is
     qtbot.wait(150)
     assert not any(line.isVisible() for line in plots.cursors)
-    assert plots.hover_label.text().startswith("iter 300")
+    assert plots.hover_label.line.startswith("iter 300")
 
 
 def test_a_new_run_brings_the_readout_back_under_a_resting_mouse(qtbot):
@@ -409,7 +428,7 @@ def test_a_new_run_brings_the_readout_back_under_a_resting_mouse(qtbot):
     plots.reset()  # F5
     store.extend(records(1, 21))
     plots.redraw()
-    assert plots.hover_label.text().startswith("iter 20")  # it stayed blank until the mouse moved
+    assert plots.hover_label.line.startswith("iter 20")  # it stayed blank until the mouse moved
 
 
 def test_a_log_loss_axis_across_decades_writes_powers_of_ten(qtbot):
