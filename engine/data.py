@@ -29,11 +29,17 @@ class CorpusError(InputError, ValueError):
 class UnknownCharactersError(CorpusError):
     def __init__(self, chars: Iterable[str]) -> None:
         self.chars = sorted(set(chars))
-        shown = " ".join(repr(c) for c in self.chars[:10])
+        shown = " ".join(map(show_char, self.chars[:10]))
         more = f" and {len(self.chars) - 10} more" if len(self.chars) > 10 else ""
         super().__init__(
             f"characters not in the model's vocabulary: {shown}{more}; use only characters of its corpus"
         )
+
+
+def show_char(c: str) -> str:
+    """A character as a message quotes it: 'e', or 'é' (U+00E9) beside the 'é' of an e and a
+    combining accent (e U+0301), which look the same."""
+    return repr(c) if c.isascii() else f"{c!r} (U+{ord(c):04X})"
 
 
 class CharTokenizer:

@@ -37,6 +37,14 @@ def test_unknown_characters_are_named():
         tok.encode("axbz")
 
 
+def test_unknown_characters_beyond_ascii_are_shown_with_their_code_points():
+    """An é of one code point and an e with a combining accent look the same on screen."""
+    tok = CharTokenizer.from_text("cafe\u0301 x")
+    with pytest.raises(UnknownCharactersError) as info:
+        tok.encode("café!")
+    assert "vocabulary: '!' 'é' (U+00E9); use only" in str(info.value)
+
+
 def test_split_is_ninety_ten_and_batches_are_next_character_pairs():
     corpus = Corpus("abcdefghij" * 100)
     assert len(corpus.train) == 900 and len(corpus.val) == 100
