@@ -129,6 +129,11 @@ class Corpus:
             raise CorpusError(f"{self.label} is empty; choose a text file with some writing in it")
         self.tokenizer = tokenizer or CharTokenizer.from_text(text, self.label)
         self.tokens = self.tokenizer.encode(text)
+        if self.tokens.min() == self.tokens.max():  # its loss would be 0 from the first iteration
+            raise CorpusError(
+                f"{self.label} holds only one distinct character, {show_char(text[0])}, so there is "
+                "nothing to learn from it; choose a text with at least two different characters"
+            )
         digest = hashlib.sha256()
         for i in range(0, len(text), ENCODE_CHUNK):  # not a whole UTF-8 copy of the text at once
             digest.update(text[i : i + ENCODE_CHUNK].encode("utf-8"))

@@ -92,7 +92,7 @@ def test_every_refusal_of_a_file_names_it_by_its_path_as_given(tmp_path, monkeyp
     path = Path("texts") / "null"
     path.parent.mkdir()
     many = "".join(chr(c) for c in range(0x100, 0x100 + MAX_VOCAB + 4096) if not 0xD800 <= c < 0xE000)
-    for content in (b"", b"\x00binary", b"caf\xe9", many.encode()):
+    for content in (b"", b"\x00binary", b"caf\xe9", many.encode(), b"zzz"):
         path.write_bytes(content)
         with pytest.raises(CorpusError) as info:
             Corpus.from_file(path)
@@ -157,6 +157,19 @@ def test_text_shorter_than_the_context_is_refused():
     corpus = Corpus("short text")
     with pytest.raises(CorpusError, match="fewer than the context"):
         corpus.check_context(32)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("a" * 1000, "'a'"), ("\n\n\n", r"'\n'"), ("é" * 50, "'é' (U+00E9)")],
+    ids=["letter", "newline", "accented"],
+)
+def test_a_text_of_one_character_is_refused_as_nothing_to_learn(text, shown):
+    """Its loss is 0 from the first iteration: also read in a larger vocabulary (a checkpoint's)."""
+    for tokenizer in (None, CharTokenizer.from_text("abé\n")):
+        with pytest.raises(CorpusError, match="only one distinct character") as info:
+            Corpus(text, "same.txt", tokenizer)
+        assert str(info.value).startswith(f"same.txt holds only one distinct character, {shown}, ")
 
 
 def test_a_folder_is_not_a_corpus(tmp_path):
