@@ -42,14 +42,12 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QFileDialog,
-    QFrame,
     QLabel,
     QLineEdit,
     QMainWindow,
     QMenu,
     QMessageBox,
     QProgressBar,
-    QScrollArea,
     QSplitter,
     QStyle,
     QWidget,
@@ -101,7 +99,7 @@ FOLLOW_MS = 500  # how often an opened run directory is read for new records
 RECENT_RUNS = 8  # File → Recent runs
 DEFAULT_SIZE = QSize(1320, 860)  # first launch (within the screen) and screenshots
 # Below this the plots cannot be read. Short, as a laptop's screen at 125-150 % scale is (768
-# pixels are 512 to 614): there the panel scrolls (see panel_scroll).
+# pixels are 512 to 614): there the panel's settings scroll (see RunPanel).
 MINIMUM_SIZE = QSize(800, 420)
 
 
@@ -181,17 +179,10 @@ class MainWindow(QMainWindow):
         self.panel = RunPanel()
         self.plots = TrainingPlots(self.store)
         self.samples = SamplesView()
-        # On a short screen (1024 x 600) the panel scrolls, rather than squeeze its spin boxes
-        # until their numbers are cut off. Its width leaves room for the scroll bar.
-        panel_scroll = QScrollArea()
-        panel_scroll.setWidget(self.panel)
-        panel_scroll.setWidgetResizable(True)
-        panel_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        panel_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        panel_scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab goes to its controls, not to it
+        # its width leaves room for the scroll bar of its settings, on a short screen
         bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
-        panel_scroll.setMinimumWidth(280 + bar)
-        panel_scroll.setMaximumWidth(380 + bar)
+        self.panel.setMinimumWidth(280 + bar)
+        self.panel.setMaximumWidth(380 + bar)
 
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.plots)
@@ -200,7 +191,7 @@ class MainWindow(QMainWindow):
         right.setStretchFactor(1, 1)
         right.setSizes([640, 240])
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(panel_scroll)
+        self.splitter.addWidget(self.panel)
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setContentsMargins(6, 6, 6, 0)

@@ -6,17 +6,19 @@ import html
 import re
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -183,13 +185,20 @@ class RunPanel(QWidget):
         buttons.addWidget(self.export, 1, 0, 1, 3)
         buttons.addWidget(self.load, 2, 0, 1, 3)
 
+        settings = QWidget()
+        column = QVBoxLayout(settings)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(model_box)
+        column.addWidget(corpus_box)
+        column.addWidget(train_box)
+        # On a short screen (1024 x 600, or 768 pixels at 150 %) the settings scroll, rather than
+        # squeeze their spin boxes until the numbers are cut off; the buttons stay in view below.
+        self.settings_scroll = _SettingsScroll(settings)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(model_box)
-        layout.addWidget(corpus_box)
-        layout.addWidget(train_box)
+        layout.addWidget(self.settings_scroll)
         layout.addLayout(buttons)
-        layout.addStretch(1)
+        layout.addStretch(1)  # room to spare goes below the buttons, not between them and the rest
 
         self.preset.currentIndexChanged.connect(self._on_preset)
         self.threads.valueChanged.connect(self.threads_changed)
@@ -410,3 +419,26 @@ def breakable(name: str) -> str:
 def _phrases(*phrases: str, sep: str = ", ") -> str:
     """Rich text that wraps between phrases, never inside one ("context / 32")."""
     return sep.join(p.replace(" ", "\N{NO-BREAK SPACE}") for p in phrases)
+
+
+class _SettingsScroll(QScrollArea):
+    """Scrolls the panel's settings when the window is too short for them, and takes no more
+    height than they need otherwise (a scroll area's own size hint stops at 24 lines of text)."""
+
+    def __init__(self, settings: QWidget) -> None:
+        super().__init__()
+        self.setWidget(settings)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab goes to its controls, not to it
+        settings.installEventFilter(self)
+
+    def sizeHint(self) -> QSize:
+        settings = self.widget()
+        return settings.sizeHint() if settings is not None else super().sizeHint()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:  # a description one line longer, say
+            self.updateGeometry()
+        return False

@@ -839,10 +839,12 @@ def test_a_short_window_scrolls_the_panel_rather_than_squeeze_its_controls(make_
     controls = (p.preset, p.batch, p.iters, p.lr, p.seed, p.threads, p.start, p.export, p.load)
     for c in controls:
         qtbot.waitUntil(lambda c=c: c.height() >= c.minimumSizeHint().height())
-    scroll = p.parentWidget().parentWidget()  # the scroll area's viewport, then the area
+    scroll = p.settings_scroll
     assert scroll.verticalScrollBar().maximum() > 0  # what is below the fold is reachable
-    scroll.ensureWidgetVisible(p.load)
-    assert p.load.visibleRegion().boundingRect().height() == p.load.height()
+    scroll.ensureWidgetVisible(p.threads)
+    assert p.threads.visibleRegion().boundingRect().height() == p.threads.height()
+    for button in (p.start, p.pause, p.stop, p.export, p.load):  # in view without scrolling
+        assert button.visibleRegion().boundingRect().height() == button.height()
     # Tab goes from the samples to the panel's first control, not to the scroll area itself
     w.activateWindow()
     w.samples.text.setFocus()
