@@ -151,6 +151,7 @@ class TrainingPlots(QWidget):
         bar.addWidget(self.follow_button)
 
         self.canvas = _TimedCanvas()
+        self.canvas.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # no key does anything there: Tab passes it
         self.loss_plot = self._add_plot(0, "loss", None, LossAxis("left"))
         self.time_plot = self._add_plot(1, "step time", "s")
         self.mem_plot = self._add_plot(2, "arena", "MB")

@@ -851,6 +851,11 @@ def test_a_short_window_scrolls_the_panel_rather_than_squeeze_its_controls(make_
     qtbot.waitUntil(lambda: w.samples.text.hasFocus())
     qtbot.keyClick(w.samples.text, Qt.Key.Key_Tab)
     qtbot.waitUntil(lambda: p.preset.hasFocus())
+    # and from the plots' last control to the prompt, with no stop on the plots between
+    w.plots.log_loss.setFocus()
+    qtbot.waitUntil(lambda: w.plots.log_loss.hasFocus())
+    qtbot.keyClick(w.plots.log_loss, Qt.Key.Key_Tab)
+    qtbot.waitUntil(lambda: w.samples.prompt.hasFocus())
 
 
 def test_a_thread_count_changed_mid_run_is_marked_on_the_step_time_plot(make_window, qtbot):
