@@ -417,6 +417,7 @@ class TrainingPlots(QWidget):
         self.following = True
         self.follow_button.setVisible(False)
         self._show_all()
+        self.show_latest()  # the readout too, though the mouse rests where it hovered
 
     @Slot(object)
     def _on_manual_range(self, _mask: object) -> None:

@@ -83,6 +83,19 @@ def test_the_readout_shows_the_newest_iteration_unless_the_mouse_is_over_a_plot(
     assert not any(line.isVisible() for line in plots.cursors)
 
 
+def test_follow_newest_brings_the_readout_to_the_newest_iteration_under_a_resting_mouse(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend(records(1, 101))
+    plots.show_values_at(40)  # hovered, and the mouse stays there
+    plots.follow()  # Ctrl+F
+    assert plots.hover_label.line.startswith("iter 100")
+    assert not any(line.isVisible() for line in plots.cursors)
+    store.extend(records(101, 111))
+    plots.redraw()
+    assert plots.hover_label.line.startswith("iter 110")  # and it goes on following
+
+
 def test_a_readout_too_long_for_its_width_leaves_whole_values_off_and_says_so(qtbot):
     """At 1366x768 the line ended "RSS 168 I", cut mid-word with nothing to say so."""
     store = MetricsStore()
