@@ -1,7 +1,5 @@
 """``python -m app``: the same as the ``chargpt-studio`` command."""
 
-import sys
+from app.main import entry
 
-from app.main import main
-
-sys.exit(main())
+entry()

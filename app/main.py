@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from engine import __version__
 from engine.blas import cpu_count
 from engine.config import MAX_ITERS, PRESETS
+from engine.errors import any_text_streams
 
 if TYPE_CHECKING:  # Qt is imported only once the display libraries are known to be there
     from app.main_window import MainWindow
@@ -228,5 +229,11 @@ def _launcher(*, install: bool) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``chargpt-studio`` command and ``python -m app``."""
+    any_text_streams()  # it prints paths, which a code page may lack
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

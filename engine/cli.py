@@ -8,7 +8,6 @@ output was closed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -43,7 +42,7 @@ from engine.config import (
     preset_of,
 )
 from engine.data import Corpus
-from engine.errors import InputError, out_of_memory
+from engine.errors import InputError, any_text_streams, out_of_memory
 from engine.memory import available_memory, cgroup_room, memory_needed
 from engine.parallel import ShardError
 
@@ -749,18 +748,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         # it was written, as a Unix tool that SIGPIPE ends reports it
         _discard(sys.stdout)
         return EXIT_OUTPUT_CLOSED
-
-
-def any_text_streams() -> None:
-    """Make standard output take every character a model may write, and standard error every
-    path and message, where they would raise UnicodeEncodeError instead: a file or a pipe gets
-    UTF-8 (on Windows it gets the ANSI code page, which has no byte for most of them); a terminal
-    keeps its own encoding, showing "?" for what it cannot show; standard error writes that as
-    an escape (\\u4e2d)."""
-    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
-        if isinstance(stream, io.TextIOWrapper):  # not None (no console), nor a test's stand-in
-            to_file = stream is sys.stdout and not stream.isatty()
-            stream.reconfigure(encoding="utf-8" if to_file else None, errors=errors)
 
 
 def entry() -> None:

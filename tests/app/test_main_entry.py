@@ -94,3 +94,24 @@ def test_a_screenshot_of_a_text_without_the_sample_prompts_letters_is_taken_all_
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 10_000
+
+
+def test_paths_the_code_page_lacks_are_printed_not_a_traceback(tmp_path):
+    """On Windows, output to a file or a pipe takes the ANSI code page (cp1252 here)."""
+    data = tmp_path / "数据"
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "XDG_DATA_HOME": str(data),
+        "PYTHONIOENCODING": "cp1252",
+        "QT_QPA_PLATFORM": "offscreen",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "--install-launcher"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert f"wrote {data}".encode() in done.stdout  # UTF-8, to a pipe

@@ -311,13 +311,13 @@ class Terminal(io.BytesIO):
     ],
 )
 def test_standard_streams_take_characters_their_encoding_lacks(monkeypatch, stdout, written):
-    from engine import cli
+    from engine.errors import any_text_streams
 
     out = io.TextIOWrapper(stdout(), encoding="cp1252", newline="\n")
     err = io.TextIOWrapper(io.BytesIO(), encoding="cp1252", newline="\n")  # strict, unlike Python's own
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
-    cli.any_text_streams()
+    any_text_streams()
     for stream in (out, err):
         stream.write("天 é\n")
         stream.flush()
