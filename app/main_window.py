@@ -57,7 +57,7 @@ import engine
 from app.metrics_store import MetricsStore
 from app.plots import TrainingPlots
 from app.run_panel import RunPanel
-from app.samples_view import SamplesView
+from app.samples_view import CANCEL, GENERATE, SamplesView
 from app.worker import (
     AUTO_THREADS,
     FAILED,
@@ -92,7 +92,6 @@ BUSY = (STARTING, TRAINING, PAUSED)  # a run is on: its text and model are its o
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
 SAMPLE_REFUSED = "Cannot sample"  # the title of that message box
 LOAD_REFUSED = "Cannot load this checkpoint"  # the title of that message box
-GENERATING = "Generating a sample…"  # the status bar's, until the sample comes or is refused
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
@@ -117,7 +116,7 @@ class _EnabledMirror(QObject):
         for widget, action in pairs:
             self._actions.setdefault(widget, []).append(action)
             action.setEnabled(widget.isEnabled())
-            widget.installEventFilter(self)  # once: installing it again moves it, no more
+            widget.installEventFilter(self)  # a widget in two pairs gets it twice: Qt keeps one
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.EnabledChange and isinstance(watched, QWidget):
@@ -524,7 +523,7 @@ class MainWindow(QMainWindow):
         worker.warned.connect(self._on_warned)
         worker.final_failed.connect(self._on_final_failed)
         worker.sample_failed.connect(self._on_sample_failed)
-        worker.sample_progress.connect(self._on_sample_progress)
+        worker.sample_progress.connect(self.samples.show_progress)
         worker.sample_ended.connect(self._on_sample_ended)
         worker.failed.connect(self._on_failed)
         self.handle = WorkerThread(worker)
@@ -577,27 +576,19 @@ class MainWindow(QMainWindow):
                 prompt, n, temperature, top_k if isinstance(top_k, int) else None
             )
             self._set_sampling(True)
-            self.statusBar().showMessage(GENERATING)
 
     @Slot()
     def _on_sample_cancelled(self) -> None:
         if self.handle is not None and self.handle.is_running():
             self.handle.worker.cancel_sample()
 
-    @Slot(int, int)
-    def _on_sample_progress(self, made: int, wanted: int) -> None:
-        # Training waits for the sample, which may take minutes: say how far it is, and how to stop it.
-        self.statusBar().showMessage(f"{GENERATING} {made:,} of {wanted:,} characters · Ctrl+G cancels")
-
     @Slot()
     def _on_sample_ended(self) -> None:
         self._set_sampling(False)
-        if self.statusBar().currentMessage().startswith(GENERATING):
-            self.statusBar().clearMessage()
 
     def _set_sampling(self, busy: bool) -> None:
         self.samples.set_busy(busy)
-        self.sample_action.setText("&Cancel sample" if busy else "&Generate sample")
+        self.sample_action.setText(f"&{CANCEL if busy else GENERATE}")
 
     # -- export / load --------------------------------------------------------------------------
     @Slot()
@@ -1121,10 +1112,10 @@ class MainWindow(QMainWindow):
         if self._export_wait is not None:
             self._export_wait.quit()
 
-    @Slot(str)
-    def _on_sample_failed(self, message: str) -> None:
+    @Slot(str, bool)
+    def _on_sample_failed(self, message: str, unknown_characters: bool) -> None:
         elsewhere = self._model_elsewhere()
-        if elsewhere and self.corpus is not None:
+        if unknown_characters and elsewhere and self.corpus is not None:
             message += (
                 f"\n\nThe model in memory was trained on {elsewhere}. {self.corpus.name}, which is "
                 "open, is what Start trains a new model on."

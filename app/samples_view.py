@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QFontDatabase, QTextCursor
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
@@ -117,14 +117,24 @@ class SamplesView(QWidget):
         self._source = text_name
         self._label_button()
 
+    @Slot(int, int)
+    def show_progress(self, made: int, wanted: int) -> None:
+        """How far the sample being made is: training waits for it, and 5,000 characters of a
+        large model take minutes. On the button that cancels it, not in the status bar, whose
+        messages (an export done, a warning) it would overwrite every slice."""
+        if self._busy:
+            self.generate_button.setText(f"{CANCEL} · {made:,} of {wanted:,} characters made")
+
     def _label_button(self) -> None:
         if self._busy:
             self.generate_button.setText(CANCEL)
             self.generate_button.setToolTip(CANCEL_TIP)
         else:
-            name = self._source
-            if len(name) > 40:  # the button's width is the pane's least
-                name = f"{name[:19]}…{name[-19:]}"
+            # elided to a share of the pane's width: the button's width is the pane's least
+            metrics = self.generate_button.fontMetrics()
+            name = metrics.elidedText(
+                self._source, Qt.TextElideMode.ElideMiddle, 30 * metrics.averageCharWidth()
+            )
             self.generate_button.setText(f"{GENERATE} · model trained on {name}" if name else GENERATE)
             tip = f"\nThe model in memory was trained on {self._source}" if self._source else ""
             self.generate_button.setToolTip(GENERATE_TIP + tip)
@@ -140,13 +150,16 @@ class SamplesView(QWidget):
         bar = self.text.verticalScrollBar()
         top, lines = bar.value(), bar.maximum()
         cursor = QTextCursor(self.text.document())  # the view's own cursor and selection move along
-        cursor.insertText(entry + SEPARATOR if self._lengths else entry)
+        cursor.insertText(entry)
+        # as Qt counts it: a CRLF is one position, an emoji two
+        self._lengths.insert(0, cursor.position())
+        if len(self._lengths) > 1:
+            cursor.insertText(SEPARATOR)
         if top > 0:
             bar.setValue(top + bar.maximum() - lines)  # the lines just added above
-        self._lengths.insert(0, _positions(entry))
         if len(self._lengths) > MAX_SHOWN:
             end = self.text.document().characterCount() - 1  # the last block's own end is not text
-            cursor.setPosition(end - self._lengths.pop() - _positions(SEPARATOR))
+            cursor.setPosition(end - self._lengths.pop() - len(SEPARATOR))
             cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)  # not moved: that steps by glyph
             cursor.removeSelectedText()
 
@@ -156,12 +169,6 @@ class SamplesView(QWidget):
 
     def count(self) -> int:
         return len(self._lengths)
-
-
-def _positions(text: str) -> int:
-    """How many cursor positions ``text`` takes in a document: Qt counts UTF-16 code units,
-    so a character beyond the BMP (an emoji) takes two."""
-    return len(text.encode("utf-16-le")) // 2
 
 
 def _shown(body: str) -> str:

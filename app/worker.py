@@ -2,8 +2,9 @@
 
 The worker is a QObject moved to a QThread. Its ``run`` slot drives a TrainingSession one
 iteration at a time. Commands (pause, resume, stop, continue, set_threads, export, sample,
-quit) go through a thread-safe queue read between iterations, because queued calls to the
-worker's slots would not be delivered while it sits in its loop. Pause and the idle state after a
+cancel_sample, quit) go through a thread-safe queue read between iterations, and between the
+slices of a sample being made, because queued calls to the worker's slots would not be
+delivered while it sits in its loop. Pause and the idle state after a
 run block on the queue's condition; nothing polls. Metrics go back to the GUI in batches
 about every 50 ms as queued signals. The worker also owns the BLAS thread limit: threadpoolctl
 asks that the limit be set on the thread that makes the BLAS calls.
@@ -26,6 +27,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
 from engine.blas import ThreadTuner
+from engine.data import UnknownCharactersError
 from engine.errors import InputError, out_of_memory
 
 if TYPE_CHECKING:
@@ -184,7 +186,7 @@ class TrainingWorker(QObject):
     exported = Signal(str)
     export_failed = Signal(str)
     final_failed = Signal(str)  # the run ended but final.safetensors could not be written
-    sample_failed = Signal(str)
+    sample_failed = Signal(str, bool)  # why; whether for characters outside the vocabulary
     sample_progress = Signal(int, int)  # characters made, asked for: after each slice
     sample_ended = Signal()  # made, refused or cancelled: the next one may be asked for
     failed = Signal(str, str)  # one-line message, details (traceback)
@@ -208,7 +210,8 @@ class TrainingWorker(QObject):
         self._last_flush = 0.0
         self.state = IDLE  # written by the worker thread only; read for display
 
-    # Commands: callable from any thread, applied at the next iteration boundary.
+    # Commands: callable from any thread, applied at the next iteration boundary (or the end
+    # of the sample's slice being made).
     def pause(self) -> None:
         self._queue.put(Pause())
 
@@ -245,6 +248,7 @@ class TrainingWorker(QObject):
         except Exception as e:  # a bug of ours must not leave the thread hanging
             self._fail(e)
         finally:
+            self._end_sample()  # a bug in the middle of one: the window must not wait for it
             if self._trainer is not None:
                 self._trainer.close()  # its helper processes, if the batch was split
             self.done.emit()
@@ -349,6 +353,7 @@ class TrainingWorker(QObject):
             else:
                 self.exported.emit(str(path))
         elif isinstance(cmd, Sample):
+            self._flush()  # the plots show the model the sample is of, while it is made
             self._end_sample()  # a new one replaces it
             trainer = session.trainer
             chars = trainer.generate_iter(cmd.prompt, cmd.n_tokens, cmd.temperature, cmd.top_k)
@@ -369,15 +374,16 @@ class TrainingWorker(QObject):
                         self.sample_progress.emit(len(job.made), job.cmd.n_tokens)
                         return
         except ValueError as e:  # unknown characters in the prompt, a model that overflows
-            self._end_sample()
-            self.sample_failed.emit(str(e))
-            return
-        self._end_sample()
-        cmd = job.cmd
-        # how it was made, in its header: texts at 0.8 and at 0.1 look nothing alike
-        how = f"on demand · temperature {cmd.temperature:g}"
-        how += f" · top-k {cmd.top_k}" if cmd.top_k else ""
-        self.sample.emit(job.iteration, cmd.prompt + "".join(job.made), how)
+            self.sample_failed.emit(str(e), isinstance(e, UnknownCharactersError))
+        except MemoryError as e:  # the sample is lost, not the model or its run
+            self.sample_failed.emit(out_of_memory(e), False)
+        else:
+            cmd = job.cmd
+            # how it was made, in its header: texts at 0.8 and at 0.1 look nothing alike
+            how = f"on demand · temperature {cmd.temperature:g}"
+            how += f" · top-k {cmd.top_k}" if cmd.top_k else ""
+            self.sample.emit(job.iteration, cmd.prompt + "".join(job.made), how)
+        self._end_sample()  # after what it came to: "ended" finds it in the window
 
     def _end_sample(self) -> None:
         """Drop the sample being made, if any, and say that none is."""
@@ -519,7 +525,7 @@ class WorkerThread:
         return self.thread.isRunning()
 
     def shutdown(self) -> None:
-        """Ask the worker to quit at the next iteration boundary and join its thread."""
+        """Ask the worker to quit at the next iteration boundary (or sample slice) and join its thread."""
         self.worker.quit()
         self.thread.quit()  # ends the thread's event loop once ``run`` returns
         self.thread.wait()

@@ -724,22 +724,47 @@ def test_sample_on_demand_comes_first_with_its_iteration(make_window, qtbot):
     assert "on demand · temperature 0.1 · top-k 5" in w.samples.text.toPlainText().splitlines()[0]
 
 
-def test_a_long_sample_lets_pause_act_at_once_and_can_be_cancelled(make_window, qtbot):
+def slow_samples(
+    monkeypatch, *, fail_at: int | None = None, error: type[BaseException] = MemoryError
+) -> list[str]:
+    """Make each sampled character take 10 ms (and the ``fail_at``-th raise ``error``), so that
+    a sample is still being made when a test acts; the characters made go in the list returned."""
+    made: list[str] = []
+    real = Trainer.generate_iter
+
+    def slow(self, *args, **kwargs):
+        for i, ch in enumerate(real(self, *args, **kwargs)):
+            if i == fail_at:
+                raise error("the arena could not grow")
+            time.sleep(0.01)
+            made.append(ch)
+            yield ch
+
+    monkeypatch.setattr(Trainer, "generate_iter", slow)
+    return made
+
+
+def ask_for_a_sample(w: MainWindow, qtbot, length: int) -> None:
+    w.samples.length.setValue(length)
+    qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
+    assert w.samples.busy and w.samples.generate_button.text() == "Cancel sample"
+    qtbot.waitUntil(lambda: "characters made" in w.samples.generate_button.text(), timeout=10_000)
+
+
+def test_a_long_sample_lets_pause_act_at_once_and_can_be_cancelled(make_window, qtbot, monkeypatch):
     w = make_window()
     tiny(w)
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: last_iter(w) >= 3, timeout=20_000)
-    w.samples.length.setValue(w.samples.length.maximum())  # seconds of sampling, even for tiny
-    qtbot.mouseClick(w.samples.generate_button, Qt.MouseButton.LeftButton)
-    assert w.samples.busy and w.samples.generate_button.text() == "Cancel sample"
-    qtbot.waitUntil(lambda: "characters · Ctrl+G cancels" in w.statusBar().currentMessage(), timeout=10_000)
+    slow_samples(monkeypatch)
+    ask_for_a_sample(w, qtbot, 5000)  # 50 s
+    qtbot.waitUntil(lambda: w.store.last_iteration == w.handle.worker._trainer.iteration)  # no plot behind
     qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == PAUSED, timeout=5_000)
     assert w.samples.busy  # paused while the sample is still being made, not after it
     w.sample_action.trigger()  # Ctrl+G, now "Cancel sample"
     qtbot.waitUntil(lambda: not w.samples.busy, timeout=5_000)
-    assert w.samples.generate_button.text() == "Generate sample"
-    assert "Generating" not in w.statusBar().currentMessage()
+    assert w.samples.generate_button.text() == "Generate sample" == w.sample_action.text().replace("&", "")
     qtbot.wait(200)
     assert w.samples.count() == 0  # nothing half made was shown
     w.samples.length.setValue(20)
@@ -748,6 +773,66 @@ def test_a_long_sample_lets_pause_act_at_once_and_can_be_cancelled(make_window, 
     w.samples.prompt.returnPressed.emit()
     qtbot.waitUntil(lambda: w.samples.count() == 1 and not w.samples.busy, timeout=10_000)
     assert w.samples.text.toPlainText().splitlines()[1].startswith("the")
+
+
+def test_stop_threads_and_export_while_a_sample_is_made(make_window, qtbot, tmp_path, monkeypatch):
+    """Stop frees the arena and a thread count may start helpers while the sample waits between
+    slices; it still comes whole, and what the export says is not overwritten by its progress."""
+    w = make_window()
+    tiny(w, batch=8)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 3, timeout=20_000)
+    made = slow_samples(monkeypatch)
+    ask_for_a_sample(w, qtbot, 300)
+    w.panel.threads.setValue(2)
+    qtbot.mouseClick(w.panel.stop, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == STOPPED, timeout=10_000)
+    target = tmp_path / "mid-sample.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    w.export_action.trigger()
+    qtbot.waitUntil(lambda: "exported" in w.statusBar().currentMessage(), timeout=10_000)
+    assert w.samples.busy
+    qtbot.wait(200)  # slices go on
+    assert "exported" in w.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: not w.samples.busy, timeout=20_000)
+    shown = w.samples.text.toPlainText()
+    assert shown.startswith("── iter") and "on demand" in shown.splitlines()[0], repr(shown[:300])
+    assert len(made) == 300 and shown.split("──\n", 1)[1].startswith("".join(made)[:20])
+    assert not boxes(w, "Cannot sample")
+
+
+def test_a_sample_that_runs_out_of_memory_is_refused_and_the_run_goes_on(make_window, qtbot, monkeypatch):
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 3, timeout=20_000)
+    slow_samples(monkeypatch, fail_at=30)
+    ask_for_a_sample(w, qtbot, 500)
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot sample")), timeout=10_000)
+    assert "out of memory" in boxes(w, "Cannot sample")[0].text()
+    assert not w.samples.busy and w.sample_action.text() == "&Generate sample"
+    held = last_iter(w)
+    qtbot.waitUntil(lambda: last_iter(w) > held, timeout=10_000)
+    assert w.state == TRAINING
+
+
+def test_a_bug_in_the_middle_of_a_sample_leaves_no_cancel_button(make_window, qtbot, monkeypatch):
+    w = make_window()
+    train_then_stop(w, qtbot)
+    slow_samples(monkeypatch, fail_at=30, error=RuntimeError)
+    ask_for_a_sample(w, qtbot, 500)
+    qtbot.waitUntil(lambda: w.state == FAILED, timeout=10_000)
+    qtbot.waitUntil(lambda: not w.samples.busy, timeout=5_000)
+    assert w.samples.generate_button.text() == "Generate sample"
+
+
+def test_closing_while_a_sample_is_made_does_not_wait_for_it(make_window, qtbot, monkeypatch):
+    w = make_window()
+    train_then_stop(w, qtbot)
+    made = slow_samples(monkeypatch)
+    ask_for_a_sample(w, qtbot, 2000)  # 20 s
+    w.close()  # joins the worker
+    assert w.handle is None and len(made) < 2000
 
 
 def test_settings_are_remembered(make_window, qtbot, settings):

@@ -50,7 +50,8 @@ def test_only_the_newest_samples_are_kept_whatever_their_characters(qtbot):
     view = SamplesView()
     qtbot.addWidget(view)
     for it in range(MAX_SHOWN + 5):
-        view.add(it, f"sample {it} 🙂\n漢字 é", "periodic")  # an emoji takes two positions in Qt
+        # an emoji is two positions in Qt, a CRLF one (a model of an old checkpoint's CRs)
+        view.add(it, f"sample {it} 🙂\r\n漢字 é", "periodic")
     text = view.text.toPlainText()
     assert view.count() == MAX_SHOWN == text.count("── iter")
     assert text.startswith(f"── iter {MAX_SHOWN + 4} ·") and text.endswith("sample 5 🙂\n漢字 é")
