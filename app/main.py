@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from engine import __version__
 from engine.blas import cpu_count
 from engine.config import MAX_ITERS, PRESETS
-from engine.errors import any_text_streams
+from engine.console import printable_stdout
 
 if TYPE_CHECKING:  # Qt is imported only once the display libraries are known to be there
     from app.main_window import MainWindow
@@ -231,7 +231,7 @@ def _launcher(*, install: bool) -> int:
 
 def entry() -> None:
     """The ``chargpt-studio`` command and ``python -m app``."""
-    any_text_streams()  # it prints paths, which a code page may lack
+    printable_stdout()  # it prints paths, which a code page may lack
     sys.exit(main())
 
 

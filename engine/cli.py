@@ -41,8 +41,9 @@ from engine.config import (
     plural,
     preset_of,
 )
+from engine.console import printable_stdout
 from engine.data import Corpus
-from engine.errors import InputError, any_text_streams, out_of_memory
+from engine.errors import InputError, out_of_memory
 from engine.memory import available_memory, cgroup_room, memory_needed
 from engine.parallel import ShardError
 
@@ -752,7 +753,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 def entry() -> None:
     """The console script."""
-    any_text_streams()
+    printable_stdout()
     sys.exit(main())
 
 

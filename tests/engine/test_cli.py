@@ -296,30 +296,3 @@ def test_a_checkpoint_from_before_the_limits_still_samples_and_resumes(tmp_path)
     assert r.returncode == 0, r.stderr
     r = chargpt("train", "--resume", str(old), "--iters", "20000000")  # what is typed is checked
     assert r.returncode == 2 and "--iters must be at most 10,000,000" in r.stderr
-
-
-class Terminal(io.BytesIO):
-    def isatty(self) -> bool:
-        return True
-
-
-@pytest.mark.parametrize(
-    ("stdout", "written"),
-    [
-        (io.BytesIO, "天 é\n".encode()),  # a file or a pipe: UTF-8, whatever the code page
-        (Terminal, b"? \xe9\n"),  # a terminal's own encoding, with "?" for what it cannot show
-    ],
-)
-def test_standard_streams_take_characters_their_encoding_lacks(monkeypatch, stdout, written):
-    from engine.errors import any_text_streams
-
-    out = io.TextIOWrapper(stdout(), encoding="cp1252", newline="\n")
-    err = io.TextIOWrapper(io.BytesIO(), encoding="cp1252", newline="\n")  # strict, unlike Python's own
-    monkeypatch.setattr(sys, "stdout", out)
-    monkeypatch.setattr(sys, "stderr", err)
-    any_text_streams()
-    for stream in (out, err):
-        stream.write("天 é\n")
-        stream.flush()
-    assert out.buffer.getvalue() == written
-    assert err.buffer.getvalue() == b"\\u5929 \xe9\n"
