@@ -231,12 +231,16 @@ def read_text(path: str | Path) -> str:
         raw = p.read_bytes()
     except OSError as e:
         raise CorpusError(f"cannot read {p}: {e.strerror or e}") from None
-    binary = f"{p} looks binary, not text; choose a UTF-8 text file"
+
+    def binary(where: str) -> CorpusError:  # where: a text with one stray NUL is not binary
+        return CorpusError(f"{p} looks binary (a NUL {where}), not text; choose a UTF-8 text file")
+
     utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     # A NUL anywhere, not only near the start: it would become a character to learn. In UTF-8 a
     # 0 byte is U+0000 and nothing else; in UTF-16, every ASCII character has one.
-    if not utf16 and b"\x00" in raw:
-        raise CorpusError(binary)
+    nul = -1 if utf16 else raw.find(b"\x00")
+    if nul >= 0:
+        raise binary(f"byte at offset {nul}")
     try:
         text = raw.decode("utf-16" if utf16 else "utf-8")  # utf-16 takes the byte order from the mark
     except UnicodeDecodeError as e:
@@ -244,15 +248,17 @@ def read_text(path: str | Path) -> str:
         raise CorpusError(
             f"{p} {what} (bad byte at offset {e.start}); save it as UTF-8 and try again"
         ) from None
-    if utf16 and "\x00" in text:  # UTF-32, whose byte-order mark starts as UTF-16's, say
-        raise CorpusError(binary)
+    del raw  # the text alone from here: a large file is then held at most twice
+    nul = text.find("\x00") if utf16 else -1
+    if nul >= 0:  # UTF-32, whose byte-order mark starts as UTF-16's, say
+        raise binary(f"at character {nul}")
     # a byte-order mark (UTF-8's: the utf-16 codec drops its own) is an encoding detail, not a
     # character to learn
     text = text.removeprefix("\ufeff")
     if not text:
         raise CorpusError(f"{p} is empty; choose a text file with some writing in it")
     # a lone CR too, or a terminal that prints a sample goes back to the start of the line and
-    # writes over it. In two steps, the first copy let go before the second: a large text is
-    # not held three times (and replace makes no copy where it finds nothing)
+    # writes over it. In two steps, the first copy let go before the second (and replace makes
+    # no copy where it finds nothing)
     text = text.replace("\r\n", "\n")
     return text.replace("\r", "\n")

@@ -82,8 +82,9 @@ def test_bad_files_give_one_clear_line(tmp_path, content, message):
 def test_a_nul_anywhere_is_binary_not_a_character_to_learn(tmp_path, content):
     path = tmp_path / "late.bin"
     path.write_bytes(content)
-    with pytest.raises(CorpusError, match="looks binary"):
+    with pytest.raises(CorpusError, match="looks binary") as info:
         data.read_text(path)
+    assert "80000" in str(info.value)  # where: a long text with one stray NUL is not binary
 
 
 def test_every_refusal_of_a_file_names_it_by_its_path_as_given(tmp_path, monkeypatch):
