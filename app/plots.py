@@ -25,7 +25,6 @@ from PySide6.QtGui import (
     QPaintEvent,
     QPalette,
     QPixmap,
-    QResizeEvent,
 )
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -33,13 +32,13 @@ from PySide6.QtWidgets import (
     QLabel,
     QMenu,
     QPushButton,
-    QSizePolicy,
     QSlider,
     QVBoxLayout,
     QWidget,
 )
 
 from app.metrics_store import STEP_MEDIAN_WINDOW, MetricsStore
+from app.readout import Readout
 
 REDRAW_MS = 50  # 20 Hz at most
 PLOT_SHARE = 0.05  # of the GUI thread for the plots; more slows training (small: 89 ms/iter at 15 %, 64 at 5)
@@ -467,14 +466,11 @@ class TrainingPlots(QWidget):
         """Forget the view state for a new run (the store is cleared by its owner; a run to
         compare with stays)."""
         self._drawn_version = -1
-        self._hovering = False  # the readout follows the new run until the mouse moves
         for line in self._thread_marks:
             self.time_plot.removeItem(line)
         self._thread_marks.clear()
-        self.follow()
-        for line in self.cursors:
-            line.setVisible(False)
-        self.hover_label.set_parts([])
+        self.follow()  # the readout too: it follows the new run until the mouse moves
+        self.hover_label.set_parts([])  # (the store may not be cleared yet)
         self.set_vocabulary(None)
 
     # -- saving -----------------------------------------------------------------------------
@@ -638,42 +634,3 @@ class TrainingPlots(QWidget):
         if math.isfinite(rss):
             parts.append(f"RSS {rss:.0f} MB")
         self.hover_label.set_parts(parts)
-
-
-class Readout(QLabel):
-    """One line of values, "a · b · c": as many as fit, whole, and "…" where the rest were
-    left off (a line cut mid-word read "RSS 168 I"); the whole line is its tooltip. Its width
-    is what the layout gives it: a long line must not widen the window."""
-
-    SEP = " · "
-
-    def __init__(self) -> None:
-        super().__init__(" ")
-        self._parts: list[str] = []
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-
-    @property
-    def line(self) -> str:
-        """The whole line, shown or not."""
-        return self.SEP.join(self._parts)
-
-    def set_parts(self, parts: list[str]) -> None:
-        self._parts = parts
-        self.setToolTip(self.line)
-        self._fit()
-
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._fit()
-
-    def _fit(self) -> None:
-        room, metrics, parts = self.contentsRect().width(), self.fontMetrics(), self._parts
-
-        def first(n: int) -> str:
-            return self.SEP.join(parts[:n] + (["…"] if n < len(parts) else []))
-
-        n = len(parts)
-        while n > 1 and metrics.horizontalAdvance(first(n)) > room:
-            n -= 1
-        self.setText(first(n) or " ")
