@@ -437,7 +437,13 @@ class MainWindow(QMainWindow):
         if c is None:
             self.panel.set_corpus(None)
         else:
-            self.panel.set_corpus(c.name, len(c.tokens), c.vocab_size, here=not isinstance(c, AbsentText))
+            self.panel.set_corpus(
+                c.name,
+                len(c.tokens),
+                c.vocab_size,
+                here=not isinstance(c, AbsentText),
+                alphabet=c.tokenizer.chars,
+            )
             if self.run_info is None and self._follower is None and self.state == IDLE:
                 self.plots.set_vocabulary(c.vocab_size)  # where the next run will start
 

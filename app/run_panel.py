@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal, Slot
@@ -225,9 +227,18 @@ class RunPanel(QWidget):
         if i >= 0:
             self.preset.setCurrentIndex(i)
 
-    def set_corpus(self, name: str | None, characters: int = 0, vocab: int = 0, *, here: bool = True) -> None:
+    def set_corpus(
+        self,
+        name: str | None,
+        characters: int = 0,
+        vocab: int = 0,
+        *,
+        here: bool = True,
+        alphabet: Sequence[str] = (),
+    ) -> None:
         """Show the corpus and recount every preset's parameters. None: none usable yet; not
-        ``here``: the text of a loaded model, which is not on this machine to train on."""
+        ``here``: the text of a loaded model, which is not on this machine to train on;
+        ``alphabet``: its characters, listed in the tooltip (what a prompt may use)."""
         self._corpus = (name, characters, vocab) if name is not None and here else None
         if name is None:
             self.corpus_label.setText("no corpus: open a text file")
@@ -237,7 +248,8 @@ class RunPanel(QWidget):
             figures = f"{characters:,} characters" if here else "not on this machine"
             figures = _phrases(figures, f"vocabulary {vocab}")
             self.corpus_label.setText(f"<b>{breakable(name)}</b><br>{figures}")
-            self.corpus_label.setToolTip(name)  # whole, where the label breaks it
+            # whole, where the label breaks it, and what a prompt may be written in
+            self.corpus_label.setToolTip(name + (f"\n\n{describe_alphabet(alphabet)}" if alphabet else ""))
         self._show_entries()
         self._show_model()
         self._update_enabled()
@@ -442,3 +454,29 @@ class _SettingsScroll(QScrollArea):
         if event.type() == QEvent.Type.LayoutRequest:  # a description one line longer, say
             self.updateGeometry()
         return False
+
+
+ALPHABET_SHOWN = 400  # characters in the tooltip: a text in Chinese has thousands
+
+
+def describe_alphabet(chars: Sequence[str]) -> str:
+    """The characters of a vocabulary as a person can read them, in lines of 40: a space, a line
+    break, a tab, a mark that combines with the one before it, and the invisible ones, named."""
+    names = {" ": "␣", "\n": "⏎", "\t": "⇥"}
+
+    def shown(ch: str) -> str:
+        kind = unicodedata.category(ch)
+        if ch in names:
+            return names[ch]
+        if kind.startswith("M"):
+            return f"◌{ch}"
+        if kind[0] in "CZ":
+            return f"[U+{ord(ch):04X}]"
+        return ch
+
+    listed = [shown(ch) for ch in chars[:ALPHABET_SHOWN]]
+    lines = ["".join(listed[i : i + 40]) for i in range(0, len(listed), 40)]
+    more = len(chars) - ALPHABET_SHOWN
+    if more > 0:
+        lines.append(f"… and {more:,} more")
+    return f"Its {len(chars):,} characters (␣ a space, ⏎ a line break):\n" + "\n".join(lines)

@@ -1671,6 +1671,7 @@ def test_with_another_text_opened_sampling_and_export_name_the_model_they_use(
     greek.write_text("αβγ δεζ ηθι κλμ νξο πρσ τυφ χψω\n" * 40, encoding="utf-8")
     w.load_corpus(str(greek))
     qtbot.waitUntil(lambda: w.corpus is not None and w.corpus.name == "greek.txt", timeout=10_000)
+    assert w.panel.corpus_label.toolTip().endswith("⏎␣αβγδεζηθικλμνξοπρστυφχψω")  # its characters
     # the model in memory is the finished run's, on corpus.txt: its button says so
     assert w.samples.generate_button.text() == "Generate sample · model trained on corpus.txt"
     w.samples.prompt.setText("αβγ")

@@ -4,7 +4,7 @@ import psutil
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QSplitter, QWidget
 
-from app.run_panel import DEFAULT_VOCAB, RunPanel
+from app.run_panel import DEFAULT_VOCAB, RunPanel, describe_alphabet
 from app.worker import FINISHED
 from engine import memory
 from engine.config import PRESETS, TrainConfig, format_bytes
@@ -158,3 +158,17 @@ def test_load_says_why_it_is_off_while_a_run_is_on(qtbot):
     assert not panel.load.isEnabled() and "Stop the run in the window first" in panel.load.toolTip()
     panel.set_state(IDLE, has_model=False)
     assert panel.load.isEnabled() and "Stop" not in panel.load.toolTip()
+
+
+def test_the_corpus_tooltip_lists_its_characters_as_a_prompt_may_use_them(qtbot):
+    """A prompt in a character the text lacks is refused: here is what it has, readably."""
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    chars = sorted({"\n", " ", "\t", "a", "é", "\u0301", "\u200d", "漢"})
+    panel.set_corpus("story.txt", 1000, len(chars), alphabet=chars)
+    tip = panel.corpus_label.toolTip()
+    assert tip.startswith("story.txt\n\nIts 8 characters")
+    assert tip.splitlines()[-1] == "⇥⏎␣aé◌\u0301[U+200D]漢"
+    many = [chr(c) for c in range(0x4E00, 0x4E00 + 1000)]
+    assert describe_alphabet(many).endswith("\n… and 600 more")
+    assert max(len(line) for line in describe_alphabet(many).splitlines()[1:-1]) == 40
