@@ -101,6 +101,9 @@ class Continue:
 
 
 Command = Pause | Resume | Stop | Quit | SetThreads | Export | Sample | CancelSample | Continue
+# What a person waits on: a run's evaluation or periodic sample gives way to these (see
+# TrainingSession.give_way); a thread count can wait for the next iteration.
+PERSON_WAITS = (Pause, Stop, Quit, Export, Sample)
 
 
 class CommandQueue:
@@ -120,6 +123,11 @@ class CommandQueue:
             items = list(self._items)
             self._items.clear()
         return items
+
+    def holds(self, kinds: tuple[type, ...]) -> bool:
+        """Whether a command of one of ``kinds`` waits (read without taking it)."""
+        with self._cond:
+            return any(isinstance(cmd, kinds) for cmd in self._items)
 
     def wait(self) -> list[Command]:
         """Block until at least one command arrives, then take them all."""
@@ -261,6 +269,7 @@ class TrainingWorker(QObject):
             self._fail(e)
             return
         session = setup.session
+        session.give_way = self._person_waits
         self._trainer = session.trainer
         self._cannot_train = setup.cannot_train
         self._announce(session, setup.warnings, setup.history)
@@ -329,6 +338,7 @@ class TrainingWorker(QObject):
             trainer.train_cfg = finished_cfg
             self._fail(e)
             return session
+        new.give_way = self._person_waits
         self._announce(new)
         self._train()
         return new
@@ -360,6 +370,9 @@ class TrainingWorker(QObject):
             self._sampling = _Sampling(cmd, chars, trainer.iteration)
         elif isinstance(cmd, CancelSample):
             self._end_sample()
+
+    def _person_waits(self) -> bool:
+        return self._queue.holds(PERSON_WAITS)
 
     def _sample_slice(self, session: TrainingSession) -> None:
         """Make characters of the sample for up to SAMPLE_SLICE_S; emit it once it is whole."""

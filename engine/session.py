@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from engine import checkpoint
 from engine.config import preset_of
 from engine.parallel import ShardError
 from engine.runlog import RunLog, run_dir_of
-from engine.trainer import NonFiniteModel, Trainer
+from engine.trainer import GaveWay, NonFiniteModel, Trainer
 
 T = TypeVar("T")
 
@@ -81,6 +81,9 @@ class TrainingSession:
         self._started_at = trainer.iteration
         self._closed = False
         self._log_failed = False  # the run folder's records stopped at a write that failed
+        # True when a person waits (the window's Pause, Stop, closing): this iteration's
+        # evaluation or periodic sample, which a large model takes 16 s and 10 s over, is left off
+        self.give_way: Callable[[], bool] | None = None
         self._memory = ProcessMemory()
         self._log = RunLog(self.run_dir) if self.run_dir is not None else None
         extra = dict(extra_config or {})
@@ -105,10 +108,11 @@ class TrainingSession:
         val_loss = None
         saved: Path | None = None
         if (cfg.eval_interval > 0 and it % cfg.eval_interval == 0) or it == cfg.max_iters:
-            val_loss, improved = self._evaluate(warnings)
-            record["val_loss"] = val_loss
-            if improved and self._log is not None:
-                saved = self._save(self._log.best_path, warnings)
+            with contextlib.suppress(GaveWay):
+                val_loss, improved = self._evaluate(warnings)
+                record["val_loss"] = val_loss
+                if improved and self._log is not None:
+                    saved = self._save(self._log.best_path, warnings)
         record |= {
             "lr": m.lr,
             "grad_norm": m.grad_norm,
@@ -122,7 +126,9 @@ class TrainingSession:
         # at the last iteration too: a run shorter than the interval showed no text at all
         if cfg.sample_interval > 0 and (it % cfg.sample_interval == 0 or it == cfg.max_iters):
             try:
-                sample = self.sample()
+                sample = self._periodic_sample()
+            except GaveWay:
+                pass
             except NonFiniteModel as e:  # weights that overflow: the loss tells the rest
                 warnings.append(f"no sample at iteration {it}: {e}")
             else:
@@ -157,10 +163,22 @@ class TrainingSession:
 
     def sample(self, prompt: str = "", n_tokens: int | None = None) -> str:
         """A sample seeded from the seed and the iteration: the same at the same point of a run."""
+        return "".join(self._sample_chars(prompt, n_tokens))
+
+    def _sample_chars(self, prompt: str = "", n_tokens: int | None = None) -> Iterator[str]:
         tr = self.trainer
         seed = int(np.random.SeedSequence([tr.train_cfg.seed, 3, tr.iteration]).generate_state(1)[0])
         n = self.sample_tokens if n_tokens is None else n_tokens
-        return tr.generate(prompt, n, temperature=SAMPLE_TEMPERATURE, seed=seed)
+        return tr.generate_iter(prompt, n, temperature=SAMPLE_TEMPERATURE, seed=seed)
+
+    def _periodic_sample(self) -> str:
+        """``sample()``, or GaveWay once ``give_way()`` is true (asked between characters)."""
+        chars = []
+        for ch in self._sample_chars():
+            if self.give_way is not None and self.give_way():
+                raise GaveWay
+            chars.append(ch)
+        return "".join(chars)
 
     def export(self, path: str | Path, *, weights_only: bool = False) -> Path:
         """Checkpoint the trainer now (between iterations) to any path, or only its weights
@@ -225,7 +243,7 @@ class TrainingSession:
 
     def _evaluate(self, warnings: list[str]) -> tuple[float, bool]:
         best = self.trainer.best_val_loss
-        val = self._with_helpers(lambda: self.trainer.evaluate("val"), warnings)
+        val = self._with_helpers(lambda: self.trainer.evaluate("val", give_way=self.give_way), warnings)
         self.last_val_loss = val
         return val, self.trainer.best_val_loss < best
 

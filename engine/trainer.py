@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -186,13 +186,18 @@ class Trainer:
         while not self.finished:
             yield self.step()
 
-    def evaluate(self, split: str = "val", iters: int | None = None) -> float:
+    def evaluate(
+        self, split: str = "val", iters: int | None = None, give_way: Callable[[], bool] | None = None
+    ) -> float:
         """Mean loss over ``iters`` batches of ``split``. Uses its own generator seeded from
-        the iteration, so evaluating never changes the training batches that follow."""
+        the iteration, so evaluating never changes the training batches that follow. Raises
+        GaveWay, before a batch, once ``give_way()`` is true."""
         cfg = self.train_cfg
         rng = np.random.default_rng([cfg.seed, 2, self.iteration])
         losses = []
         for _ in range(iters or cfg.eval_iters):
+            if give_way is not None and give_way():
+                raise GaveWay
             x, y = self.corpus.batch(rng, split, cfg.batch_size, self.model_cfg.context)
             losses.append(self._passes.loss(x, y))
         val = float(np.mean(losses))
@@ -286,6 +291,11 @@ def worse_than_a_guess(losses: Sequence[float] | NDArray[Any], vocab_size: int) 
     recent = np.asarray(losses[-NOT_LEARNING_WINDOW:], dtype=np.float64)
     mean = float(recent.mean())
     return mean if np.isfinite(recent).all() and mean > NOT_LEARNING_MARGIN * math.log(vocab_size) else None
+
+
+class GaveWay(Exception):
+    """Work that a run can do without (an evaluation, a periodic sample) left off, because a
+    person asked for something: a large model's evaluation takes 16 s, which Pause waited for."""
 
 
 class NonFiniteModel(InputError, ValueError):

@@ -30,3 +30,14 @@ def test_garbage_in_cycles_is_freed_on_the_gui_thread_not_where_it_was_allocated
     assert freed_on == []  # automatic collection would have freed it on the worker
     qtbot.waitUntil(lambda: bool(freed_on), timeout=5_000)
     assert freed_on == [threading.main_thread()]
+
+
+def test_the_queue_says_whether_a_person_waits_without_taking_the_command():
+    from app.worker import PERSON_WAITS, CommandQueue, Pause, SetThreads
+
+    queue = CommandQueue()
+    queue.put(SetThreads(2))
+    assert not queue.holds(PERSON_WAITS)  # a thread count waits for the next iteration
+    queue.put(Pause())
+    assert queue.holds(PERSON_WAITS)
+    assert [type(c) for c in queue.drain()] == [SetThreads, Pause]

@@ -6,7 +6,7 @@ from engine import checkpoint
 from engine.checkpoint import CheckpointError
 from engine.runlog import RunFollower, RunLog, read_run
 from engine.session import IterationReport, TrainingSession
-from engine.trainer import Trainer
+from engine.trainer import GaveWay, Trainer
 from tests.engine.conftest import tiny_configs
 
 RECORD_KEYS = {
@@ -24,6 +24,29 @@ def make_trainer(corpus, **overrides) -> Trainer:
 def plain_losses(corpus, n: int) -> list[float]:
     trainer = make_trainer(corpus)
     return [trainer.step().loss for _ in range(n)]
+
+
+def test_an_evaluation_and_a_sample_give_way_to_a_person_waiting(tmp_path, verse_corpus, one_thread):
+    """A large model's evaluation takes 16 s and its sample 10 s, in which Pause and Ctrl-C waited."""
+    session = TrainingSession(make_trainer(verse_corpus), tmp_path / "run")
+    asked: list[int] = []
+    waiting_at = {3: 1, 4: 5}  # iteration: how many times it is asked before the person comes
+
+    def give_way() -> bool:
+        it = session.trainer.iteration
+        asked.append(it)
+        return asked.count(it) > waiting_at.get(it, 10**9)
+
+    session.give_way = give_way
+    reports = [session.step() for _ in range(8)]
+    assert [r.record["iter"] for r in reports if r.val_loss is not None] == [6]  # 3 gave way mid-way
+    assert "val_loss" not in reports[2].record and asked.count(3) == 2  # after one batch of two
+    assert [r.record["iter"] for r in reports if r.sample] == [8]  # 4 gave way at its 5th character
+    assert all(not r.warnings for r in reports)
+    assert [r["iter"] for r in read_run(tmp_path / "run").records] == list(range(1, 9))  # each recorded
+    with pytest.raises(GaveWay):
+        session.trainer.evaluate(give_way=lambda: True)
+    session.close()
 
 
 def test_a_session_logs_evaluates_samples_and_checkpoints_at_iteration_boundaries(
@@ -187,8 +210,9 @@ def test_a_sample_of_weights_that_overflow_is_a_warning_not_the_end_of_the_run(
 
     def overflowing(self, *args, **kwargs):
         raise NonFiniteModel("the model's outputs are not finite numbers")
+        yield ""  # a generator, as the real one: it raises at the first character
 
-    monkeypatch.setattr(TrainingSession, "sample", overflowing)
+    monkeypatch.setattr(Trainer, "generate_iter", overflowing)
     session = TrainingSession(make_trainer(verse_corpus, max_iters=4, sample_interval=2), tmp_path / "run")
     reports = [session.step() for _ in range(4)]
     assert [r.warnings for r in reports][1] == (
