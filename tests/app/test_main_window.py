@@ -835,6 +835,32 @@ def test_closing_while_a_sample_is_made_does_not_wait_for_it(make_window, qtbot,
     assert w.handle is None and len(made) < 2000
 
 
+def test_pause_cuts_an_evaluation_short(make_window, qtbot, monkeypatch):
+    """The large preset's evaluation takes 16 s, which Pause used to wait for."""
+    import threading
+
+    inside, asked = threading.Event(), threading.Event()
+    real = Corpus.batch
+
+    def batch(self, rng, split, *args):
+        if split == "val" and not inside.is_set():
+            inside.set()
+            asked.wait(10)  # the first validation batch waits until Pause is asked for
+        return real(self, rng, split, *args)
+
+    monkeypatch.setattr(Corpus, "batch", batch)
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(inside.is_set, timeout=30_000)
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
+    asked.set()
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=10_000)
+    evaluated_at = PRESETS["tiny"].train.eval_interval
+    assert last_iter(w) == evaluated_at  # paused at the end of the iteration it evaluated at
+    assert len(w.store.val_iter) == 0  # whose evaluation gave way after one batch
+
+
 def test_settings_are_remembered(make_window, qtbot, settings):
     w = make_window()
     room = w.screen().availableGeometry()
