@@ -4,9 +4,10 @@ The worker is a QObject moved to a QThread. Its ``run`` slot drives a TrainingSe
 iteration at a time. Commands (pause, resume, stop, continue, set_threads, export, sample,
 cancel_sample, quit) go through a thread-safe queue read between iterations, and between the
 slices of a sample being made, because queued calls to the worker's slots would not be
-delivered while it sits in its loop. Pause and the idle state after a
-run block on the queue's condition; nothing polls. Metrics go back to the GUI in batches
-about every 50 ms as queued signals. The worker also owns the BLAS thread limit: threadpoolctl
+delivered while it sits in its loop; an iteration's evaluation and periodic sample look at it
+too, to give way to a person waiting. Pause and the idle state after a run block on the
+queue's condition; nothing polls. Metrics go back to the GUI in batches about every 50 ms as
+queued signals. The worker also owns the BLAS thread limit: threadpoolctl
 asks that the limit be set on the thread that makes the BLAS calls.
 """
 
