@@ -17,15 +17,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QEvent, QIODevice, QObject, QPointF, Qt, QTimer, Slot
-from PySide6.QtGui import (
-    QAction,
-    QColor,
-    QFontMetrics,
-    QPainter,
-    QPaintEvent,
-    QPalette,
-    QPixmap,
-)
+from PySide6.QtGui import QAction, QColor, QFontMetrics, QPainter, QPaintEvent, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,

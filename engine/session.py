@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,7 +126,7 @@ class TrainingSession:
         # at the last iteration too: a run shorter than the interval showed no text at all
         if cfg.sample_interval > 0 and (it % cfg.sample_interval == 0 or it == cfg.max_iters):
             try:
-                sample = self._periodic_sample()
+                sample = self.sample(give_way=self.give_way)
             except GaveWay:
                 pass
             except NonFiniteModel as e:  # weights that overflow: the loss tells the rest
@@ -161,21 +161,17 @@ class TrainingSession:
             warnings.append(f"checkpoint not saved: {e}")
             return None
 
-    def sample(self, prompt: str = "", n_tokens: int | None = None) -> str:
-        """A sample seeded from the seed and the iteration: the same at the same point of a run."""
-        return "".join(self._sample_chars(prompt, n_tokens))
-
-    def _sample_chars(self, prompt: str = "", n_tokens: int | None = None) -> Iterator[str]:
+    def sample(
+        self, prompt: str = "", n_tokens: int | None = None, give_way: Callable[[], bool] | None = None
+    ) -> str:
+        """A sample seeded from the seed and the iteration: the same at the same point of a run.
+        Raises GaveWay once ``give_way()`` is true (asked between characters)."""
         tr = self.trainer
         seed = int(np.random.SeedSequence([tr.train_cfg.seed, 3, tr.iteration]).generate_state(1)[0])
         n = self.sample_tokens if n_tokens is None else n_tokens
-        return tr.generate_iter(prompt, n, temperature=SAMPLE_TEMPERATURE, seed=seed)
-
-    def _periodic_sample(self) -> str:
-        """``sample()``, or GaveWay once ``give_way()`` is true (asked between characters)."""
         chars = []
-        for ch in self._sample_chars():
-            if self.give_way is not None and self.give_way():
+        for ch in tr.generate_iter(prompt, n, temperature=SAMPLE_TEMPERATURE, seed=seed):
+            if give_way is not None and give_way():
                 raise GaveWay
             chars.append(ch)
         return "".join(chars)
