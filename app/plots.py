@@ -39,6 +39,7 @@ MB = 1e6
 RSS_MIN_RANGE_MB = 4.0
 AXIS_WIDTH = 60  # px, left and right on every plot, so that the three line up
 LEGEND_MIN_VIEW = 70  # px: a plot keeps its legend above it while its data has this height left
+MARKER_Z = 10  # marker lines and their labels over the curves (z 0)
 
 BLUE, ORANGE, GREEN, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (110, 110, 110)
 PURPLE = (148, 103, 189)
@@ -114,6 +115,7 @@ class TrainingPlots(QWidget):
         self.context_menu = QMenu(self)  # a right click on a plot (set_context_actions)
         self._thread_marks: list[pg.InfiniteLine] = []  # mark_threads
         self._ink = QColor(128, 128, 128)  # _follow_palette's
+        self._card = QColor(255, 255, 255, 200)  # and the background under marker labels
 
         self.log_loss = QCheckBox("Log scale")
         self.log_loss.setToolTip("Show the loss on a logarithmic axis")
@@ -301,6 +303,7 @@ class TrainingPlots(QWidget):
         )
         self.canvas.setBackground(base)
         self._ink = ink
+        self._card = QColor(base.red(), base.green(), base.blue(), 200)
         for line in (self.chance, *self._thread_marks):
             self._dash(line)
         for plot in self.plots:
@@ -311,9 +314,14 @@ class TrainingPlots(QWidget):
         self.mem_rss.setPen(_pen((ink.red(), ink.green(), ink.blue())))
 
     def _dash(self, line: pg.InfiniteLine) -> None:
-        """A marker line (the uniform guess, a thread change) dashed, in the axes' ink."""
+        """A marker line (the uniform guess, a thread change) dashed, in the axes' ink, over the
+        curves, its label on a card of the background: a random text's loss runs along the
+        guess, and the label was lost in its noise."""
         line.setPen(pg.mkPen(self._ink, style=Qt.PenStyle.DashLine))
+        line.setZValue(MARKER_Z)
         line.label.setColor(self._ink)
+        line.label.fill = pg.mkBrush(self._card)
+        line.label.update()
 
     @Slot()
     def _fit_legends(self) -> None:

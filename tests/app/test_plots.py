@@ -273,6 +273,7 @@ def test_the_plots_take_the_colours_of_a_dark_palette(qtbot):
     assert ink.lightness() > 100  # readable on the dark background
     assert plots.mem_rss.opts["pen"].color() == ink
     assert plots.loss_plot.legend.opts["labelTextColor"] == ink
+    assert plots.chance.label.fill.color().getRgb()[:3] == (30, 30, 32)  # a dark card under its text
 
 
 def test_the_saved_image_is_the_plots_as_shown_without_the_hover_line(qtbot):
@@ -356,6 +357,25 @@ def test_the_uniform_guess_label_stays_inside_the_plot_and_clear_of_the_legend(q
         label = plots.chance.label.sceneBoundingRect()
         assert view.sceneBoundingRect().contains(label), top
         assert not label.intersects(legend.sceneBoundingRect()), top
+
+
+def test_the_uniform_guess_label_is_readable_over_a_loss_that_runs_along_it(qtbot):
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    plots.set_vocabulary(65)  # a random text: nothing to learn, the loss stays at the guess
+    noise = np.random.default_rng(0).normal(0.0, 0.05, 400)
+    store.extend([{"iter": i + 1, "loss": math.log(65) + noise[i], "step_s": 0.01} for i in range(400)])
+    plots.redraw()
+    qtbot.wait(50)
+    label = plots.canvas.mapFromScene(plots.chance.label.sceneBoundingRect()).boundingRect()
+    image = plots.canvas.grab().toImage()
+    blue = [
+        (x, y)
+        for x in range(label.left() + 1, label.right() - 1)
+        for y in range(label.top() + 1, label.bottom() - 1)
+        if image.pixelColor(x, y).blue() - image.pixelColor(x, y).red() > 60
+    ]
+    assert not blue  # the curves pass behind the label's card, not through its text
 
 
 def test_the_wheel_zooms_the_iterations_and_the_loss_axis_keeps_fitting_them(qtbot):
