@@ -108,20 +108,32 @@ def runs_dir() -> Path:
 
 
 class _EnabledMirror(QObject):
-    """Enables each action exactly when its widget is enabled, whatever enables the widget."""
+    """Enables each action exactly when its widget is enabled, whatever enables the widget,
+    unless the action is held off (``hold_off``)."""
 
     def __init__(self, parent: QObject, pairs: Iterable[tuple[QWidget, QAction]]) -> None:
         super().__init__(parent)
         self._actions: dict[QWidget, list[QAction]] = {}
+        self._held: set[QAction] = set()
         for widget, action in pairs:
             self._actions.setdefault(widget, []).append(action)
             action.setEnabled(widget.isEnabled())
             widget.installEventFilter(self)  # a widget in two pairs gets it twice: Qt keeps one
 
+    def hold_off(self, action: QAction, held: bool) -> None:
+        """Keep ``action`` disabled while ``held``, whatever its widget; else follow the widget."""
+        (self._held.add if held else self._held.discard)(action)
+        for widget, actions in self._actions.items():
+            if action in actions:
+                self._follow(widget)
+
+    def _follow(self, widget: QWidget) -> None:
+        for action in self._actions.get(widget, []):
+            action.setEnabled(widget.isEnabled() and action not in self._held)
+
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.EnabledChange and isinstance(watched, QWidget):
-            for action in self._actions.get(watched, []):
-                action.setEnabled(watched.isEnabled())
+            self._follow(watched)
         return False
 
 
@@ -431,8 +443,13 @@ class MainWindow(QMainWindow):
             return ""
         return info.corpus.name
 
+    def _builtin_open(self) -> bool:
+        """Whether the built-in text is the one Start would train on."""
+        return self.corpus is not None and not self.corpus_path and not isinstance(self.corpus, AbsentText)
+
     def _show_corpus(self) -> None:
         self.samples.set_source(self._model_elsewhere())
+        self._mirror.hold_off(self.builtin_action, self._builtin_open())  # nothing to go back to
         c = self.corpus
         if c is None:
             self.panel.set_corpus(None)

@@ -625,12 +625,19 @@ def test_file_menu_goes_back_to_the_built_in_corpus_for_this_launch_and_the_next
     w.builtin_action.trigger()
     qtbot.waitUntil(lambda: w.corpus is builtin, timeout=10_000)
     assert w.panel.start.isEnabled()
+    assert not w.builtin_action.isEnabled()  # it is open: nothing to go back to
     w.save_settings()
     assert settings.value("corpus") == ""
     tiny(w)
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.state == TRAINING, timeout=10_000)
     assert not w.builtin_action.isEnabled()  # a run's text is its own until it stops
+    w.stop()
+    qtbot.waitUntil(lambda: w.panel.open_corpus.isEnabled(), timeout=10_000)
+    assert not w.builtin_action.isEnabled()  # still the built-in text
+    w.load_corpus(str(corpus_file))
+    qtbot.waitUntil(lambda: w.corpus.name == "corpus.txt", timeout=10_000)
+    assert w.builtin_action.isEnabled()
 
 
 def test_a_mistyped_text_at_launch_leaves_the_remembered_one_open(make_window, qtbot, settings, corpus_file):
