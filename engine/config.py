@@ -163,12 +163,19 @@ class Preset:
     def train_with(self, **changes: Any) -> TrainConfig:
         """The preset's training settings with ``changes``. A learning rate given without a
         minimum brings the preset's minimum along in proportion: kept as it is, it could lie
-        above a lower rate, and the cosine would then climb instead of decaying."""
+        above a lower rate, and the cosine would then climb instead of decaying. Fewer
+        iterations without a warmup shorten the warmup in proportion (never lengthen it): tiny's
+        100 iterations of warmup were the whole of a 100-iteration run, which ended at its
+        peak rate without decaying at all."""
+        t = self.train
         if "lr" in changes and "min_lr" not in changes:
             # to 12 digits: --lr 0.001 gives 0.0001 (in config.json, and to type on resuming),
             # not 9.999999999999999e-05
-            changes["min_lr"] = float(f"{self.train.min_lr * changes['lr'] / self.train.lr:.12g}")
-        return replace(self.train, **changes)
+            changes["min_lr"] = float(f"{t.min_lr * changes['lr'] / t.lr:.12g}")
+        if "max_iters" in changes and "warmup_iters" not in changes:
+            share = changes["max_iters"] / t.max_iters
+            changes["warmup_iters"] = min(t.warmup_iters, round(t.warmup_iters * share))
+        return replace(t, **changes)
 
     def summary(self, vocab_size: int = 65) -> str:
         m = self.model_for(vocab_size)

@@ -26,6 +26,15 @@ def test_entries_and_counts_agree_before_and_after_the_corpus_is_read(qtbot):
     assert shows(96)
 
 
+def test_fewer_iterations_shorten_the_warmup_so_that_a_short_run_still_decays(qtbot):
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_preset("tiny")  # 2,000 iterations, 100 of them warmup
+    assert panel.configs(DEFAULT_VOCAB)[1].warmup_iters == 100
+    panel.iters.setValue(200)
+    assert panel.configs(DEFAULT_VOCAB)[1].warmup_iters == 10
+
+
 def test_the_memory_training_takes_follows_the_batch_and_warns_past_what_is_free(qtbot, monkeypatch):
     panel = RunPanel()
     qtbot.addWidget(panel)

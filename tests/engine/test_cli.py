@@ -144,6 +144,22 @@ def test_a_learning_rate_brings_the_presets_minimum_along_in_proportion():
     assert train().min_lr == tiny.min_lr
 
 
+def test_fewer_iterations_shorten_the_presets_warmup_in_proportion():
+    """tiny warms up for 100 of its 2,000 iterations: a 100-iteration run was all warmup."""
+    from engine.cli import build_configs, build_parser
+    from engine.optim import lr_at
+
+    def train(*flags: str):
+        return build_configs(build_parser().parse_args(["train", *flags]), 65)[1]
+
+    short = train("--iters", "100")
+    assert short.warmup_iters == 5  # 100 x 100 / 2,000
+    assert lr_at(99, short) < 0.5 * short.lr  # and it decays
+    assert train("--iters", "20000").warmup_iters == 100  # never longer than the preset's
+    assert train("--iters", "100", "--warmup", "50").warmup_iters == 50  # as given
+    assert train("--iters", "1").warmup_iters == 0
+
+
 def test_info_says_when_a_cgroup_holds_the_memory_down():
     from engine.cli import _limited
 
