@@ -422,9 +422,8 @@ class TrainingWorker(QObject):
         self._buffer.append(report.record)
         it = int(report.record["iter"])
         chosen = tuner.after_step(report.record["step_s"]) if tuner is not None else None
-        if chosen is not None:
+        if chosen is not None:  # Auto's first choice, or a later one on a busier or quieter machine
             self.threads_changed.emit(chosen)
-            self._tuner = None
             self.threads_marked.emit(it, self._applied if self._applied is not None else chosen, True)
             self._stepped_on = self._applied
         elif tuner is None:  # Auto's trials change the count on purpose: its choice is the mark
@@ -489,7 +488,8 @@ class TrainingWorker(QObject):
 
     def _train(self) -> None:
         """Go on training, with the thread count set while the model was not training."""
-        if self._helpers_due and self._tuner is None:  # Auto's tuner applies its own counts
+        # (during Auto's first trials the tuner applies its own counts)
+        if self._helpers_due and (self._tuner is None or self._tuner.done):
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
                 self.threads_changed.emit(self._trainer_threads(self._in_force))
         self._helpers_due = False

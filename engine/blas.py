@@ -100,14 +100,27 @@ def cores_here() -> int:
 
 
 class ThreadTuner:
-    """Chooses the thread count by timing real training iterations.
+    """Chooses the thread count by timing real training iterations, and keeps checking it.
 
-    The first step is a warm-up (it sizes the arena) and is not timed; then each
-    candidate count runs ``trials`` steps, and the one with the lowest median
-    step time is kept. Small models often run slower on two threads than on one,
-    so this beats always using every core. Drive it around each step:
-    ``before_step()``, run the step, ``after_step(seconds)``. ``apply`` puts a count in
-    force: BLAS threads by default, or ``Trainer.set_threads``, which may split the batch.
+    Each candidate count runs one step that is not timed (the first sizes the arena, and the
+    first on two processes starts them), then ``trials`` timed steps; the count with the
+    lowest mean is kept. Small models often run slower on two threads than on one, so this
+    beats always using every core.
+
+    The best count changes with what else the machine runs: OpenBLAS threads that share their
+    cores with another program wait for each other (tiny took 18 ms an iteration on two
+    threads and 10 on one beside a busy process, against 9.6 and 10.8 with the machine to
+    itself; in the window most steps stayed fast and some took 300 ms). So the tuner watches
+    the steps on the count it chose, and times every count again (the chosen one last, so as
+    to end on it) when the mean of the last ``window`` steps is ``slower`` times what it was
+    after the choice, and also after ``recheck_s`` seconds of steps, since a machine that was
+    busy may not be any more (an interval that doubles each time a check keeps the count, so
+    that a steady machine pays for few). A check moves only to a count faster by ``margin``.
+    Means, not medians: the length of a run is the sum of its steps, spikes and all.
+
+    Drive it around each step: ``before_step()``, run the step, ``after_step(seconds)``.
+    ``apply`` puts a count in force: BLAS threads by default, or ``Trainer.set_threads``,
+    which may split the batch.
     """
 
     def __init__(
@@ -115,39 +128,79 @@ class ThreadTuner:
         candidates: list[int] | None = None,
         trials: int = 3,
         apply: Callable[[int], int] = set_blas_threads,
+        *,
+        window: int = 25,
+        slower: float = 1.5,
+        recheck_s: float = 120.0,
+        margin: float = 0.15,
     ) -> None:
         self.apply = apply
         self.candidates = candidates or list(range(1, cpu_count() + 1))
         if not self.candidates or min(self.candidates) < 1:
             raise ValueError("thread candidates must be positive counts")
-        self.trials = trials
-        self.times: dict[int, list[float]] = {n: [] for n in self.candidates}
+        self.trials, self.window, self.slower, self.margin = trials, window, slower, margin
+        self.recheck_s = recheck_s
         self.chosen: int | None = None if len(self.candidates) > 1 else self.candidates[0]
-        self._warmed_up = False
+        # the round of timings under way: the counts still to time, the first now
+        self._trying = list(self.candidates) if self.chosen is None else []
+        self._warming = True  # the next step is the untimed first on its count
+        self.times: dict[int, list[float]] = {n: [] for n in self._trying}  # of the last round
+        self._recent: list[float] = []  # steps on the chosen count since the last round
+        self._settled: float | None = None  # their mean once there were ``window`` of them
+        self._since = 0.0  # seconds of steps since the last round
+        self._interval = recheck_s
         if self.chosen is not None:
             self.apply(self.chosen)
 
     @property
     def done(self) -> bool:
+        """Whether the first choice is made (later checks may change it)."""
         return self.chosen is not None
 
-    def _current(self) -> int:
-        return next(n for n in self.candidates if len(self.times[n]) < self.trials)
+    def means(self) -> dict[int, float]:
+        """Each count's mean step time in the last round of timings."""
+        return {n: sum(t) / len(t) for n, t in sorted(self.times.items()) if t}
 
     def before_step(self) -> None:
-        if not self.done and self._warmed_up:
-            self.apply(self._current())
+        if self._trying:
+            self.apply(self._trying[0])
 
     def after_step(self, seconds: float) -> int | None:
-        """Record a step's time; return the count chosen once the last trial is in."""
-        if self.done:
+        """Record a step's time; return the count chosen when a round of timings ends with a
+        new one (the first choice included), None otherwise."""
+        if self._trying:
+            if self._warming:
+                self._warming = False
+                return None
+            n = self._trying[0]
+            self.times[n].append(seconds)
+            if len(self.times[n]) >= self.trials:
+                self._trying.pop(0)
+                self._warming = True
+            return None if self._trying else self._decide()
+        if self.chosen is None or len(self.candidates) == 1:
             return None
-        if not self._warmed_up:
-            self._warmed_up = True
-            return None
-        self.times[self._current()].append(seconds)
-        if all(len(t) >= self.trials for t in self.times.values()):
-            self.chosen = min(self.candidates, key=lambda n: sorted(self.times[n])[len(self.times[n]) // 2])
-            self.apply(self.chosen)
-            return self.chosen
+        self._recent.append(seconds)
+        del self._recent[: -self.window]
+        self._since += seconds
+        mean = sum(self._recent) / len(self._recent)
+        if len(self._recent) == self.window and self._settled is None:
+            self._settled = mean
+        slowed = self._settled is not None and mean > self.slower * self._settled
+        if slowed or self._since >= max(self._interval, 4 * self.window * mean):
+            self._trying = [*(n for n in self.candidates if n != self.chosen), self.chosen]
+            self.times = {n: [] for n in self._trying}
         return None
+
+    def _decide(self) -> int | None:
+        means = self.means()
+        best = min(means, key=lambda n: means[n])
+        kept = self.chosen
+        if kept is not None and means[best] > (1 - self.margin) * means[kept]:
+            best = kept  # not faster by enough to be sure of it on a noisy machine
+        changed = best != kept
+        self._interval = self.recheck_s if changed else 2 * self._interval
+        self.chosen = best
+        self.apply(best)
+        self._recent, self._settled, self._since = [], None, 0.0
+        return best if changed else None

@@ -365,9 +365,12 @@ def run_session(
         report = session.step()
         loss, it = report.record["loss"], report.record["iter"]
         step_times.append(report.record["step_s"])
-        if tuner is not None and tuner.after_step(report.record["step_s"]):
-            timings = ", ".join(f"{n}: {1e3 * sorted(t)[len(t) // 2]:.1f} ms" for n, t in tuner.times.items())
-            say(f"threads: {tuner.chosen} is fastest here ({timings} per iteration)")
+        if tuner is not None:
+            first = not tuner.done
+            if tuner.after_step(report.record["step_s"]):
+                timings = ", ".join(f"{n}: {1e3 * t:.1f} ms" for n, t in tuner.means().items())
+                now = "is" if first else "is now"  # the machine got busier, or less busy
+                say(f"threads: {tuner.chosen} {now} fastest here ({timings} per iteration)")
         for warning in report.warnings:
             say(f"warning: {warning}; training goes on")
         if report.diverged:

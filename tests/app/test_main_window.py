@@ -1012,9 +1012,36 @@ def test_auto_threads_is_the_default_and_settles_on_a_count(make_window, qtbot):
     chosen = int(w.threads_label.text().split()[1])
     assert 1 <= chosen <= (os.cpu_count() or 1)
     qtbot.waitUntil(lambda: bool(w.plots._thread_marks), timeout=5_000)  # its own signal, next
-    [mark] = w.plots._thread_marks  # where its trials ended, on the step-time plot
+    mark = w.plots._thread_marks[0]  # where its trials ended, on the step-time plot
     assert mark.label.format == f"Auto: {chosen} thread{'s' * (chosen > 1)}"
     assert w.panel.threads.text() == "Auto"  # the choice stays Auto; the count shows in the status bar
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_auto_moves_to_another_count_when_the_machine_gets_busy_and_marks_it(make_window, qtbot, monkeypatch):
+    """Auto chose two threads; then another program took a core, and two became the slower."""
+    counts: list[int] = []
+
+    class Busy(blas.ThreadTuner):
+        """Two threads take 1 ms a step, then 4 from the 30th step on; one thread takes 2."""
+
+        def __init__(self, apply):
+            super().__init__([1, 2], apply=lambda n: counts.append(n) or apply(n), window=5)
+            self.steps = 0
+
+        def after_step(self, seconds):
+            self.steps += 1
+            n = counts[-1] if counts else 1
+            return super().after_step(0.002 if n == 1 else 0.004 if self.steps >= 30 else 0.001)
+
+    monkeypatch.setattr(worker_module, "ThreadTuner", Busy)
+    w = make_window()
+    tiny(w, threads=0, iters=60)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
+    assert [m.label.format for m in w.plots._thread_marks] == ["Auto: 2 threads", "Auto: 1 thread"]
+    assert w.threads_label.text() == "auto: 1 thread" and w.panel.threads.text() == "Auto"
+    assert 30 < w.plots._thread_marks[1].value() < 40  # where it moved, a few steps after
 
 
 def test_auto_threads_on_one_core_shows_its_count_at_once(make_window, qtbot, monkeypatch):

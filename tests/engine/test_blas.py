@@ -1,12 +1,13 @@
-"""BLAS thread control. Each check runs in a fresh interpreter: OpenBLAS's thread count is
-process-wide state, so a shared test process would test the order of the tests instead of
-the engine."""
+"""BLAS thread control. Each check of real counts runs in a fresh interpreter: OpenBLAS's
+thread count is process-wide state, so a shared test process would test the order of the
+tests instead of the engine. Auto's later choices are checked on scripted step times."""
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
 
-from engine.blas import BlasInfo
+from engine.blas import BlasInfo, ThreadTuner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,11 +49,10 @@ assert all(len(t) == 2 for t in tuner.times.values())
 assert set(seen[1:]) == set(tuner.candidates)  # every count was really tried
 
 fake = ThreadTuner(candidates=[1, 2], trials=3)
-fake.after_step(9.0)  # the warm-up step is not counted
-for t in (5.0, 5.0, 5.0, 2.0, 2.0, 9.0):
+for t in (9.0, 5.0, 5.0, 5.0, 9.0, 2.0, 2.0, 3.0):  # each count's first step is not timed
     fake.before_step()
     fake.after_step(t)
-assert fake.chosen == 2
+assert fake.chosen == 2 and fake.means() == {1: 5.0, 2: 7.0 / 3}
 assert get_blas_threads() == min(2, cpu_count())
 """
 
@@ -106,3 +106,68 @@ def test_a_blas_that_threadpoolctl_cannot_find_is_said_to_be_out_of_reach():
     assert "cannot be set" in missing.describe() and "threadpoolctl" in missing.describe()
     found = BlasInfo("openblas", "0.3.27", "pthreads", 2, "/lib/libopenblas.so")
     assert found.found and found.describe() == "openblas 0.3.27 (pthreads)"
+
+
+class Scripted:
+    """A tuner on counts 1 and 2 whose steps take ``cost(count in force)`` seconds."""
+
+    def __init__(self, cost, **kwargs) -> None:
+        self.cost, self.applied = cost, []
+        self.tuner = ThreadTuner([1, 2], trials=3, apply=self._apply, window=5, **kwargs)
+
+    def _apply(self, n: int) -> int:
+        self.applied.append(n)
+        return n
+
+    def run(self, steps: int) -> list[int | None]:
+        """What ``after_step`` returned at each of ``steps`` steps."""
+        out = []
+        for _ in range(steps):
+            self.tuner.before_step()
+            out.append(self.tuner.after_step(self.cost(self.applied[-1] if self.applied else 1)))
+        return out
+
+
+def test_auto_threads_moves_to_another_count_when_the_chosen_one_slows_down():
+    """Two OpenBLAS threads beside a busy program wait for each other: tiny went from 9.6 ms
+    an iteration to 18, where one thread took 10."""
+    busy = False
+    auto = Scripted(lambda n: (9.0 if busy else 5.0) if n == 2 else 6.0, recheck_s=1e9)
+    assert auto.run(8) == [None] * 7 + [2]  # on each count one step, then three timed: two is faster
+    assert auto.run(10) == [None] * 10 and auto.applied[-1] == 2  # it keeps it
+    busy = True
+    assert [c for c in auto.run(12) if c] == [1]  # timed again, and left for one
+    assert auto.applied[-9:] == [1, 1, 1, 1, 2, 2, 2, 2, 1]  # the chosen count last, and timed afresh
+    assert auto.tuner.means() == {1: 6.0, 2: 9.0}
+    assert auto.run(30) == [None] * 30 and auto.applied[-1] == 1  # and settled there
+
+
+def test_auto_threads_leaves_a_count_whose_steps_are_mostly_fast_and_some_far_slower():
+    """What the window showed beside a busy program: two threads' steps at 9 ms, but some at 300.
+    Their median did not move; the run took several times as long."""
+    spikes = itertools.cycle([0.009, 0.3])
+    busy = False
+    auto = Scripted(lambda n: 0.011 if n == 1 else next(spikes) if busy else 0.009, recheck_s=1e9)
+    assert auto.run(8)[-1] == 2
+    auto.run(10)
+    busy = True
+    assert [c for c in auto.run(20) if c] == [1]
+
+
+def test_auto_threads_looks_again_now_and_then_and_moves_only_for_a_clear_gain():
+    quiet = False
+    auto = Scripted(lambda n: 1.0 if n == 1 else (0.5 if quiet else 2.0), recheck_s=40)
+    assert auto.run(8)[-1] == 1  # the machine was busy: one thread
+    assert auto.run(48) == [None] * 48  # 40 s later, both counts were timed again: one is faster
+    assert auto.applied[9:] == [2, 2, 2, 2, 1, 1, 1, 1, 1]
+    quiet = True
+    choices = auto.run(100)  # the next look comes 80 s later, not 40
+    assert [(i, c) for i, c in enumerate(choices) if c] == [(87, 2)]
+    assert auto.applied[-1] == 2
+
+    faster = False
+    close = Scripted(lambda n: 1.0 if n == 1 else (0.9 if faster else 1.1), recheck_s=10)
+    assert close.run(8)[-1] == 1
+    faster = True
+    assert close.run(200) == [None] * 200  # looked at often, but 10 % could be noise
+    assert close.tuner.chosen == 1 and close.applied.count(2) > 9
