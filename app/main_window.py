@@ -543,6 +543,7 @@ class MainWindow(QMainWindow):
         worker.threads_marked.connect(self._on_threads_marked)
         worker.exported.connect(self._on_exported)
         worker.export_failed.connect(self._on_export_failed)
+        worker.continue_failed.connect(self._on_continue_failed)
         worker.warned.connect(self._on_warned)
         worker.final_failed.connect(self._on_final_failed)
         worker.sample_failed.connect(self._on_sample_failed)
@@ -770,8 +771,14 @@ class MainWindow(QMainWindow):
                 return  # something newer is shown; nothing of this one is on disk
 
             def factory() -> SessionSetup:  # its run folder made on the worker, as Start's
+                from engine.session import TrainingSession
+
                 trainer, warnings, history, cannot_train = built
-                session = _session_in_new_folder(trainer, base, resumed_from=str(path))
+                try:
+                    session = _session_in_new_folder(trainer, base, resumed_from=str(path))
+                except InputError as e:  # runs/ not writable (full, read-only): it samples and exports
+                    session = TrainingSession(trainer)
+                    cannot_train = "; and ".join(filter(None, [cannot_train, str(e)]))
                 return SessionSetup(session, warnings, history, cannot_train)
 
             self._launch(factory, start_paused=True, cannot=LOAD_REFUSED)
@@ -906,7 +913,19 @@ class MainWindow(QMainWindow):
         """Open the run's folder in the desktop's file manager: under a hidden folder
         (~/.local/share), it is hard to find by hand."""
         folder = self.shown_run_dir()
-        folder.mkdir(parents=True, exist_ok=True)  # runs/ before the first run
+        if folder == runs_dir():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)  # runs/ before the first run
+            except OSError as e:
+                self._message(
+                    QMessageBox.Icon.Warning,
+                    "Run folder",
+                    f"Cannot create the folder for runs, {folder}: {e.strerror or e}",
+                )
+                return
+        elif not folder.is_dir():  # a viewed run's, moved or deleted since: not to be made anew, empty
+            self._message(QMessageBox.Icon.Information, "Run folder", f"The run folder {folder} is gone.")
+            return
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
             self._message(QMessageBox.Icon.Information, "Run folder", f"The run folder is {folder}")
 
@@ -971,14 +990,15 @@ class MainWindow(QMainWindow):
             return
         try:
             records = self._follower.poll()
-        except Exception as e:  # the folder went away, a half-written line: stop following
+            samples = self._follower.poll_samples()  # those of a run still training too
+        except Exception as e:  # the folder went away, a file it cannot read: stop following
             self._stop_following()
-            self.statusBar().showMessage(f"Stopped following the run: {e}", 10000)
+            self.statusBar().showMessage(f"Stopped following the run: {e}")  # until another says more
             return
         if records:
             self.store.extend(records)
             self._update_status()
-        for it, text in self._follower.poll_samples():  # those of a run still training too
+        for it, text in samples:
             self.samples.add(it, text, "periodic")
 
     def _stop_following(self) -> None:
@@ -1134,6 +1154,16 @@ class MainWindow(QMainWindow):
         self._export_ok = False
         if self._export_wait is not None:
             self._export_wait.quit()
+
+    @Slot(str, str)
+    def _on_continue_failed(self, message: str, details: str) -> None:
+        self.statusBar().clearMessage()
+        self._message(
+            QMessageBox.Icon.Warning,
+            "Cannot train on",
+            f"{message}\n\nThe model is as it was: Continue tries again, and Export checkpoint… saves it.",
+            details,
+        )
 
     @Slot(str, bool)
     def _on_sample_failed(self, message: str, unknown_characters: bool) -> None:

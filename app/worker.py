@@ -194,6 +194,7 @@ class TrainingWorker(QObject):
     warned = Signal(str)  # something went wrong that training survived (a checkpoint not written)
     exported = Signal(str)
     export_failed = Signal(str)
+    continue_failed = Signal(str, str)  # why a Continue could not start (message, details)
     final_failed = Signal(str)  # the run ended but final.safetensors could not be written
     sample_failed = Signal(str, bool)  # why; whether for characters outside the vocabulary
     sample_progress = Signal(int, int)  # characters made, asked for: after each slice
@@ -335,9 +336,9 @@ class TrainingWorker(QObject):
         trainer.extend(cmd.total)
         try:
             new = cmd.make_session(trainer, session)
-        except Exception as e:  # no run folder: say so; the model stays as it was
+        except Exception as e:  # no run folder (a full disk): the model stays, and Continue with it
             trainer.train_cfg = finished_cfg
-            self._fail(e)
+            self.continue_failed.emit(*failure_text(e))
             return session
         new.give_way = self._person_waits
         self._announce(new)

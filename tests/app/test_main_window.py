@@ -581,6 +581,46 @@ def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, 
     w.show_folder_action.trigger()
     [box] = boxes(w, "Run folder")
     assert str(viewed) in box.text()
+    # moved away while in view: said, not made anew and empty under its old name
+    viewed.rename(tmp_path / "moved")
+    w.show_folder_action.trigger()
+    assert "is gone" in boxes(w, "Run folder")[-1].text() and not viewed.exists()
+
+
+def test_show_run_folder_says_why_it_cannot_make_the_folder_for_runs(make_window, monkeypatch):
+    w = make_window()
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: True)
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    w.show_folder_action.trigger()  # it raised, and only stderr saw it
+    [box] = boxes(w, "Run folder")
+    assert "Read-only file system" in box.text() and str(runs_dir()) in box.text()
+
+
+def test_a_viewed_run_whose_samples_cannot_be_read_is_left_with_a_message(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    """An unreadable samples.txt stopped the opening half-way, with a traceback on stderr only."""
+    from engine.runlog import RunFollower
+
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    viewed = tmp_path / "viewed"
+    shutil.copytree(w.run_info.run_dir, viewed)
+
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied", str(viewed / "samples.txt"))
+
+    monkeypatch.setattr(RunFollower, "poll_samples", unreadable)
+    w.open_run(str(viewed))
+    qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
+    assert "Stopped following the run" in w.statusBar().currentMessage()
+    assert "Permission denied" in w.statusBar().currentMessage()
+    assert last_iter(w) == 10  # its curves are shown all the same
+    assert str(viewed) in [str(p) for p in w.recent_runs()]
 
 
 def test_dropping_a_file_that_is_not_text_is_refused_with_a_message(make_window, qtbot, tmp_path):
@@ -1450,6 +1490,57 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypa
     qtbot.mouseClick(later.panel.load, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
     assert list(later.store["iter"]) == list(range(1, 36))
+
+
+def test_a_continue_that_cannot_make_its_run_folder_leaves_the_model_to_continue_later(
+    make_window, qtbot, monkeypatch
+):
+    """A full disk at Continue failed the run: the model stayed, but Continue was gone for good."""
+    import app.main_window
+    from engine.runlog import RunLogError
+
+    w = make_window()
+    train_to_end(w, qtbot, iters=20)
+    real = app.main_window._session_in_new_folder
+
+    def full(*args, **kwargs):
+        raise RunLogError("cannot write the run folder runs/x: No space left on device")
+
+    monkeypatch.setattr(app.main_window, "_session_in_new_folder", full)
+    w.panel.iters.setValue(35)
+    w.pause_action.trigger()  # Continue
+    qtbot.waitUntil(lambda: bool(boxes(w, "Cannot train on")), timeout=10_000)
+    [box] = boxes(w, "Cannot train on")
+    assert "No space left on device" in box.text() and not box.detailedText()  # no traceback
+    assert w.state == FINISHED and last_iter(w) == 20
+    assert w.panel.pause.text() == "Continue" and w.panel.pause.isEnabled()
+    monkeypatch.setattr(app.main_window, "_session_in_new_folder", real)  # space freed
+    w.pause_action.trigger()
+    qtbot.waitUntil(lambda: w.state == FINISHED and last_iter(w) == 35, timeout=20_000)
+
+
+def test_a_checkpoint_loads_to_sample_and_export_where_no_run_folder_can_be_made(
+    make_window, qtbot, monkeypatch
+):
+    """With the runs folder read-only or full, Load checkpoint… refused the model altogether."""
+    import app.main_window
+    from engine.runlog import RunLogError
+
+    w = make_window()
+    train_to_end(w, qtbot, iters=20)
+    final = w.run_info.run_dir / "checkpoints" / "final.safetensors"
+
+    def read_only(*args, **kwargs):
+        raise RunLogError("cannot create the run folder runs/y: Read-only file system")
+
+    monkeypatch.setattr(app.main_window, "_session_in_new_folder", read_only)
+    later = make_window()
+    later.load_checkpoint(str(final))
+    qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
+    [box] = boxes(later, "Loaded to sample and export")
+    assert "Read-only file system" in box.text()
+    assert later.run_info.run_dir is None and not later.panel.pause.isEnabled()
+    assert later.samples.generate_button.isEnabled() and later.panel.export.isEnabled()
 
 
 def test_continue_is_offered_only_while_the_other_settings_are_the_models(make_window, qtbot, tmp_path):
