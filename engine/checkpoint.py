@@ -14,7 +14,6 @@ the iteration, so the data generator's state is the only random state to carry.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
 import os
@@ -33,7 +32,7 @@ from numpy.typing import NDArray
 import engine
 from engine.config import ModelConfig, TrainConfig
 from engine.data import BUILTIN, AbsentText, CharTokenizer, Corpus, CorpusError
-from engine.errors import InputError
+from engine.errors import InputError, write_failure
 from engine.memory import check_memory
 from engine.model import GPT
 from engine.trainer import Trainer, TrainerState
@@ -207,23 +206,7 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _write_failure(what: str, path: Path, e: BaseException) -> str:
-    code = e.errno if isinstance(e, OSError) else None
-    if code == errno.ENOSPC or code == errno.EDQUOT:
-        reason = "the disk is full; free some space or save somewhere else"
-    elif code in (errno.EACCES, errno.EPERM):
-        reason = "no permission to write in that folder; choose a folder you can write to"
-    elif code == errno.EROFS:
-        reason = "the disk is read-only; choose another folder"
-    elif code == errno.ENOENT and not path.parent.is_dir():
-        reason = f"the folder {path.parent} does not exist; create it or choose another"
-    elif code == errno.ENOTDIR:
-        reason = f"{path.parent} is not a folder (a file stands in its way); choose another folder"
-    elif code == errno.EISDIR or path.is_dir():
-        reason = "a folder has that name; choose a file name"
-    else:
-        detail = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
-        reason = f"{detail}; try again or save somewhere else"
-    return f"cannot save the {what} to {path}: {reason}"
+    return f"cannot save the {what} to {path}: {write_failure(path, e)}"
 
 
 def _now() -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class InputError(Exception):
     """Bad input (a file, a setting, a folder): the message is one line that says what is wrong
@@ -13,3 +16,23 @@ def out_of_memory(e: MemoryError) -> str:
     """What to tell a person when an allocation fails after all: the machine's memory, not a
     bug, ran out (other programs may have taken what was free when training started)."""
     return f"out of memory ({e or 'an allocation failed'}); lower the batch size, or close other programs"
+
+
+def write_failure(path: Path, e: BaseException) -> str:
+    """Why ``path`` could not be written, and what to do, in words: for the disk full,
+    read-only or not ours, a person's remedy, not an errno."""
+    code = e.errno if isinstance(e, OSError) else None
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        return "the disk is full; free some space or save somewhere else"
+    if code in (errno.EACCES, errno.EPERM):
+        return "no permission to write in that folder; choose a folder you can write to"
+    if code == errno.EROFS:
+        return "the disk is read-only; choose another folder"
+    if code == errno.ENOENT and not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist; create it or choose another"
+    if code == errno.ENOTDIR:
+        return f"{path.parent} is not a folder (a file stands in its way); choose another folder"
+    if code == errno.EISDIR or path.is_dir():
+        return "a folder has that name; choose a file name"
+    detail = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
+    return f"{detail}; try again or save somewhere else"

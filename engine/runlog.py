@@ -15,6 +15,7 @@ one that another process is still writing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -25,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from engine.errors import InputError
+from engine.errors import InputError, write_failure
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -99,11 +100,18 @@ class RunLog:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.checkpoints = self.run_dir / CHECKPOINTS
+        # What a failed start may take away again: what this log made, and the run folder if
+        # it held nothing (new_run_dir's, made a moment ago). A folder with anything else of a
+        # person's in it stays.
+        self._made = [p for p in (self.run_dir, self.checkpoints, self.run_dir / METRICS) if not p.exists()]
+        if self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+            self._made.insert(0, self.run_dir)
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             self._metrics: IO[str] = (self.run_dir / METRICS).open("a", encoding="utf-8")
         except OSError as e:
-            raise RunLogError(f"cannot write the run folder {self.run_dir}: {e.strerror or e}") from None
+            self._undo_start()
+            raise RunLogError(self._cannot_write(e)) from None
 
     @property
     def best_path(self) -> Path:
@@ -117,7 +125,31 @@ class RunLog:
         return self.checkpoints / periodic_name(iteration)
 
     def write_config(self, config: dict[str, Any]) -> None:
-        (self.run_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        """Write config.json. If it cannot be written (disk full, say), the run folder would
+        be no run: what this log made is taken away again, and RunLogError says why."""
+        path = self.run_dir / CONFIG
+        if not path.exists():
+            self._made.append(path)
+        try:
+            path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self._metrics.close()
+            self._undo_start()
+            raise RunLogError(self._cannot_write(e, path)) from None
+
+    def _cannot_write(self, e: OSError, path: Path | None = None) -> str:
+        return f"cannot write the run folder {self.run_dir}: {write_failure(path or self.run_dir, e)}"
+
+    def _undo_start(self) -> None:
+        """Remove what this log made, newest first; a file only while empty or cut short by
+        the failure (config.json), a folder only while empty."""
+        for p in reversed(self._made):
+            with contextlib.suppress(OSError):
+                if p.name == CONFIG or (p.is_file() and not p.stat().st_size):
+                    p.unlink()
+                elif p.is_dir():
+                    p.rmdir()
 
     def append(self, record: dict[str, Any]) -> None:
         """One metrics record, as one line, written whole and flushed. A value that is not a

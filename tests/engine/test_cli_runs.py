@@ -1,5 +1,6 @@
 """The command line's run folders, resume, Ctrl-C, sample and export."""
 
+import errno
 import hashlib
 import json
 import os
@@ -474,3 +475,20 @@ def test_a_run_on_a_text_of_windows_line_ends_resumes_on_that_text(corpus_file, 
     capsys.readouterr()
     assert cli.main(["train", "--resume", final, "--iters", "3", *common]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_a_full_disk_at_the_run_folders_start_is_one_line_exit_2_and_no_folder(
+    tmp_path, corpus_file, monkeypatch, capsys
+):
+    from engine import cli
+    from tests.engine.test_runlog import fail_writing
+
+    fail_writing(monkeypatch, "config.json", errno.ENOSPC)
+    code = cli.main(["train", "--iters", "2", "--corpus", str(corpus_file), "--run-dir", "full", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == (
+        "chargpt: error: cannot write the run folder full: the disk is full; "
+        "free some space or save somewhere else"
+    )
+    assert not (tmp_path / "full").exists()

@@ -1,4 +1,6 @@
+import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -224,3 +226,56 @@ def test_the_root_folder_holding_a_run_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(Path, "exists", lambda self: str(self) == "/config.json" or exists(self))
     with pytest.raises(RunLogError, match="holds a run already; choose a new folder"):
         unused_run_dir(Path("/"))  # no name to number, and no folder beside it
+
+
+def fail_writing(monkeypatch, name: str, code: int) -> None:
+    """Writing a file called ``name`` fails with ``code`` after a few bytes reached the disk."""
+    real = Path.write_text
+
+    def write_text(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if self.name != name:
+            return real(self, text, *args, **kwargs)
+        real(self, text[:3], *args, **kwargs)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+
+@pytest.mark.parametrize(
+    ("code", "told"),
+    [
+        (errno.ENOSPC, "the disk is full; free some space"),
+        (errno.EROFS, "the disk is read-only; choose another folder"),
+        (errno.EACCES, "no permission to write in that folder; choose a folder you can write to"),
+    ],
+)
+def test_a_config_that_cannot_be_written_is_one_line_and_leaves_no_run_folder(
+    tmp_path, monkeypatch, code, told
+):
+    fail_writing(monkeypatch, "config.json", code)
+    with pytest.raises(RunLogError, match=rf"^cannot write the run folder .*new: {told}"):
+        RunLog(tmp_path / "runs" / "new").write_config({"model": {}})
+    assert list((tmp_path / "runs").iterdir()) == []  # runs/ was there before a run in it
+    fresh = new_run_dir(tmp_path / "runs")  # the window's: made empty, then written
+    with pytest.raises(RunLogError):
+        RunLog(fresh).write_config({"model": {}})
+    assert not fresh.exists()
+
+
+def test_a_config_that_cannot_be_written_leaves_a_persons_folder_as_it_was(tmp_path, monkeypatch):
+    mine = tmp_path / "mine"
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    fail_writing(monkeypatch, "config.json", errno.ENOSPC)
+    with pytest.raises(RunLogError, match="the disk is full"):
+        RunLog(mine).write_config({"model": {}})
+    assert sorted(p.name for p in mine.iterdir()) == ["checkpoints", "notes.txt"]
+
+
+def test_a_run_folder_that_cannot_be_made_names_the_remedy(tmp_path, monkeypatch):
+    def read_only(self: Path, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(RunLogError, match=r"cannot write the run folder .*r: the disk is read-only; choose"):
+        RunLog(tmp_path / "r")
