@@ -16,6 +16,7 @@ one that another process is still writing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import re
@@ -39,6 +40,10 @@ _PERIODIC = re.compile(r"iter_(\d+)\.safetensors")
 
 class RunLogError(InputError, ValueError):
     """A run directory that cannot be written or read; one line for a person."""
+
+
+class RunFolderGone(RunLogError):
+    """The run folder a follower reads is no longer where it was (moved or deleted)."""
 
 
 def new_run_dir(base: Path = Path("runs"), label: str | None = None) -> Path:
@@ -311,6 +316,8 @@ class RunFollower:
         self._samples_seen = -1  # the iteration of the last sample returned
 
     def poll(self) -> list[dict[str, Any]]:
+        """Raises RunFolderGone once the run folder is gone, and RunLogError if metrics.jsonl
+        cannot be read: a follower that returned nothing then looked like a quiet run."""
         try:
             with self.path.open("rb") as f:
                 f.seek(0, 2)
@@ -320,7 +327,14 @@ class RunFollower:
                 f.seek(self._offset)
                 chunk = f.read(size - self._offset)
         except FileNotFoundError:
-            return []
+            if not self.run_dir.is_dir():
+                raise RunFolderGone(
+                    f"the run folder {self.run_dir} is gone (moved or deleted); "
+                    "open the run again where it is now"
+                ) from None
+            return []  # not begun yet
+        except OSError as e:
+            raise RunLogError(_cannot_read(self.path, e)) from None
         self._offset += len(chunk)
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()  # b"" when the chunk ended with a newline
@@ -336,19 +350,43 @@ class RunFollower:
 
     def poll_samples(self) -> list[tuple[int, str]]:
         """The samples written since the last call, as (iteration, text), oldest first. Each is
-        written at once and ends with a blank line: a file that does not is being written."""
+        written at once and ends with a blank line; the last one, if it does not yet, is being
+        written (or was cut short by a crash), and is held back: the ones before it are whole.
+        Raises RunLogError if samples.txt cannot be read."""
         path = self.run_dir / SAMPLES
         try:
             if path.stat().st_size == self._samples_size:
                 return []
             data = path.read_bytes()
         except FileNotFoundError:
-            return []
-        if data and not data.endswith(b"\n\n"):
-            return []
+            return []  # none yet; a folder that is gone is poll()'s to say
+        except OSError as e:
+            raise RunLogError(_cannot_read(path, e)) from None
         self._samples_size = len(data)
+        if not data.endswith(b"\n\n"):
+            data = data[: _last_header(data)]
         text = data.decode("utf-8", errors="replace")
         new = [(it, body) for it, body in parse_samples(text) if it > self._samples_seen]
         if new:
             self._samples_seen = new[-1][0]
         return new
+
+
+def _last_header(data: bytes) -> int:
+    """Where the last "--- iter N ---" line of a samples.txt starts (0 if none)."""
+    found = list(_SAMPLE_HEADER.finditer(data))
+    return found[-1].start() if found else 0
+
+
+_SAMPLE_HEADER = re.compile(rb"^--- iter \d+ ---\n", re.MULTILINE)
+
+
+def _cannot_read(path: Path, e: OSError) -> str:
+    """A run file that is there but cannot be read, in words, with what to do."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        reason = "no permission to read it; check its permissions, or open the run as its owner"
+    elif e.errno == errno.EISDIR or path.is_dir():
+        reason = "a folder stands where this file should be; the run folder is damaged"
+    else:
+        reason = f"{e.strerror or e}; check the disk and try again"
+    return f"cannot read {path}: {reason}"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine.runlog import (
+    RunFolderGone,
     RunFollower,
     RunLog,
     RunLogError,
@@ -279,3 +280,61 @@ def test_a_run_folder_that_cannot_be_made_names_the_remedy(tmp_path, monkeypatch
     monkeypatch.setattr(Path, "mkdir", read_only)
     with pytest.raises(RunLogError, match=r"cannot write the run folder .*r: the disk is read-only; choose"):
         RunLog(tmp_path / "r")
+
+
+def test_samples_before_one_cut_short_are_all_returned(tmp_path):
+    (tmp_path / "samples.txt").write_text(
+        "--- iter 100 ---\nfirst\n\n--- iter 200 ---\nsecond\n\nthird line\n\n--- iter 300 ---\ncut mid-wr"
+    )
+    follower = RunFollower(tmp_path)
+    assert follower.poll_samples() == [(100, "first"), (200, "second\n\nthird line")]
+    assert follower.poll_samples() == []  # the cut one is held back
+    with (tmp_path / "samples.txt").open("a") as f:
+        f.write("itten\n\n")
+    assert follower.poll_samples() == [(300, "cut mid-written")]
+
+
+def fail_opening(monkeypatch, name: str, error: OSError) -> None:
+    """Opening or reading a file called ``name`` raises ``error``, as for root it will not."""
+    real_open, real_read = Path.open, Path.read_bytes
+
+    def open_(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == name:
+            raise error
+        return real_open(self, *args, **kwargs)
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == name:
+            raise error
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "open", open_)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("name", ["samples.txt", "metrics.jsonl"])
+def test_run_files_that_cannot_be_read_are_told_in_words(tmp_path, monkeypatch, name):
+    (tmp_path / "samples.txt").write_text("--- iter 1 ---\nx\n\n")
+    (tmp_path / "metrics.jsonl").write_text('{"iter": 1}\n')
+    follower = RunFollower(tmp_path)
+    poll = follower.poll_samples if name == "samples.txt" else follower.poll
+    fail_opening(monkeypatch, name, PermissionError(errno.EACCES, "Permission denied"))
+    with pytest.raises(RunLogError, match=rf"^cannot read .*{name}: no permission to read it; check"):
+        poll()
+    monkeypatch.undo()
+    (tmp_path / name).unlink()
+    (tmp_path / name).mkdir()
+    with pytest.raises(RunLogError, match=rf"^cannot read .*{name}: a folder stands where this file should"):
+        poll()
+
+
+def test_a_followed_run_whose_folder_is_moved_or_deleted_says_it_is_gone(tmp_path):
+    with RunLog(tmp_path / "run") as log:
+        follower = RunFollower(tmp_path / "run")
+        assert follower.poll() == []  # begun, nothing logged yet: quiet, not gone
+        log.append({"iter": 1, "loss": 3.0})
+        assert [r["iter"] for r in follower.poll()] == [1]
+    (tmp_path / "run").rename(tmp_path / "moved")
+    with pytest.raises(RunFolderGone, match=r"^the run folder .*run is gone \(moved or deleted\); open"):
+        follower.poll()
+    assert follower.poll_samples() == []  # poll() is the one to say so
