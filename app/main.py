@@ -185,8 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         window = MainWindow()
     window.show()
     if not batch_mode:
+        from app.signals import SignalClose
+
+        closer = SignalClose(window)
         open_given(window, args)
-        return int(app.exec())
+        code = int(app.exec())
+        return 128 + closer.signum if closer.signum is not None else code  # as a shell reports it
     from app.batch import LatencyProbe, Screenshot
 
     job = (Screenshot if args.screenshot else LatencyProbe)(window, args)

@@ -1,4 +1,5 @@
-"""The entry point: a missing system library for the xcb platform gives a clear message."""
+"""The entry point: the system libraries it checks before Qt starts, its arguments, and how
+it ends at a signal."""
 
 import os
 import subprocess
@@ -115,3 +116,64 @@ def test_paths_the_code_page_lacks_are_printed_not_a_traceback(tmp_path):
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert f"wrote {data}".encode() in done.stdout  # UTF-8, to a pipe
+
+
+SIGNALLED = r"""
+import json, os, signal, sys
+from pathlib import Path
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+import app.main as app_main
+from app.main_window import MainWindow
+
+app = QApplication([])
+corpus = Path(sys.argv[1])
+
+def start():
+    [window] = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+    if window.corpus is None or window.corpus.name != corpus.name:
+        QTimer.singleShot(50, start)
+        return
+    p = window.panel
+    p.preset.setCurrentIndex(p.preset.findData("tiny"))
+    p.batch.setValue(4)
+    p.iters.setValue(100_000)
+    p.threads.setValue(1)
+    p.start.click()
+    QTimer.singleShot(100, lambda: wait(window))
+
+def wait(window):
+    if window.store.last_iteration < 5:
+        QTimer.singleShot(100, lambda: wait(window))
+    else:
+        os.kill(os.getpid(), getattr(signal, sys.argv[2]))  # as from another process
+
+QTimer.singleShot(0, start)
+code = app_main.main(["--corpus", str(corpus)])
+print(json.dumps({"code": code}))
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_closes_the_window_as_closing_does_keeping_the_final_checkpoint(tmp_path, name):
+    """SIGTERM (a logout, kill) ended the window at once, and the run lost its last iterations."""
+    corpus = tmp_path / "verse.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 200, encoding="utf-8")
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNALLED, str(corpus), name],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f'"code": {128 + getattr(__import__("signal"), name)}' in done.stdout
+    [run] = (tmp_path / "data" / "chargpt-studio" / "runs").iterdir()
+    assert (run / "checkpoints" / "final.safetensors").is_file()
+    settings = next((tmp_path / "config").rglob("*.conf")).read_text()
+    assert run.name in settings  # among Recent runs
