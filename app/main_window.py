@@ -344,9 +344,9 @@ class MainWindow(QMainWindow):
     def _restore_settings(self) -> None:
         s = self.settings
         geometry = s.value("geometry")
-        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        else:  # first launch: a roomy window, but never larger than the screen (a 1366x768 laptop)
+        # first launch, or a setting that is not a geometry: a roomy window, but never larger
+        # than the screen (a 1366x768 laptop)
+        if not (isinstance(geometry, QByteArray) and self.restoreGeometry(geometry)):
             self.resize(DEFAULT_SIZE.boundedTo(self.screen().availableGeometry().size() * 0.9))
         self.panel.set_preset(str(s.value("preset", "tiny")))
         self.corpus_path = str(s.value("corpus", "") or "")
@@ -1095,7 +1095,8 @@ class MainWindow(QMainWindow):
     def _on_state(self, state: str) -> None:
         ended = self.state in (TRAINING, PAUSED) and state in (FINISHED, STOPPED)
         self._set_state(state)
-        if ended and self.run_info is not None and self.run_info.run_dir is not None:
+        # at the start too: a run the process did not live to end (killed, a crash) is found there
+        if (ended or state == TRAINING) and self.run_info is not None and self.run_info.run_dir is not None:
             self._remember_run(self.run_info.run_dir)
         if ended:
             self._clear_message(self._ready_text)  # a short run ends within its 8 s: "training" was stale

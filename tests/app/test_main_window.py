@@ -18,12 +18,22 @@ import numpy as np
 import psutil
 import pytest
 import safetensors.numpy
-from PySide6.QtCore import QEvent, QKeyCombination, QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import (
+    QByteArray,
+    QEvent,
+    QKeyCombination,
+    QMimeData,
+    QPoint,
+    QPointF,
+    QSettings,
+    Qt,
+    QUrl,
+)
 from PySide6.QtGui import QDesktopServices, QDropEvent, QImage, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QLineEdit, QMenu, QMessageBox
 
 from app import worker as worker_module
-from app.main_window import WEIGHTS_FILTER, MainWindow, _short, runs_dir
+from app.main_window import DEFAULT_SIZE, WEIGHTS_FILTER, MainWindow, _short, runs_dir
 from app.worker import FAILED, FINISHED, IDLE, PAUSED, STOPPED, TRAINING, RunInfo
 from engine import blas, checkpoint
 from engine.blas import set_blas_threads
@@ -1234,6 +1244,25 @@ def test_a_run_closed_mid_training_is_among_the_recent_runs_of_the_next_session(
     fresh = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)  # read from the file
     later = make_window(the_settings=fresh)
     assert later.recent_runs() == [folder.resolve()]
+
+
+def test_a_run_is_among_the_recent_runs_from_its_start_should_the_process_not_live_to_end_it(
+    make_window, qtbot, settings
+):
+    """A run killed (kill -9, a crash) had never joined Recent runs: only its end or closing did."""
+    w = make_window()
+    tiny(w)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == TRAINING, timeout=20_000)
+    settings.sync()  # what a process killed now would leave
+    assert w.recent_runs() == [w.run_info.run_dir]
+
+
+def test_a_remembered_size_that_is_not_a_geometry_opens_the_first_launch_size(make_window, settings):
+    settings.setValue("geometry", QByteArray(b"garbage"))
+    w = make_window()
+    room = w.screen().availableGeometry().size() * 0.9
+    assert w.size() == DEFAULT_SIZE.boundedTo(room).expandedTo(w.minimumSize())  # not 892 x 512
 
 
 def test_a_thread_count_the_blas_cannot_take_is_no_change_on_the_plot(make_window, qtbot, monkeypatch):
