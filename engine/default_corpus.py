@@ -13,7 +13,6 @@ import inspect
 import os
 import re
 import sysconfig
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,12 +130,12 @@ _UNPRINTABLE = re.compile(r"[^\n -~]")
 
 
 def _write_cache(path: Path, text: str) -> None:
-    """Write atomically; a read-only home only costs rebuilding next time."""
+    """Write atomically; a read-only home only costs rebuilding next time, and a full disk
+    keeps no part-written copy (one a launch filled the disk with the rest of)."""
+    from engine.checkpoint import CheckpointError, write_atomic  # safetensors and all: first launch only
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".corpus-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError:
+        write_atomic(path, text.encode("utf-8"), "built-in corpus")
+    except (OSError, CheckpointError):
         pass

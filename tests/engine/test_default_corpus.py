@@ -1,6 +1,8 @@
 """The built-in corpus: the standard library's docstrings, gathered without importing it."""
 
 import ast
+import errno
+import os
 
 import pytest
 
@@ -108,3 +110,16 @@ def test_files_come_in_sorted_path_order_without_the_skipped_folders(tmp_path):
     names = [p.relative_to(tmp_path).as_posix() for p in walked]
     # a folder comes before the file named after it, as in sorted paths
     assert names == ["a/z.py", "a.py", "b/ab/f.py", "b/c.py", "b.py"]
+
+
+def test_a_cache_that_cannot_be_written_leaves_no_temp_file(tmp_path, monkeypatch):
+    def disk_full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    default_corpus._write_cache(tmp_path / "data" / "corpus.txt", "docs " * 1000)  # quietly
+    assert list((tmp_path / "data").iterdir()) == []  # each launch left one, filling the disk
+    monkeypatch.undo()
+    default_corpus._write_cache(tmp_path / "data" / "corpus.txt", "docs")
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["corpus.txt"]
+    assert (tmp_path / "data" / "corpus.txt").read_text() == "docs"
