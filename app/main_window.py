@@ -719,12 +719,22 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(
             self,
             "Load checkpoint",
-            self._dialog_dir("checkpoint_dir", runs_dir()),  # every run's checkpoints are there
+            self._viewed_checkpoint() or self._dialog_dir("checkpoint_dir", runs_dir()),
             "Checkpoints (*.safetensors);;All files (*)",
         )
         if path:
             self.settings.setValue("checkpoint_dir", str(Path(path).parent))
             self.load_checkpoint(path)
+
+    def _viewed_checkpoint(self) -> str:
+        """Where Load checkpoint… starts while a run folder is in view: its final checkpoint, else
+        its checkpoints folder, since loading one is how a viewed run trains on; "" otherwise
+        (every run's checkpoints are under the folder of runs)."""
+        if self._follower is None:
+            return ""
+        folder = self._follower.run_dir / "checkpoints"
+        final = folder / "final.safetensors"
+        return str(final) if final.is_file() else str(folder) if folder.is_dir() else ""
 
     def load_checkpoint(self, path: str) -> None:
         """Restore a checkpoint, paused and ready to resume. It is read off the GUI thread before
@@ -859,6 +869,10 @@ class MainWindow(QMainWindow):
                     f"{plural(m.n_heads, 'head')}, context {m.context}",
                     15_000,
                 )
+            elif self._viewed_checkpoint():  # loading its checkpoint is how a viewed run trains on
+                keys = self.load_action.shortcut().toString()
+                hint = f"To sample from it or train it on: Load checkpoint… ({keys})"
+                self.statusBar().showMessage(hint, 15_000)
 
         def failed(message: str, _details: str) -> None:
             if request == self._show_request:

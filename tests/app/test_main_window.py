@@ -597,6 +597,26 @@ def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, 
     assert "is gone" in boxes(w, "Run folder")[-1].text() and not viewed.exists()
 
 
+def test_a_viewed_run_says_how_to_train_it_on_and_load_starts_at_its_final_checkpoint(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    """A run trained by chargpt, opened in the window, had Start and Continue for other models
+    only, and nothing said that Load checkpoint… on its final one trains it on."""
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    viewed = tmp_path / "viewed"
+    shutil.copytree(w.run_info.run_dir, viewed)
+    w.open_run(str(viewed))
+    qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
+    assert "Load checkpoint… (Ctrl+L)" in w.statusBar().currentMessage()
+    asked: list[str] = []
+    monkeypatch.setattr(
+        QFileDialog, "getOpenFileName", lambda _w, _t, start, _f: asked.append(start) or ("", "")
+    )
+    w.load_action.trigger()
+    assert asked == [str(viewed / "checkpoints" / "final.safetensors")]
+
+
 def test_show_run_folder_says_why_it_cannot_make_the_folder_for_runs(make_window, monkeypatch):
     w = make_window()
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: True)
