@@ -114,8 +114,8 @@ class ThreadTuner:
     the steps on the count it chose, and times every count again (the chosen one last, so as
     to end on it) when the mean of the last ``window`` steps is ``slower`` times what it was
     after the choice, and also after ``recheck_s`` seconds of steps, since a machine that was
-    busy may not be any more (an interval that doubles each time a check keeps the count, so
-    that a steady machine pays for few). A check moves only to a count faster by ``margin``.
+    busy may not be any more (an interval that doubles, up to 16 times, each time a check keeps
+    the count, so that a steady machine pays for few). A check moves only to a count faster by ``margin``.
     Means, not medians: the length of a run is the sum of its steps, spikes and all.
 
     Drive it around each step: ``before_step()``, run the step, ``after_step(seconds)``.
@@ -199,7 +199,7 @@ class ThreadTuner:
         if kept is not None and means[best] > (1 - self.margin) * means[kept]:
             best = kept  # not faster by enough to be sure of it on a noisy machine
         changed = best != kept
-        self._interval = self.recheck_s if changed else 2 * self._interval
+        self._interval = self.recheck_s if changed else min(2 * self._interval, 16 * self.recheck_s)
         self.chosen = best
         self.apply(best)
         self._recent, self._settled, self._since = [], None, 0.0
