@@ -165,6 +165,11 @@ def test_auto_threads_looks_again_now_and_then_and_moves_only_for_a_clear_gain()
     assert [(i, c) for i, c in enumerate(choices) if c] == [(87, 2)]
     assert auto.applied[-1] == 2
 
+    steady = Scripted(lambda n: 0.01 if n == 1 else 0.02, recheck_s=1)
+    steady.run(8)
+    steady.run(6400)  # 64 s of steps: looks after 1, 2, 4, 8, 16, and every 16 s from then on
+    assert steady.applied.count(2) == 4 + 4 * 7
+
     faster = False
     close = Scripted(lambda n: 1.0 if n == 1 else (0.9 if faster else 1.1), recheck_s=10)
     assert close.run(8)[-1] == 1
