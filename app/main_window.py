@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 import platform
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,10 @@ LOAD_REFUSED = "Cannot load this checkpoint"  # the title of that message box
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
+# A run in view that has written nothing for this long, nor for 30 of its iterations, is said
+# to be quiet: its process may have died (killed, a crash) and left it unfinished for good.
+QUIET_S = 120.0
+QUIET = "Nothing new in this run"
 RECENT_RUNS = 8  # File → Recent runs
 DEFAULT_SIZE = QSize(1320, 860)  # first launch (within the screen) and screenshots
 # Below this the plots cannot be read. Short, as a laptop's screen at 125-150 % scale is (768
@@ -184,6 +189,8 @@ class MainWindow(QMainWindow):
         self.confirm_close = True  # ask to save when closing mid-run (batch jobs turn it off)
         self._follower: RunFollower | None = None
         self._viewed_config: dict[str, Any] = {}  # a viewed run's config.json, read when it was opened
+        self._written_at = 0.0  # when the run in view last grew (time.monotonic)
+        self._said_quiet = False  # that it has not for a while (_say_if_quiet)
         self._dialogs: list[QMessageBox] = []
 
         self.store = MetricsStore()
@@ -849,6 +856,7 @@ class MainWindow(QMainWindow):
             self.samples.clear()
             self.store.extend(records)
             self._follower = RunFollower(path)
+            self._written_at, self._said_quiet = time.monotonic(), False
             self._viewed_config = run.config
             self._poll_run()
             self._follow_timer.start()
@@ -1012,8 +1020,29 @@ class MainWindow(QMainWindow):
         if records:
             self.store.extend(records)
             self._update_status()
+            self._written_at = time.monotonic()
+            if self._said_quiet and self.statusBar().currentMessage().startswith(QUIET):
+                self.statusBar().clearMessage()  # it goes on after all (a long evaluation)
+            self._said_quiet = False
         for it, text in samples:
             self.samples.add(it, text, "periodic")
+        self._say_if_quiet()
+
+    def _say_if_quiet(self) -> None:
+        """Say once that a run in view stopped short of its end, if it has written nothing for a
+        while: "72 % · viewing" of a run whose process was killed stayed up for good."""
+        s, total = self.store, self._viewed_setting("train", "max_iters")
+        if self._said_quiet or not len(s) or s.last_iteration >= total:
+            return
+        steps = s["step_s"][-25:]
+        typical = float(np.nanmedian(steps)) if np.isfinite(steps).any() else 0.0
+        quiet = time.monotonic() - self._written_at
+        if quiet >= max(QUIET_S, 30 * typical):
+            self._said_quiet = True
+            self.statusBar().showMessage(
+                f"{QUIET} for {format_duration(quiet)}: its training may have ended "
+                f"at iteration {s.last_iteration:,} without finishing"
+            )
 
     def _stop_following(self) -> None:
         self._follow_timer.stop()

@@ -617,6 +617,33 @@ def test_a_viewed_run_says_how_to_train_it_on_and_load_starts_at_its_final_check
     assert asked == [str(viewed / "checkpoints" / "final.safetensors")]
 
 
+def test_a_viewed_run_that_stops_short_of_its_end_is_said_to_be_quiet(
+    make_window, qtbot, tmp_path, monkeypatch
+):
+    """A run whose process was killed showed "72 % · viewing" for good."""
+    import app.main_window
+
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    viewed = tmp_path / "viewed"
+    shutil.copytree(w.run_info.run_dir, viewed)
+    config = json.loads((viewed / "config.json").read_text())
+    config["train"]["max_iters"] = 99  # 10 of 99 written, and no more to come
+    (viewed / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(app.main_window, "QUIET_S", 0.3)
+    w.open_run(str(w.run_info.run_dir))  # finished: nothing more to come, nothing to say
+    qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
+    qtbot.wait(1500)
+    assert "Nothing new" not in w.statusBar().currentMessage()
+    w.open_run(str(viewed))
+    qtbot.waitUntil(lambda: "Nothing new in this run" in w.statusBar().currentMessage(), timeout=10_000)
+    assert "ended at iteration 10 without finishing" in w.statusBar().currentMessage()
+    with (viewed / "metrics.jsonl").open("a") as f:  # it was only slow: the message goes
+        f.write(json.dumps({"iter": 11, "loss": 3.0, "step_s": 0.01}) + "\n")
+    qtbot.waitUntil(lambda: last_iter(w) == 11, timeout=10_000)
+    assert "Nothing new" not in w.statusBar().currentMessage()
+
+
 def test_show_run_folder_says_why_it_cannot_make_the_folder_for_runs(make_window, monkeypatch):
     w = make_window()
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: True)
