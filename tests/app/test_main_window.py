@@ -551,15 +551,31 @@ def test_recent_runs_bring_back_a_run_of_an_earlier_session(make_window, qtbot):
     assert [a.text() for a in later.recent_menu.actions()] == ["No runs yet"]
 
 
+def copy_of_run(run_dir: Path, to: Path, section: str = "", **changes: int) -> Path:
+    """A copy of the run folder ``run_dir`` at ``to``, another run to view, with ``changes`` to
+    the ``section`` of its config.json ("model" or "train")."""
+    shutil.copytree(run_dir, to)
+    if changes:
+        config = json.loads((to / "config.json").read_text())
+        config[section].update(changes)
+        (to / "config.json").write_text(json.dumps(config))
+    return to
+
+
 def test_a_viewed_run_of_no_presets_model_says_what_model_it_was(make_window, qtbot, tmp_path):
     """The panel keeps the next run's preset (tiny here), and nothing said the run was not one."""
     w = make_window()
     train_to_end(w, qtbot, iters=5)
-    viewed = tmp_path / "custom-run"
-    shutil.copytree(w.run_info.run_dir, viewed)
-    config = json.loads((viewed / "config.json").read_text())
-    config["model"].update(n_layers=2, d_model=32, n_heads=4, d_ff=64, context=16)
-    (viewed / "config.json").write_text(json.dumps(config))
+    viewed = copy_of_run(
+        w.run_info.run_dir,
+        tmp_path / "custom-run",
+        "model",
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_ff=64,
+        context=16,
+    )
     w.open_run(str(viewed))
     qtbot.waitUntil(lambda: w.state == "viewing custom-run", timeout=10_000)
     said = w.statusBar().currentMessage()
@@ -576,11 +592,7 @@ def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, 
     train_to_end(w, qtbot, iters=10)
     trained = w.run_info.run_dir
     w.show_folder_action.trigger()
-    viewed = tmp_path / "viewed"
-    shutil.copytree(trained, viewed)
-    config = json.loads((viewed / "config.json").read_text())
-    config["train"]["max_iters"] = 99  # as if it had been stopped at 10 of 99
-    (viewed / "config.json").write_text(json.dumps(config))
+    viewed = copy_of_run(trained, tmp_path / "viewed", "train", max_iters=99)  # as if stopped at 10 of 99
     w.open_run(str(viewed))
     qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
     assert w.iter_label.text() == "iter 10 / 99"  # the viewed run's, not the one trained before
@@ -604,8 +616,7 @@ def test_a_viewed_run_says_how_to_train_it_on_and_load_starts_at_its_final_check
     only, and nothing said that Load checkpoint… on its final one trains it on."""
     w = make_window()
     train_to_end(w, qtbot, iters=10)
-    viewed = tmp_path / "viewed"
-    shutil.copytree(w.run_info.run_dir, viewed)
+    viewed = copy_of_run(w.run_info.run_dir, tmp_path / "viewed")
     w.open_run(str(viewed))
     qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
     assert "Load checkpoint… (Ctrl+L)" in w.statusBar().currentMessage()
@@ -625,11 +636,7 @@ def test_a_viewed_run_that_stops_short_of_its_end_is_said_to_be_quiet(
 
     w = make_window()
     train_to_end(w, qtbot, iters=10)
-    viewed = tmp_path / "viewed"
-    shutil.copytree(w.run_info.run_dir, viewed)
-    config = json.loads((viewed / "config.json").read_text())
-    config["train"]["max_iters"] = 99  # 10 of 99 written, and no more to come
-    (viewed / "config.json").write_text(json.dumps(config))
+    viewed = copy_of_run(w.run_info.run_dir, tmp_path / "viewed", "train", max_iters=99)  # 10 of 99 written
     monkeypatch.setattr(app.main_window, "QUIET_S", 0.3)
     w.open_run(str(w.run_info.run_dir))  # finished: nothing more to come, nothing to say
     qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
@@ -665,8 +672,7 @@ def test_a_viewed_run_whose_samples_cannot_be_read_is_left_with_a_message(
 
     w = make_window()
     train_to_end(w, qtbot, iters=10)
-    viewed = tmp_path / "viewed"
-    shutil.copytree(w.run_info.run_dir, viewed)
+    viewed = copy_of_run(w.run_info.run_dir, tmp_path / "viewed")
 
     def unreadable(self):
         raise PermissionError(13, "Permission denied", str(viewed / "samples.txt"))
