@@ -14,6 +14,7 @@ import os
 import platform
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
@@ -196,6 +197,7 @@ def parse_threads(spec: str) -> int | None:
 
 # -- chargpt train -------------------------------------------------------------
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.checkpoint import CheckpointError
     from engine.runlog import new_run_dir, unused_run_dir
     from engine.session import TrainingSession
 
@@ -278,7 +280,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             _save_before_failing(session, say, resume_command(args, train_cfg.max_iters))
             raise
         threads = threads or trainer.threads
-        final = session.finish()
+        final, unsaved = finish_somewhere(session)
+    instead = f"{unsaved}; saved {final} instead" if unsaved else f"saved {final}"
     if stop.signum is not None and status == 128 + stop.signum:
         closed = stop.signum == SIGPIPE
         why = f"{'output closed' if closed else STOP_SIGNALS[stop.signum]} at iteration {trainer.iteration}"
@@ -286,13 +289,18 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             told = f"{why}, before training any: nothing to save"
         else:
             command = resume_command(args, train_cfg.max_iters).format(final)
-            told = f"{why}; saved {final}\ncontinue with: {command}"
+            told = f"{why}; {instead}\ncontinue with: {command}"
         if closed:  # with the output gone, one line on standard error, if that is still there
             _tell(told.replace("\n", "; "))
         else:
             say(told)
     if status != EXIT_OK:
+        if unsaved and status == EXIT_FAILED:
+            say(instead)
         return status
+    if unsaved:  # the run folder lacks what a script that reads it expects: not "done"
+        say(f"{instead}\ncontinue with: {resume_command(args, 2 * train_cfg.max_iters).format(final)}")
+        raise CheckpointError(f"{unsaved}; the model was saved to {final} instead")
     val_loss = session.last_val_loss
     wall = time.perf_counter() - t_start
     say(f"validation loss {val_loss:.4f} after {trainer.iteration} iterations ({format_duration(wall)})")
@@ -407,12 +415,59 @@ def _save_before_failing(session: TrainingSession, say: Callable[[str], None], c
     """Keep the iterations done when training fails (out of memory, a helper gone): the failed
     step left the run as it was before it. ``command`` resumes it ({} for the checkpoint)."""
     try:
-        final = session.finish()
+        final, unsaved = finish_somewhere(session)
     except Exception:  # the error being raised says more than this one
         session.close()
         return
     if final is not None:
-        say(f"saved {final}\ncontinue with: {command.format(final)}")
+        saved = f"{unsaved}; saved {final} instead" if unsaved else f"saved {final}"
+        say(f"{saved}\ncontinue with: {command.format(final)}")
+
+
+def finish_somewhere(session: TrainingSession) -> tuple[Path | None, str | None]:
+    """``session.finish()``, and why not if the final checkpoint could not go into the run
+    folder (disk full, no permission, the folder gone): then it goes into the current folder,
+    else the system's temp folder, under a new name that says which run and iteration it is,
+    since the process is about to end and the trained model with it. The path (None if
+    nothing was trained), and that failure's words or None."""
+    from engine.checkpoint import CheckpointError
+    from engine.runlog import periodic_name
+
+    try:
+        return session.finish(), None
+    except CheckpointError as e:
+        unsaved = str(e)
+    assert session.run_dir is not None  # (finish writes only into a run folder)
+    name = f"chargpt-{session.run_dir.resolve().name or 'run'}-{periodic_name(session.trainer.iteration)}"
+    tried = []
+    for folder in _fallback_folders():
+        path = _free_name(folder / name)
+        try:
+            saved = session.export(path)
+        except CheckpointError:
+            tried.append(str(folder))
+            continue
+        session.close()
+        return saved, unsaved
+    session.close()
+    raise CheckpointError(f"{unsaved}; nor could it be saved in {' or '.join(tried)}: the model is lost")
+
+
+def _fallback_folders() -> list[Path]:
+    folders = []
+    with suppress(OSError):  # a working folder that was deleted has no path
+        folders.append(Path.cwd())
+    temp = Path(tempfile.gettempdir())
+    return [*folders, temp] if temp not in folders else folders
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or path-2, path-3, … before its suffix: what is there already stays."""
+    n, free = 1, path
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return free
 
 
 def _number(value: float) -> str:

@@ -492,3 +492,81 @@ def test_a_full_disk_at_the_run_folders_start_is_one_line_exit_2_and_no_folder(
         "free some space or save somewhere else"
     )
     assert not (tmp_path / "full").exists()
+
+
+def refuse_saving(monkeypatch, *where: Path) -> None:
+    """Checkpoints named final.safetensors, or under any of ``where``, cannot be written, as on a
+    full disk."""
+    real_save = checkpoint.save
+
+    def save(trainer, path):
+        path = Path(path)
+        if path.name == "final.safetensors" or any(path.is_relative_to(w) for w in where):
+            full = "the disk is full; free some space or save somewhere else"
+            raise checkpoint.CheckpointError(f"cannot save the checkpoint to {path}: {full}")
+        return real_save(trainer, path)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+
+
+def test_a_final_checkpoint_the_run_folder_refuses_is_saved_in_the_working_folder(
+    tmp_path, corpus_file, monkeypatch, capsys
+):
+    from engine import cli
+
+    taken = tmp_path / "chargpt-r-iter_000003.safetensors"
+    taken.write_bytes(b"someone's")
+    refuse_saving(monkeypatch)
+    code = cli.main(["train", "--iters", "3", "--corpus", str(corpus_file), "--run-dir", "r", *FAST])
+    out, err = capsys.readouterr()
+    kept = tmp_path / "chargpt-r-iter_000003-2.safetensors"
+    assert code == 2 and taken.read_bytes() == b"someone's"  # was the model lost, and exit 2
+    assert checkpoint.load(kept).iteration == 3
+    assert err.strip() == (
+        "chargpt: error: cannot save the checkpoint to r/checkpoints/final.safetensors: the disk is full; "
+        f"free some space or save somewhere else; the model was saved to {kept} instead"
+    )
+    assert f"continue with: chargpt train --resume {kept} --iters 6 --threads 1" in out
+
+
+def test_a_final_checkpoint_nowhere_else_to_go_goes_to_the_temp_folder_at_a_stop_by_signal(
+    tmp_path, corpus_file, monkeypatch, capsys
+):
+    from engine import cli
+    from engine.trainer import Trainer
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(cli.tempfile, "gettempdir", lambda: str(temp))
+    refuse_saving(monkeypatch, tmp_path / "r", tmp_path / "chargpt-r-iter_000002.safetensors")
+    real_step = Trainer.step
+
+    def step(self: Trainer):  # SIGTERM during iteration 2
+        if self.iteration == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    code = cli.main(["train", "--iters", "50", "--corpus", str(corpus_file), "--run-dir", "r", *FAST])
+    out = capsys.readouterr().out
+    kept = temp / "chargpt-r-iter_000002.safetensors"
+    assert code == 143 and checkpoint.load(kept).iteration == 2
+    assert (
+        "stopped by SIGTERM at iteration 2; cannot save the checkpoint to r/checkpoints/final.safetensors: "
+        f"the disk is full; free some space or save somewhere else; saved {kept} instead\n"
+        f"continue with: chargpt train --resume {kept} --iters 50 --threads 1"
+    ) in out
+
+
+def test_a_final_checkpoint_that_can_go_nowhere_says_where_it_was_tried(
+    tmp_path, corpus_file, monkeypatch, capsys
+):
+    from engine import cli
+
+    monkeypatch.setattr(cli.tempfile, "gettempdir", lambda: str(tmp_path / "temp"))
+    refuse_saving(monkeypatch, tmp_path)
+    code = cli.main(["train", "--iters", "2", "--corpus", str(corpus_file), "--run-dir", "r", *FAST])
+    [line] = capsys.readouterr().err.splitlines()
+    assert code == 2 and line.endswith(
+        f"; nor could it be saved in {tmp_path} or {tmp_path / 'temp'}: the model is lost"
+    )
