@@ -221,10 +221,13 @@ def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
     cfg, train_cfg = _settings(path, meta)
     try:
         vocabulary = [str(c) for c in meta["vocabulary"]]
-        iteration = int(meta["iteration"])
-        int(meta["optimizer_step"])
+        iteration = _count(meta, "iteration")
+        if _count(meta, "optimizer_step") > iteration:  # a step skipped (not finite) counts no update
+            raise ValueError(f"optimizer_step {meta['optimizer_step']} is past iteration {iteration}")
         dict(meta["rng"]["data"])
-        meta.setdefault("best_val_loss", None)
+        best = meta.setdefault("best_val_loss", None)
+        if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)):
+            raise ValueError(f"best_val_loss is {best!r}, not a number")
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path.name} has damaged metadata ({e}); use another checkpoint") from None
     if (
@@ -254,6 +257,15 @@ def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
                 "the file is damaged); use an earlier checkpoint"
             )
     return Checkpoint(cfg, train_cfg, vocabulary, iteration, meta, tensors)
+
+
+def _count(meta: Mapping[str, Any], key: str) -> int:
+    """``meta[key]``, which must be a whole number, 0 or more: a negative iteration resumed
+    into a negative learning rate, and gradient ascent."""
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} is {value!r}, not a count of 0 or more")
+    return value
 
 
 def read_settings(path: str | Path) -> tuple[ModelConfig, TrainConfig]:

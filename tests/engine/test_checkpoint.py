@@ -1,5 +1,6 @@
 import errno
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -260,6 +261,31 @@ def test_a_newer_format_version_is_refused(saved, tmp_path):
     path = rewrite(saved, tmp_path / "v99.safetensors", meta=lambda m: m.update(version=99))
     with pytest.raises(CheckpointError, match="format version 99, this app reads version 1; update"):
         checkpoint.load(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "told"),
+    [
+        ({"iteration": -5}, "iteration is -5, not a count of 0 or more"),  # resumed as gradient ascent
+        ({"iteration": 2.5}, "iteration is 2.5, not a count"),
+        ({"iteration": "4"}, "iteration is '4', not a count"),
+        ({"optimizer_step": -1}, "optimizer_step is -1, not a count"),
+        ({"optimizer_step": 10**6}, "optimizer_step 1000000 is past iteration"),
+        ({"best_val_loss": "low"}, "best_val_loss is 'low', not a number"),
+    ],
+)
+def test_metadata_numbers_out_of_range_are_refused_as_damaged(saved, tmp_path, change, told):
+    path = rewrite(saved, tmp_path / "odd.safetensors", meta=lambda m: m.update(change))
+    with pytest.raises(
+        CheckpointError, match=rf"^odd.safetensors has damaged metadata \({told}.*; use another"
+    ):
+        checkpoint.load(path)
+
+
+def test_a_best_val_loss_of_nan_or_none_loads(saved, tmp_path):
+    for best in (None, math.nan):
+        path = rewrite(saved, tmp_path / "b.safetensors", meta=lambda m, b=best: m.update(best_val_loss=b))
+        assert checkpoint.load(path).iteration >= 0
 
 
 def test_a_plain_safetensors_file_is_not_a_checkpoint(tmp_path):
