@@ -226,8 +226,13 @@ def read_run(run_dir: str | Path) -> RunData:
         raise RunLogError(
             f"{run_dir} is not a run folder (no {CONFIG}); choose a folder under runs/"
         ) from None
-    except (OSError, ValueError) as e:
-        raise RunLogError(f"cannot read {config_path}: {e}") from None
+    except OSError as e:
+        raise RunLogError(_cannot_read(config_path, e)) from None
+    except ValueError as e:
+        raise RunLogError(_damaged(config_path, f"not JSON: {e}")) from None
+    wrong = _wrong_in_config(config)
+    if wrong:
+        raise RunLogError(_damaged(config_path, wrong))
     follower = RunFollower(run_dir)
     records = follower.poll()
     checkpoints = sorted((run_dir / CHECKPOINTS).glob("*.safetensors"))
@@ -344,7 +349,7 @@ class RunFollower:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict):
+            if _whole_record(record):
                 records.append(record)
         return records
 
@@ -390,3 +395,49 @@ def _cannot_read(path: Path, e: OSError) -> str:
     else:
         reason = f"{e.strerror or e}; check the disk and try again"
     return f"cannot read {path}: {reason}"
+
+
+def _damaged(path: Path, what: str) -> str:
+    return f"{path} is damaged ({what}); open another run, or put back a copy of the file"
+
+
+def _wrong_in_config(config: Any) -> str | None:
+    """What makes a config.json no run's settings (None if nothing): the fields readers
+    use, of the wrong kind, failed as Python's own errors ("'list' object has no attribute
+    'get'")."""
+    if not isinstance(config, dict):
+        return f"a JSON {type(config).__name__}, not an object"
+    for key in ("model", "train", "corpus"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            return f"its {key} is {config[key]!r}, not an object"
+    start = config.get("start_iteration", 0)
+    if not _is_count(start):
+        return f"its start_iteration is {start!r}, not a count of 0 or more"
+    return None
+
+
+# The numbers of a metrics record (null where one was not finite, or not taken).
+_NUMBERS = (
+    "loss", "val_loss", "lr", "grad_norm", "step_s", "tokens_s", "arena_in_use", "arena_reserved", "rss",
+)  # fmt: skip
+# More iterations than any run makes (thirty years at a millisecond each): an "iter" of 10**30
+# is damage, and overflowed the plots.
+_MOST_ITERATIONS = 10**12
+
+
+def _is_count(value: Any, most: float = math.inf) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+
+
+def _whole_record(record: Any) -> bool:
+    """Whether a metrics line is a record the readers can use: an object with a whole "iter"
+    in range and numbers (or null) where numbers go. A damaged line is skipped, as a half
+    written one is: one bad line must not make a long run unopenable."""
+    if not isinstance(record, dict) or not _is_count(record.get("iter"), _MOST_ITERATIONS):
+        return False
+    return all(_is_number(record.get(key)) for key in _NUMBERS)
+
+
+def _is_number(value: Any) -> bool:
+    """A number or null (bool is an int to Python, but no metric)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))

@@ -1,6 +1,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -338,3 +339,48 @@ def test_a_followed_run_whose_folder_is_moved_or_deleted_says_it_is_gone(tmp_pat
     with pytest.raises(RunFolderGone, match=r"^the run folder .*run is gone \(moved or deleted\); open"):
         follower.poll()
     assert follower.poll_samples() == []  # poll() is the one to say so
+
+
+def test_damaged_metrics_lines_are_skipped_and_the_rest_of_the_run_opens(tmp_path):
+    with RunLog(tmp_path) as log:
+        log.write_config({"model": {}})
+    lines = [
+        {"iter": 1, "loss": 3.0},
+        {"iter": None, "loss": 2.9},  # '<=' not supported between 'NoneType' and 'float'
+        {"iter": "3", "loss": 2.8},
+        {"iter": 10**30, "loss": 2.7},  # overflowed the plots
+        {"iter": -4, "loss": 2.6},
+        {"iter": True, "loss": 2.5},
+        {"iter": 7, "loss": "low"},
+        {"iter": 8, "loss": 2.4, "val_loss": [2.3]},
+        {"iter": 9, "loss": None, "val_loss": 2.2},  # a loss that was not finite: kept
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    run = read_run(tmp_path)
+    assert [r["iter"] for r in run.records] == [1, 9]
+    assert [r["iter"] for r in history(run)] == [1, 9]
+
+
+@pytest.mark.parametrize(
+    ("config", "told"),
+    [
+        ("[1, 2]", "a JSON list, not an object"),  # 'list' object has no attribute 'get'
+        ('{"model": [64]}', "its model is [64], not an object"),
+        ('{"start_iteration": "100"}', "its start_iteration is '100', not a count of 0 or more"),
+        ("", "not JSON: Expecting value"),  # the 0-byte config.json of a full disk
+    ],
+)
+def test_a_config_of_the_wrong_shape_is_refused_as_damaged(tmp_path, config, told):
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(
+        RunLogError, match=rf"^{tmp_path}/config.json is damaged \({re.escape(told)}.*; open another"
+    ):
+        read_run(tmp_path)
+
+
+def test_a_config_that_is_a_folder_is_told_in_words(tmp_path):
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(
+        RunLogError, match=r"^cannot read .*config.json: a folder stands where this file should"
+    ):
+        read_run(tmp_path)
