@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from engine.data import BUILTIN, AbsentText, CharTokenizer, Corpus, CorpusError
 from engine.errors import InputError, write_failure
 from engine.memory import check_memory
 from engine.model import GPT
+from engine.runlog import CHECKPOINTS
 from engine.trainer import Trainer, TrainerState
 
 FORMAT = "chargpt-checkpoint"
@@ -190,6 +192,31 @@ def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], object], what: 
             raise  # KeyboardInterrupt, SystemExit: cleaned up, passed on
         raise CheckpointError(_write_failure(what, path, e)) from None
     _fsync_folder(folder)
+
+
+# A checkpoint's temp file as write_atomic names it: mkstemp's 8 characters between the
+# checkpoint's dotted name and ".tmp".
+_CHECKPOINT_TEMP = re.compile(r"\..+\.safetensors\.[a-z0-9_]{8}\.tmp")
+STALE_TEMP_S = 600.0  # a checkpoint takes seconds to write: a temp file this old has no writer
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Take away the temp files of checkpoint writes that were cut short by the process dying
+    (kill -9, a crash, the power) from a run's ``folder`` of checkpoints; return them. Hidden by
+    their dot, they stayed for good: 17 MB each for medium, 230 MB for large. Only names that
+    write_atomic gives, and only ones older than STALE_TEMP_S: another process's write into
+    the same folder (an Export beside a running chargpt train) is seconds old."""
+    removed = []
+    now = datetime.now(UTC).timestamp()
+    with contextlib.suppress(OSError):  # a folder it cannot list or change keeps its files
+        for entry in os.scandir(folder):
+            if not _CHECKPOINT_TEMP.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -412,6 +439,8 @@ def restore(
     big to train here loads all the same, to sample and export.
     """
     ckpt = load(path)
+    if Path(path).parent.name == CHECKPOINTS:  # a run's: a write there killed half-way left its temp file
+        remove_stale_temps(Path(path).parent)
     warnings: list[str] = []
     record = ckpt.metadata.get("corpus") or {}
     if absent_text:

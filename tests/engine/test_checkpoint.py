@@ -177,6 +177,34 @@ def test_a_save_that_fails_midway_leaves_the_earlier_file_and_no_temp_file(saved
     _only_the_earlier_file_remains(saved, before)
 
 
+def test_resuming_takes_away_what_a_write_killed_half_way_left_in_the_runs_checkpoints(
+    saved, verse_corpus, tmp_path
+):
+    """kill -9 during a save left a hidden temp file (230 MB for large) that nothing removed."""
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    path = shutil.copy(saved, folder / "iter_000280.safetensors")
+    stale = folder / ".iter_000290.safetensors.k2x_9qa1.tmp"  # the process died writing it
+    live = folder / ".best.safetensors.a1b2c3d4.tmp"  # another process writing now
+    other = folder / ".notes.tmp"  # not a name of ours
+    for f in (stale, live, other):
+        f.write_bytes(b"partial")
+    hour_ago = stale.stat().st_mtime - 3600
+    for f in (stale, other):
+        os.utime(f, (hour_ago, hour_ago))
+    checkpoint.restore(path, verse_corpus)
+    assert not stale.exists() and live.exists() and other.exists()
+    # a checkpoint kept in a folder of the person's own: what lies beside it is left alone
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    sent = shutil.copy(saved, downloads / "model.safetensors")
+    theirs = downloads / ".model.safetensors.abcdefgh.tmp"
+    theirs.write_bytes(b"partial")
+    os.utime(theirs, (hour_ago, hour_ago))
+    checkpoint.restore(sent, verse_corpus)
+    assert theirs.exists()
+
+
 @pytest.mark.parametrize("failing", ["fsync", "replace"])
 def test_a_failing_fsync_or_rename_leaves_the_earlier_file(saved, verse_corpus, monkeypatch, failing):
     before = saved.read_bytes()
