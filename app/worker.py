@@ -348,6 +348,8 @@ class TrainingWorker(QObject):
     def _apply(self, cmd: Command, session: TrainingSession) -> None:
         if isinstance(cmd, Pause) and self.state == TRAINING:
             self._flush()
+            if self._tuner is not None:
+                self._tuner.interrupt()
             self._set_state(PAUSED)
         elif isinstance(cmd, Resume) and self.state == PAUSED and not self._cannot_train:
             self._train()
@@ -460,6 +462,8 @@ class TrainingWorker(QObject):
             # the arena of a training pass (medium: 290 MB between them); Continue brings them back.
             session.trainer.close()
             self._helpers_due = True
+            if self._tuner is not None:
+                self._tuner.interrupt()
 
     def _flush(self) -> None:
         if self._buffer:
@@ -489,10 +493,13 @@ class TrainingWorker(QObject):
 
     def _train(self) -> None:
         """Go on training, with the thread count set while the model was not training."""
-        # (during Auto's first trials the tuner applies its own counts)
-        if self._helpers_due and (self._tuner is None or self._tuner.done):
+        # Auto's choice, not a count it was timing when the run ended (the tuner puts that back
+        # at the next step); during its first trials the tuner applies its own counts
+        tuner = self._tuner
+        if self._helpers_due and (tuner is None or tuner.chosen is not None):
+            n = self._in_force if tuner is None or tuner.chosen is None else tuner.chosen
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
-                self.threads_changed.emit(self._trainer_threads(self._in_force))
+                self.threads_changed.emit(self._trainer_threads(n))
         self._helpers_due = False
         self._set_state(TRAINING)
 

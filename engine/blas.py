@@ -143,7 +143,7 @@ class ThreadTuner:
         self.chosen: int | None = None if len(self.candidates) > 1 else self.candidates[0]
         # the round of timings under way: the counts still to time, the first now
         self._trying = list(self.candidates) if self.chosen is None else []
-        self._warming = True  # the next step is the untimed first on its count
+        self._warming = True  # the next step is not timed: the first on its count, or after a stop
         self.times: dict[int, list[float]] = {n: [] for n in self._trying}  # of the last round
         self._recent: list[float] = []  # steps on the chosen count since the last round
         self._settled: float | None = None  # their mean once there were ``window`` of them
@@ -161,6 +161,14 @@ class ThreadTuner:
         """Each count's mean step time in the last round of timings."""
         return {n: sum(t) / len(t) for n, t in sorted(self.times.items()) if t}
 
+    def interrupt(self) -> None:
+        """Training stopped (a pause, the end of a run): its next step starts again (the arena
+        sized anew, the helper processes started again) and is not timed, and a count that was
+        being timed is timed afresh."""
+        self._warming = True
+        if self._trying:
+            self.times[self._trying[0]].clear()
+
     def before_step(self) -> None:
         if self._trying:
             self.apply(self._trying[0])
@@ -168,10 +176,10 @@ class ThreadTuner:
     def after_step(self, seconds: float) -> int | None:
         """Record a step's time; return the count chosen when a round of timings ends with a
         new one (the first choice included), None otherwise."""
+        if self._warming:
+            self._warming = False
+            return None
         if self._trying:
-            if self._warming:
-                self._warming = False
-                return None
             n = self._trying[0]
             self.times[n].append(seconds)
             if len(self.times[n]) >= self.trials:
@@ -190,6 +198,7 @@ class ThreadTuner:
         if slowed or self._since >= max(self._interval, 4 * self.window * mean):
             self._trying = [*(n for n in self.candidates if n != self.chosen), self.chosen]
             self.times = {n: [] for n in self._trying}
+            self._warming = True
         return None
 
     def _decide(self) -> int | None:

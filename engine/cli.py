@@ -279,7 +279,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         except Exception:
             _save_before_failing(session, say, resume_command(args, train_cfg.max_iters))
             raise
-        threads = threads or trainer.threads
+        # Auto's choice, not a count it was timing when the run ended
+        threads = threads or (tuner.chosen if tuner is not None else None) or trainer.threads
         final, unsaved = finish_somewhere(session)
     instead = f"{unsaved}; saved {final} instead" if unsaved else f"saved {final}"
     if stop.signum is not None and status == 128 + stop.signum:
@@ -438,7 +439,11 @@ def finish_somewhere(session: TrainingSession) -> tuple[Path | None, str | None]
     except CheckpointError as e:
         unsaved = str(e)
     assert session.run_dir is not None  # (finish writes only into a run folder)
-    name = f"chargpt-{session.run_dir.resolve().name or 'run'}-{periodic_name(session.trainer.iteration)}"
+    run = session.run_dir.name  # not resolved: a working folder that was deleted has no path
+    if not run:  # --run-dir .
+        with suppress(OSError):
+            run = session.run_dir.resolve().name
+    name = f"chargpt-{run or 'run'}-{periodic_name(session.trainer.iteration)}"
     tried = []
     for folder in _fallback_folders():
         path = _free_name(folder / name)

@@ -154,15 +154,37 @@ def test_auto_threads_leaves_a_count_whose_steps_are_mostly_fast_and_some_far_sl
     assert [c for c in auto.run(20) if c] == [1]
 
 
+def test_auto_threads_does_not_time_the_first_step_after_training_stopped():
+    """A pause, or a run's end and Continue: the first step sizes the arena again and may start
+    the helper processes again. Timed as a trial, it counted against the count it ran on."""
+    auto = Scripted(lambda n: 1.0 if n == 1 else 2.0, recheck_s=1e9)
+    auto.run(3)  # one untimed step on one thread, then two timed
+    auto.tuner.interrupt()
+    auto.cost = lambda n: 50.0 if n == 1 else 2.0  # what the first step after a stop costs
+    auto.run(1)
+    auto.cost = lambda n: 1.0 if n == 1 else 2.0
+    assert auto.run(7)[-1] == 1 and auto.tuner.means() == {1: 1.0, 2: 2.0}
+    auto.run(10)
+    auto.tuner.interrupt()
+    auto.cost = lambda n: 50.0
+    auto.run(1)
+    auto.cost = lambda n: 1.0 if n == 1 else 2.0
+    tried = auto.applied.count(2)
+    auto.run(20)
+    assert auto.applied.count(2) == tried  # no look for a slowdown that was the restart
+
+
 def test_auto_threads_looks_again_now_and_then_and_moves_only_for_a_clear_gain():
     quiet = False
     auto = Scripted(lambda n: 1.0 if n == 1 else (0.5 if quiet else 2.0), recheck_s=40)
     assert auto.run(8)[-1] == 1  # the machine was busy: one thread
-    assert auto.run(48) == [None] * 48  # 40 s later, both counts were timed again: one is faster
+    # 40 s of steps later (the first after a choice is not timed), both counts were timed
+    # again: one is still the faster
+    assert auto.run(49) == [None] * 49
     assert auto.applied[9:] == [2, 2, 2, 2, 1, 1, 1, 1, 1]
     quiet = True
     choices = auto.run(100)  # the next look comes 80 s later, not 40
-    assert [(i, c) for i, c in enumerate(choices) if c] == [(87, 2)]
+    assert [(i, c) for i, c in enumerate(choices) if c] == [(88, 2)]
     assert auto.applied[-1] == 2
 
     steady = Scripted(lambda n: 0.01 if n == 1 else 0.02, recheck_s=1)

@@ -4,6 +4,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -570,3 +571,63 @@ def test_a_final_checkpoint_that_can_go_nowhere_says_where_it_was_tried(
     assert code == 2 and line.endswith(
         f"; nor could it be saved in {tmp_path} or {tmp_path / 'temp'}: the model is lost"
     )
+
+
+def test_a_final_checkpoint_goes_to_the_temp_folder_when_the_working_folder_was_deleted(
+    tmp_path, corpus_file, monkeypatch, capsys
+):
+    """The relative run folder of a working folder deleted mid-run has no path: resolving it
+    for the file's name raised FileNotFoundError, a traceback, and the model was lost."""
+    from engine import cli
+    from engine.trainer import Trainer
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(cli.tempfile, "gettempdir", lambda: str(temp))
+    real_step = Trainer.step
+
+    def step(self: Trainer):
+        if self.iteration == 1:
+            shutil.rmtree(work)  # the folder the run was started in, and its run folder with it
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    code = cli.main(["train", "--iters", "3", "--corpus", str(corpus_file), *FAST])
+    assert code == 2
+    [kept] = temp.glob("chargpt-*_tiny-iter_000003.safetensors")
+    assert checkpoint.load(kept).iteration == 3
+    assert f"saved to {kept} instead" in capsys.readouterr().err
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_the_summary_names_autos_choice_not_a_count_it_was_timing_when_the_run_ended(
+    tmp_path, corpus_file, monkeypatch, capsys
+):
+    from engine import blas, cli
+
+    class Scripted(blas.ThreadTuner):
+        """Two threads take 1 ms a step, one takes 2; a look again after 20 steps."""
+
+        def __init__(self, apply):
+            self.count = 1
+            super().__init__([1, 2], apply=self.track(apply), window=5, recheck_s=0.0)
+
+        def track(self, apply):
+            def tracked(n: int) -> int:
+                self.count = n
+                return apply(n)
+
+            return tracked
+
+        def after_step(self, seconds):
+            return super().after_step(0.002 if self.count == 1 else 0.001)
+
+    monkeypatch.setattr(cli, "ThreadTuner", Scripted)
+    # chosen 2 at step 8; the look begins after step 28, and step 30 runs on one thread
+    args = ["train", "--iters", "30", "--corpus", str(corpus_file), "--json", "--batch", "4"]
+    assert cli.main([*args, "--eval-iters", "2", "--run-dir", str(tmp_path / "r")]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["threads"] == 2
