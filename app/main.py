@@ -183,14 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.confirm_close = False
     else:
         window = MainWindow()
-    window.show()
     if not batch_mode:
         from app.signals import SignalClose
 
-        closer = SignalClose(window)
+        closer = SignalClose(window)  # as the first launch gathers the built-in corpus, for seconds
+        window.show()
         open_given(window, args)
         code = int(app.exec())
+        closer.restore()
         return 128 + closer.signum if closer.signum is not None else code  # as a shell reports it
+    window.show()
     from app.batch import LatencyProbe, Screenshot
 
     job = (Screenshot if args.screenshot else LatencyProbe)(window, args)

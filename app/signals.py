@@ -39,17 +39,26 @@ class SignalClose(QObject):
         signal.set_wakeup_fd(self._send.fileno())
         self._notifier = QSocketNotifier(self._receive.fileno(), QSocketNotifier.Type.Read, self)
         self._notifier.activated.connect(self._drain)
-        for signum in SIGNALS:
-            signal.signal(signum, self._on_signal)
+        self._before = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
+
+    def restore(self) -> None:
+        """Put back the handlers there were before, once the window is gone: a later signal
+        would close a window no longer there."""
+        for signum, handler in self._before.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(-1)
+        self._notifier.setEnabled(False)
+        self._receive.close()
+        self._send.close()
 
     def _drain(self) -> None:
         with contextlib.suppress(OSError):
             self._receive.recv(256)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self.signum is not None:
-            return  # closing already
         self.signum = signum
+        for each in SIGNALS:  # a second one ends the process at once, should closing hang
+            signal.signal(each, signal.SIG_DFL)
         modal = QApplication.activeModalWidget()  # a question or a file dialog: no one will answer
         if modal is not None:
             modal.close()

@@ -1,7 +1,9 @@
 """The entry point: the system libraries it checks before Qt starts, its arguments, and how
 it ends at a signal."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -150,7 +152,8 @@ def wait(window):
 
 QTimer.singleShot(0, start)
 code = app_main.main(["--corpus", str(corpus)])
-print(json.dumps({"code": code}))
+restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+print(json.dumps({"code": code, "restored": restored and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}))
 """
 
 
@@ -172,8 +175,27 @@ def test_a_signal_closes_the_window_as_closing_does_keeping_the_final_checkpoint
         cwd=root, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert f'"code": {128 + getattr(__import__("signal"), name)}' in done.stdout
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"code": 128 + getattr(signal, name), "restored": True}  # the handlers of before
     [run] = (tmp_path / "data" / "chargpt-studio" / "runs").iterdir()
     assert (run / "checkpoints" / "final.safetensors").is_file()
     settings = next((tmp_path / "config").rglob("*.conf")).read_text()
     assert run.name in settings  # among Recent runs
+
+
+def test_a_second_signal_ends_the_process_at_once_should_closing_hang(qtbot):
+    from PySide6.QtWidgets import QWidget
+
+    from app.signals import SIGNALS, SignalClose
+
+    window = QWidget()
+    qtbot.addWidget(window)
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    closer = SignalClose(window)  # type: ignore[arg-type]  # any widget closes alike
+    try:
+        closer._on_signal(signal.SIGTERM, None)
+        assert closer.signum == signal.SIGTERM and window.confirm_close is False
+        assert all(signal.getsignal(s) == signal.SIG_DFL for s in SIGNALS)  # the next is the system's
+    finally:
+        closer.restore()
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before
