@@ -1032,8 +1032,10 @@ class MainWindow(QMainWindow):
         """Say once that a run in view stopped short of its end, if it has written nothing for a
         while: "72 % · viewing" of a run whose process was killed stayed up for good."""
         s, total = self.store, self._viewed_setting("train", "max_iters")
-        if self._said_quiet or not len(s) or s.last_iteration >= total:
+        if self._said_quiet or not len(s) or s.last_iteration >= total or self._follower is None:
             return
+        if (self._follower.run_dir / "checkpoints" / "final.safetensors").exists():
+            return  # stopped on purpose (Stop, Ctrl-C): it ended, and has nothing more to say
         steps = s["step_s"][-25:]
         typical = float(np.nanmedian(steps)) if np.isfinite(steps).any() else 0.0
         quiet = time.monotonic() - self._written_at
@@ -1137,9 +1139,10 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_state(self, state: str) -> None:
         ended = self.state in (TRAINING, PAUSED) and state in (FINISHED, STOPPED)
+        begun = state == TRAINING and self.state != PAUSED  # (a Resume is neither)
         self._set_state(state)
         # at the start too: a run the process did not live to end (killed, a crash) is found there
-        if (ended or state == TRAINING) and self.run_info is not None and self.run_info.run_dir is not None:
+        if (ended or begun) and self.run_info is not None and self.run_info.run_dir is not None:
             self._remember_run(self.run_info.run_dir)
         if ended:
             self._clear_message(self._ready_text)  # a short run ends within its 8 s: "training" was stale

@@ -106,8 +106,8 @@ class RunLog:
         self.run_dir = Path(run_dir)
         self.checkpoints = self.run_dir / CHECKPOINTS
         # What a failed start may take away again: what this log made, and the run folder if
-        # it held nothing (new_run_dir's, made a moment ago). A folder with anything else of a
-        # person's in it stays.
+        # it held nothing (new_run_dir's, made a moment ago, or an empty one given with
+        # --run-dir, whose loss is none). A folder with anything of a person's in it stays.
         self._made = [p for p in (self.run_dir, self.checkpoints, self.run_dir / METRICS) if not p.exists()]
         if self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
             self._made.insert(0, self.run_dir)

@@ -636,12 +636,15 @@ def test_a_viewed_run_that_stops_short_of_its_end_is_said_to_be_quiet(
 
     w = make_window()
     train_to_end(w, qtbot, iters=10)
-    viewed = copy_of_run(w.run_info.run_dir, tmp_path / "viewed", "train", max_iters=99)  # 10 of 99 written
+    stopped = copy_of_run(w.run_info.run_dir, tmp_path / "stopped", "train", max_iters=99)
+    viewed = copy_of_run(stopped, tmp_path / "viewed")
+    (viewed / "checkpoints" / "final.safetensors").unlink()  # 10 of 99 written, and no end
     monkeypatch.setattr(app.main_window, "QUIET_S", 0.3)
-    w.open_run(str(w.run_info.run_dir))  # finished: nothing more to come, nothing to say
-    qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
-    qtbot.wait(1500)
-    assert "Nothing new" not in w.statusBar().currentMessage()
+    for ended in (w.run_info.run_dir, stopped):  # finished; stopped with its final checkpoint
+        w.open_run(str(ended))
+        qtbot.waitUntil(lambda e=ended: w.state == f"viewing {e.name}", timeout=10_000)
+        qtbot.wait(1000)
+        assert "Nothing new" not in w.statusBar().currentMessage()
     w.open_run(str(viewed))
     qtbot.waitUntil(lambda: "Nothing new in this run" in w.statusBar().currentMessage(), timeout=10_000)
     assert "ended at iteration 10 without finishing" in w.statusBar().currentMessage()
@@ -1145,6 +1148,37 @@ def test_auto_moves_to_another_count_when_the_machine_gets_busy_and_marks_it(mak
     assert [m.label.format for m in w.plots._thread_marks] == ["Auto: 2 threads", "Auto: 1 thread"]
     assert w.threads_label.text() == "auto: 1 thread" and w.panel.threads.text() == "Auto"
     assert 30 < w.plots._thread_marks[1].value() < 40  # where it moved, a few steps after
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_a_run_that_ends_while_auto_times_again_continues_on_autos_choice(make_window, qtbot, monkeypatch):
+    """The run ended on a count Auto was only timing; Continue then named that count as the
+    one in force, for the rest of the run, while the choice went on."""
+    counts: list[int] = []
+
+    class Busy(blas.ThreadTuner):
+        """Two threads take 1 ms a step but 4 in steps 14 to 17 (a busy spell); one takes 2."""
+
+        def __init__(self, apply):
+            super().__init__([1, 2], apply=lambda n: counts.append(n) or apply(n), window=5, recheck_s=1e9)
+            self.steps = 0
+
+        def after_step(self, seconds):
+            self.steps += 1
+            busy = 14 <= self.steps < 18
+            return super().after_step(0.002 if counts[-1] == 1 else 0.004 if busy else 0.001)
+
+    monkeypatch.setattr(worker_module, "ThreadTuner", Busy)
+    w = make_window()
+    tiny(w, threads=0, iters=17)  # chosen 2 at step 8; timing again from step 17, on one thread
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=30_000)
+    assert counts[-1] == 1 and w.threads_label.text() == "auto: 2 threads"
+    w.panel.iters.setValue(40)
+    w.pause_action.trigger()  # Continue
+    qtbot.waitUntil(lambda: w.state == FINISHED and last_iter(w) == 40, timeout=30_000)
+    assert w.threads_label.text() == "auto: 2 threads" and counts[-1] == 2
+    assert [m.label.format for m in w.plots._thread_marks] == ["Auto: 2 threads"]
 
 
 def test_auto_threads_on_one_core_shows_its_count_at_once(make_window, qtbot, monkeypatch):
