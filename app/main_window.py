@@ -170,7 +170,9 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings if settings is not None else QSettings()
         self.setWindowTitle(APP_NAME)
-        self.setMinimumSize(MINIMUM_SIZE.boundedTo(self.screen().availableGeometry().size()))
+        # within the screen with room for the window's frame: bounded by the screen alone, the
+        # title bar of a window at 2x on a 768-pixel screen was under the taskbar
+        self.setMinimumSize(MINIMUM_SIZE.boundedTo(self.screen().availableGeometry().size() * 0.9))
         self.setAcceptDrops(True)
         self.corpus: Corpus | None = None
         self.corpus_path: str = ""  # "" is the built-in corpus

@@ -978,6 +978,8 @@ def test_settings_are_remembered(make_window, qtbot, settings):
     w = make_window()
     room = w.screen().availableGeometry()
     assert w.width() <= room.width() and w.height() <= room.height()  # first launch fits the screen
+    least = w.minimumSize()  # and the least it may be leaves room for the frame (800 x 800 here)
+    assert least.width() <= 0.9 * room.width() and least.height() <= 0.9 * room.height()
     w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))
     w.panel.threads.setValue(1)
     w.resize(w.width() - 20, w.height() - 10)
