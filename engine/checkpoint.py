@@ -510,10 +510,11 @@ def torch_name(name: str) -> str:
 def export_weights(checkpoint_path: str | Path, out_path: str | Path) -> Path:
     """Write the parameters alone, with nanoGPT/PyTorch names, atomically; return the path.
 
-    Linear weights are (out, in), as ``torch.nn.Linear`` keeps them, so
-    ``model.load_state_dict(safetensors.torch.load_file(out_path), strict=False)`` fits a
-    nanoGPT model of the same shape with untied ``lm_head`` (nanoGPT's causal-mask buffers
-    are not parameters and are not in the file).
+    Linear weights are (out, in), as ``torch.nn.Linear`` keeps them. nanoGPT's ``GPT`` of the
+    same shape takes them (``load_state_dict``) once its ``lm_head`` is untied from ``wte``,
+    which it shares, and its GELU is the tanh approximation, which this engine uses: else
+    every key matches and the model is wrong (the head is written over the embedding). The
+    metadata says both (``activation``, ``lm_head``), and README.md how to load the file.
     """
     if Path(out_path).resolve() == Path(checkpoint_path).resolve():
         raise CheckpointError(
@@ -545,6 +546,9 @@ def _write_weights(
         "train": train_cfg.to_dict(),
         "vocabulary": vocabulary,
         "iteration": iteration,
+        # what the names do not say, and another GPT-2 implementation may do otherwise
+        "activation": "gelu_tanh",
+        "lm_head": "untied",
         "app_version": engine.__version__,
         "created": _now(),
     }

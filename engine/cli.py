@@ -648,7 +648,9 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
     for i in range(args.num_samples):
         if i:
             out.write("\n---\n")
-        seed = None if args.seed is None else args.seed + i
+        # the first as --seed alone gives it; the others (seed, i), no other seed's first: with
+        # seed + i, the second of --seed 1 was the first of --seed 2
+        seed = None if args.seed is None else [args.seed, i] if i else args.seed
         out.write(args.prompt)
         out.flush()
         chars = generate_iter(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, seed)

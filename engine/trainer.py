@@ -309,10 +309,11 @@ def generate_iter(
     n_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     arena: Arena | None = None,
 ) -> Iterator[str]:
-    """Sample characters from ``model``: softmax(logits / temperature) over the top k."""
+    """Sample characters from ``model``: softmax(logits / temperature) over the top k; ``seed``
+    as NumPy's generators take it (a number, or numbers that make one seed together)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if n_tokens < 0:

@@ -436,6 +436,8 @@ def test_exported_weights_have_pytorch_names_and_shapes(saved, tmp_path):
     with safetensors.safe_open(out, "np") as f:
         meta = json.loads(f.metadata()["chargpt"])
     assert meta["model"] == cfg.to_dict() and meta["vocabulary"] == ckpt.vocabulary
+    # what the names leave open, and nanoGPT does otherwise (it ties lm_head to wte)
+    assert meta["activation"] == "gelu_tanh" and meta["lm_head"] == "untied"
     with pytest.raises(CheckpointError, match="exported weights only"):
         checkpoint.load(out)
 

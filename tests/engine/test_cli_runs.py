@@ -308,6 +308,8 @@ def test_sample_streams_a_reproducible_continuation(trained):
     assert len(samples) == 2 and all(s.startswith("To be") and len(s.rstrip("\n")) == 35 for s in samples)
     assert chargpt(*args, "--seed", "5", "--num-samples", "2").stdout == first.stdout
     assert chargpt(*args, "--seed", "6").stdout != samples[0]
+    assert chargpt(*args, "--seed", "5").stdout == samples[0]  # the first is the seed's own
+    assert chargpt(*args, "--seed", "6").stdout != samples[1]  # the second, no other's first
 
 
 def test_resuming_a_run_at_its_end_asks_for_a_larger_total(trained, tmp_path):
