@@ -186,7 +186,10 @@ class _TorchRun:
         self.torch, self.threads = torch, threads
         torch.manual_seed(0)
         self.model = _torch_gpt(torch, cfg)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+        params = list(self.model.parameters())
+        decay = [p for p in params if p.dim() == 2]  # as ours: the matrices, not gains and biases
+        groups = [{"params": decay}, {"params": [p for p in params if p.dim() != 2], "weight_decay": 0.0}]
+        self.opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
         self.x = torch.randint(0, VOCAB, (batch, cfg.context))
         self.y = torch.randint(0, VOCAB, (batch, cfg.context))
 
