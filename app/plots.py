@@ -450,13 +450,15 @@ class TrainingPlots(QWidget):
 
     def mark_threads(self, iteration: float, label: str) -> None:
         """A dashed line on the step-time plot where the thread count changed, named by the new
-        one: what a second thread costs or saves shows on either side of it."""
+        one: what a second thread costs or saves shows on either side of it. Each label a step
+        lower than the one before, round three heights: Auto's first choice and a move soon after
+        it had their labels one over the other."""
         line = pg.InfiniteLine(
             pos=iteration,
             angle=90,
             movable=False,
             label=label,
-            labelOpts={"position": 0.9, "anchors": [(0, 0), (0, 0)]},
+            labelOpts={"position": 0.9 - 0.3 * (len(self._thread_marks) % 3), "anchors": [(0, 0), (0, 0)]},
         )
         self._dash(line)
         self.time_plot.addItem(line, ignoreBounds=True)

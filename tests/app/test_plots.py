@@ -378,6 +378,22 @@ def test_the_uniform_guess_label_is_readable_over_a_loss_that_runs_along_it(qtbo
     assert not blue  # the curves pass behind the label's card, not through its text
 
 
+def test_thread_marks_close_together_keep_their_labels_apart(qtbot):
+    """Auto's first choice and a move soon after: one label was drawn over the other."""
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    store.extend(records(1, 20_001))
+    plots.mark_threads(8, "Auto: 2 threads")
+    plots.mark_threads(300, "Auto: 1 thread")
+    plots.mark_threads(320, "Auto: 2 threads")
+    plots.redraw()
+    qtbot.wait(50)
+    boxes = [line.label.sceneBoundingRect() for line in plots._thread_marks]
+    assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    view = plots.time_plot.getViewBox().sceneBoundingRect()
+    assert all(view.contains(box.topLeft()) for box in boxes)
+
+
 def test_the_wheel_zooms_the_iterations_and_the_loss_axis_keeps_fitting_them(qtbot):
     store = MetricsStore()
     plots = shown(qtbot, store)
