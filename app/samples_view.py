@@ -63,6 +63,9 @@ class SamplesView(QWidget):
 
         self.text = QPlainTextEdit()
         self.text.setReadOnly(True)
+        # Its undo history took every insertion and trim, for good: 120 MB after 22,000 samples
+        # of which the view kept 100.
+        self.text.setUndoRedoEnabled(False)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         every = TrainConfig().sample_interval  # no preset changes it
         self.text.setPlaceholderText(

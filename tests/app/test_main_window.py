@@ -1608,6 +1608,7 @@ def test_a_finished_run_continues_to_a_larger_total(make_window, qtbot, monkeypa
     qtbot.mouseClick(later.panel.load, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
     assert list(later.store["iter"]) == list(range(1, 36))
+    assert later.run_info.history == []  # in the store's columns, not kept as dicts as well
 
 
 def test_a_continue_that_cannot_make_its_run_folder_leaves_the_model_to_continue_later(
@@ -1693,6 +1694,21 @@ def test_a_stopped_run_continues_with_f6(make_window, qtbot):
     w.pause_action.trigger()  # F6
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=20_000)
     assert list(w.store["iter"]) == list(range(1, 61))
+
+
+def test_the_eta_goes_by_the_wall_time_per_iteration_evaluations_and_all(make_window, qtbot, monkeypatch):
+    """It went by the median step alone, which leaves out evaluations, samples and checkpoints:
+    a fifth to a third short."""
+    from app.metrics_store import Pace
+    from engine.config import format_duration
+
+    monkeypatch.setattr(Pace, "seconds_per_iteration", lambda self: 2.0)
+    w = make_window()
+    tiny(w, iters=100_000)
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(
+        lambda: w.eta_label.text() == f"ETA {format_duration(2.0 * (100_000 - last_iter(w)))}", timeout=20_000
+    )
 
 
 def test_status_bar_paths_show_the_home_folder_as_a_tilde():

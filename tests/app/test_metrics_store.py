@@ -3,8 +3,9 @@
 import math
 
 import numpy as np
+import pytest
 
-from app.metrics_store import STEP_MEDIAN_WINDOW, Column, MetricsStore
+from app.metrics_store import STEP_MEDIAN_WINDOW, Column, MetricsStore, Pace
 
 
 def records(start: int, stop: int, **extra):
@@ -90,3 +91,18 @@ def test_two_hundred_thousand_iterations_fit_and_index():
     assert len(store) == 200_000
     assert store.index_at(123_456.4) == 123_455
     assert store.smoothed_loss(50).shape == (200_000,)
+
+
+def test_pace_is_wall_time_per_iteration_over_the_last_window():
+    pace = Pace(window=10.0)
+    assert math.isnan(pace.seconds_per_iteration())
+    pace.add(0.0, 0)
+    assert math.isnan(pace.seconds_per_iteration())
+    pace.add(1.0, 100)  # steps of 8 ms, and an evaluation between them: 10 ms an iteration
+    assert pace.seconds_per_iteration() == pytest.approx(0.01)
+    for t in range(2, 31):  # slower now: 20 ms an iteration
+        pace.add(float(t), 100 + 50 * (t - 1))
+    assert pace.seconds_per_iteration() == pytest.approx(0.02)  # the first second has gone
+    pace.clear()  # paused: the time without iterations is no pace
+    pace.add(100.0, 1550)
+    assert math.isnan(pace.seconds_per_iteration())

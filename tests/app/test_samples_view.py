@@ -55,3 +55,4 @@ def test_only_the_newest_samples_are_kept_whatever_their_characters(qtbot):
     text = view.text.toPlainText()
     assert view.count() == MAX_SHOWN == text.count("── iter")
     assert text.startswith(f"── iter {MAX_SHOWN + 4} ·") and text.endswith("sample 5 🙂\n漢字 é")
+    assert view.text.document().availableUndoSteps() == 0  # nor kept as steps to undo, without end
