@@ -40,6 +40,7 @@ RSS_MIN_RANGE_MB = 4.0
 AXIS_WIDTH = 60  # px, left and right on every plot, so that the three line up
 LEGEND_MIN_VIEW = 70  # px: a plot keeps its legend above it while its data has this height left
 MARKER_Z = 10  # marker lines and their labels over the curves (z 0)
+STEP_FIT = 0.98  # the share of the steps in view that the step-time axis fits
 
 BLUE, ORANGE, GREEN, GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (110, 110, 110)
 PURPLE = (148, 103, 189)
@@ -147,6 +148,10 @@ class TrainingPlots(QWidget):
         self.canvas.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # no key does anything there: Tab passes it
         self.loss_plot = self._add_plot(0, "loss", None, LossAxis("left"))
         self.time_plot = self._add_plot(1, "step time", "s")
+        # Its axis fits all but the outermost 1 % of the steps in view at either end: fitted to
+        # every spike (a resume, a comparison read), the typical step lay flat on the zero line
+        # for the rest of the run. A spike runs off the top instead.
+        self.time_plot.enableAutoRange(y=STEP_FIT)
         self.mem_plot = self._add_plot(2, "arena", "MB")
         self.mem_plot.setLabel("bottom", "iteration")
         self.plots = (self.loss_plot, self.time_plot, self.mem_plot)
@@ -397,7 +402,7 @@ class TrainingPlots(QWidget):
         for v in views:
             if not len(it):  # nothing to fit to: the last run's ranges would stay
                 v.setYRange(0.0, self._empty_top(v), padding=0.0)
-            v.enableAutoRange(y=True)
+            v.enableAutoRange(y=STEP_FIT if v is self.time_plot.getViewBox() else True)
 
     def _empty_top(self, view: pg.ViewBox) -> float:
         """The top of an empty plot: the loss's reaches above the uniform guess, where a new model

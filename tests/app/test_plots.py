@@ -394,6 +394,21 @@ def test_thread_marks_close_together_keep_their_labels_apart(qtbot):
     assert all(view.contains(box.topLeft()) for box in boxes)
 
 
+def test_the_step_time_axis_fits_the_typical_steps_not_the_few_spikes(qtbot):
+    """Fitted to its biggest spike (a resume, a comparison read), the step-time plot drew the
+    run's 10 ms steps flat on its zero line for the rest of the run."""
+    store = MetricsStore()
+    plots = shown(qtbot, store)
+    rng = np.random.default_rng(0)
+    steps = 0.01 + 0.002 * rng.random(2000)
+    steps[[300, 900, 1500]] = 0.6  # three spikes in 2,000 steps
+    store.extend([{"iter": i + 1, "loss": 3.0, "step_s": float(t)} for i, t in enumerate(steps)])
+    plots.redraw()
+    plots.canvas.scene().prepareForPaint()  # where the ranges are fitted, before a paint
+    top = plots.time_plot.getViewBox().viewRange()[1][1]
+    assert 0.012 <= top < 0.05  # seconds: the typical steps fill the plot, the spikes run off it
+
+
 def test_the_wheel_zooms_the_iterations_and_the_loss_axis_keeps_fitting_them(qtbot):
     store = MetricsStore()
     plots = shown(qtbot, store)
