@@ -1179,6 +1179,8 @@ class MainWindow(QMainWindow):
         self.plots.mark_threads(iteration, f"{'Auto: ' * auto}{plural(n, 'thread')}")
 
     def _threads_text(self) -> str:
+        if self._follower is not None:  # a run in view trains nowhere here: no count to show
+            return ""
         chosen, n = self.panel.threads.value(), self._threads_in_force
         if chosen != AUTO_THREADS:
             return plural(chosen, "thread")

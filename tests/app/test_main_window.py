@@ -620,6 +620,7 @@ def test_a_viewed_run_says_how_to_train_it_on_and_load_starts_at_its_final_check
     w.open_run(str(viewed))
     qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
     assert "Load checkpoint… (Ctrl+L)" in w.statusBar().currentMessage()
+    assert w.threads_label.text() == ""  # not the count of the run trained before
     asked: list[str] = []
     monkeypatch.setattr(
         QFileDialog, "getOpenFileName", lambda _w, _t, start, _f: asked.append(start) or ("", "")
