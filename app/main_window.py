@@ -965,6 +965,14 @@ class MainWindow(QMainWindow):
         the loss of the run in the window, whatever that one is doing."""
         from engine.runlog import history, read_run
 
+        shown = self._follower.run_dir if self._follower is not None else None
+        if shown is None and self.run_info is not None:
+            shown = self.run_info.run_dir
+        if shown is not None and Path(path).resolve() == shown.resolve():  # itself, as a second curve
+            message = f"{Path(path).name} is the run in the window; choose another run to compare with"
+            self._message(QMessageBox.Icon.Information, "Nothing to compare", message)
+            return
+
         def read() -> tuple[str, MetricsStore, dict[str, Any]]:
             run = read_run(path)  # a folder that is not a run: say so, rather than compare with nothing
             store = MetricsStore()

@@ -1754,6 +1754,13 @@ def test_compare_with_another_run_draws_its_loss_and_a_folder_that_is_not_a_run_
     qtbot.waitUntil(lambda: bool(boxes(w, "Cannot compare with this run")), timeout=10_000)
     assert "not a run folder" in boxes(w, "Cannot compare with this run")[0].text()
 
+    w.open_run(str(run))  # the run in the window itself: nothing to compare, and said at once
+    qtbot.waitUntil(lambda: w.state == "viewing tiny-run", timeout=10_000)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(run))
+    w.compare_action.trigger()
+    [box] = boxes(w, "Nothing to compare")
+    assert "tiny-run is the run in the window" in box.text()
+
 
 def test_the_weights_alone_export_with_pytorch_names(make_window, qtbot, tmp_path, monkeypatch):
     w = make_window()
