@@ -343,15 +343,15 @@ class RunFollower:
         self._offset += len(chunk)
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()  # b"" when the chunk ended with a newline
-        records = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if _whole_record(record):
-                records.append(record)
-        return records
+        lines = [line for line in lines if line.strip()]
+        try:  # the lines as one JSON array: one call, not one a line (0.6 s for 33k of them)
+            parsed = json.loads(b"[" + b",".join(lines) + b"]")
+        except ValueError:  # a damaged line among them: each on its own, and that one left out
+            parsed = []
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    parsed.append(json.loads(line))
+        return [record for record in parsed if _whole_record(record)]
 
     def poll_samples(self) -> list[tuple[int, str]]:
         """The samples written since the last call, as (iteration, text), oldest first. Each is
@@ -435,9 +435,9 @@ def _whole_record(record: Any) -> bool:
     written one is: one bad line must not make a long run unopenable."""
     if not isinstance(record, dict) or not _is_count(record.get("iter"), _MOST_ITERATIONS):
         return False
-    return all(_is_number(record.get(key)) for key in _NUMBERS)
+    # exact types, not isinstance: bool is an int to Python, but no metric (and this runs
+    # ten times a line of a long run's history)
+    return all(type(record.get(key)) in _NUMBER_TYPES for key in _NUMBERS)
 
 
-def _is_number(value: Any) -> bool:
-    """A number or null (bool is an int to Python, but no metric)."""
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+_NUMBER_TYPES = (int, float, type(None))  # JSON's numbers, and null for a number there was not
