@@ -1045,13 +1045,15 @@ class MainWindow(QMainWindow):
         s, total = self.store, self._viewed_setting("train", "max_iters")
         if self._said_quiet or not len(s) or s.last_iteration >= total or self._follower is None:
             return
-        if (self._follower.run_dir / "checkpoints" / "final.safetensors").exists():
-            return  # stopped on purpose (Stop, Ctrl-C): it ended, and has nothing more to say
-        steps = s["step_s"][-25:]
-        typical = float(np.nanmedian(steps)) if np.isfinite(steps).any() else 0.0
         quiet = time.monotonic() - self._written_at
-        if quiet >= max(QUIET_S, 30 * typical):
-            self._said_quiet = True
+        if quiet < QUIET_S:
+            return
+        steps = s["step_s"][-25:]  # a slow run's iterations take longer than QUIET_S / 30
+        if np.isfinite(steps).any() and quiet < 30 * float(np.nanmedian(steps)):
+            return
+        self._said_quiet = True  # whatever it was: looked at once, not at every poll
+        # stopped on purpose (Stop, Ctrl-C), it ended with its final checkpoint: nothing to say
+        if not (self._follower.run_dir / "checkpoints" / "final.safetensors").exists():
             self.statusBar().showMessage(
                 f"{QUIET} for {format_duration(quiet)}: its training may have ended "
                 f"at iteration {s.last_iteration:,} without finishing"

@@ -36,7 +36,7 @@ from engine.data import BUILTIN, AbsentText, CharTokenizer, Corpus, CorpusError
 from engine.errors import InputError, write_failure
 from engine.memory import check_memory
 from engine.model import GPT
-from engine.runlog import CHECKPOINTS
+from engine.runlog import CHECKPOINTS, is_count
 from engine.trainer import Trainer, TrainerState
 
 FORMAT = "chargpt-checkpoint"
@@ -290,9 +290,9 @@ def _count(meta: Mapping[str, Any], key: str) -> int:
     """``meta[key]``, which must be a whole number, 0 or more: a negative iteration resumed
     into a negative learning rate, and gradient ascent."""
     value = meta[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_count(value):
         raise ValueError(f"{key} is {value!r}, not a count of 0 or more")
-    return value
+    return int(value)
 
 
 def read_settings(path: str | Path) -> tuple[ModelConfig, TrainConfig]:

@@ -411,7 +411,7 @@ def _wrong_in_config(config: Any) -> str | None:
         if config.get(key) is not None and not isinstance(config[key], dict):
             return f"its {key} is {config[key]!r}, not an object"
     start = config.get("start_iteration", 0)
-    if not _is_count(start):
+    if not is_count(start):
         return f"its start_iteration is {start!r}, not a count of 0 or more"
     return None
 
@@ -425,7 +425,8 @@ _NUMBERS = (
 _MOST_ITERATIONS = 10**12
 
 
-def _is_count(value: Any, most: float = math.inf) -> bool:
+def is_count(value: Any, most: float = math.inf) -> bool:
+    """A whole number from 0 to ``most``, as JSON gives one (bool is an int to Python, but no count)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
 
 
@@ -433,7 +434,7 @@ def _whole_record(record: Any) -> bool:
     """Whether a metrics line is a record the readers can use: an object with a whole "iter"
     in range and numbers (or null) where numbers go. A damaged line is skipped, as a half
     written one is: one bad line must not make a long run unopenable."""
-    if not isinstance(record, dict) or not _is_count(record.get("iter"), _MOST_ITERATIONS):
+    if not isinstance(record, dict) or not is_count(record.get("iter"), _MOST_ITERATIONS):
         return False
     # exact types, not isinstance: bool is an int to Python, but no metric (and this runs
     # ten times a line of a long run's history)
