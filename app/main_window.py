@@ -79,8 +79,9 @@ from engine.blas import blas_info, cpu_count
 from engine.config import PRESETS, ModelConfig, TrainConfig, format_count, format_duration, plural, preset_of
 from engine.data import AbsentText, Corpus, CorpusError
 from engine.default_corpus import data_dir
-from engine.errors import InputError
+from engine.errors import InputError, write_failure
 from engine.memory import NotEnoughMemory, check_memory
+from engine.runlog import CHECKPOINTS, FINAL
 
 if TYPE_CHECKING:
     from engine.runlog import RunFollower
@@ -742,8 +743,8 @@ class MainWindow(QMainWindow):
         (every run's checkpoints are under the folder of runs)."""
         if self._follower is None:
             return ""
-        folder = self._follower.run_dir / "checkpoints"
-        final = folder / "final.safetensors"
+        folder = self._follower.run_dir / CHECKPOINTS
+        final = folder / FINAL
         return str(final) if final.is_file() else str(folder) if folder.is_dir() else ""
 
     def load_checkpoint(self, path: str) -> None:
@@ -945,7 +946,7 @@ class MainWindow(QMainWindow):
                 self._message(
                     QMessageBox.Icon.Warning,
                     "Run folder",
-                    f"Cannot create the folder for runs, {folder}: {e.strerror or e}",
+                    f"Cannot create the folder for runs, {folder}: {write_failure(folder, e)}",
                 )
                 return
         elif not folder.is_dir():  # a viewed run's, moved or deleted since: not to be made anew, empty
@@ -965,10 +966,8 @@ class MainWindow(QMainWindow):
         the loss of the run in the window, whatever that one is doing."""
         from engine.runlog import history, read_run
 
-        shown = self._follower.run_dir if self._follower is not None else None
-        if shown is None and self.run_info is not None:
-            shown = self.run_info.run_dir
-        if shown is not None and Path(path).resolve() == shown.resolve():  # itself, as a second curve
+        shown = self.shown_run_dir()  # (a loaded checkpoint's: the folder it came from)
+        if shown != runs_dir() and Path(path).resolve() == shown.resolve():  # itself, a second curve
             message = f"{Path(path).name} is the run in the window; choose another run to compare with"
             self._message(QMessageBox.Icon.Information, "Nothing to compare", message)
             return
@@ -1048,12 +1047,12 @@ class MainWindow(QMainWindow):
         quiet = time.monotonic() - self._written_at
         if quiet < QUIET_S:
             return
-        steps = s["step_s"][-25:]  # a slow run's iterations take longer than QUIET_S / 30
-        if np.isfinite(steps).any() and quiet < 30 * float(np.nanmedian(steps)):
+        typical = float(s.step_median.view()[-1])  # a slow run's iterations: over QUIET_S / 30
+        if math.isfinite(typical) and quiet < 30 * typical:
             return
         self._said_quiet = True  # whatever it was: looked at once, not at every poll
         # stopped on purpose (Stop, Ctrl-C), it ended with its final checkpoint: nothing to say
-        if not (self._follower.run_dir / "checkpoints" / "final.safetensors").exists():
+        if not (self._follower.run_dir / CHECKPOINTS / FINAL).exists():
             self.statusBar().showMessage(
                 f"{QUIET} for {format_duration(quiet)}: its training may have ended "
                 f"at iteration {s.last_iteration:,} without finishing"

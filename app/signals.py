@@ -14,9 +14,11 @@ from PySide6.QtWidgets import QApplication
 if TYPE_CHECKING:
     from app.main_window import MainWindow
 
+from engine.cli import STOP_SIGNALS
+
 # SIGTERM: logout, systemd, kill; SIGHUP: the terminal it was started from closed; SIGINT:
-# Ctrl-C there. (Windows has no SIGHUP.)
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
+# Ctrl-C there: the signals that stop `chargpt train`.
+SIGNALS = tuple(STOP_SIGNALS)
 
 
 class SignalClose(QObject):
@@ -39,7 +41,13 @@ class SignalClose(QObject):
         signal.set_wakeup_fd(self._send.fileno())
         self._notifier = QSocketNotifier(self._receive.fileno(), QSocketNotifier.Type.Read, self)
         self._notifier.activated.connect(self._drain)
-        self._before = {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
+        # one ignored stays ignored, as `chargpt train` leaves it: `nohup chargpt-studio &`
+        # outlives the terminal it was started from
+        self._before = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in SIGNALS
+            if signal.getsignal(signum) != signal.SIG_IGN
+        }
 
     def restore(self) -> None:
         """Put back the handlers there were before, once the window is gone: a later signal
@@ -57,7 +65,7 @@ class SignalClose(QObject):
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.signum = signum
-        for each in SIGNALS:  # a second one ends the process at once, should closing hang
+        for each in self._before:  # a second one ends the process at once, should closing hang
             signal.signal(each, signal.SIG_DFL)
         modal = QApplication.activeModalWidget()  # a question or a file dialog: no one will answer
         if modal is not None:

@@ -494,10 +494,9 @@ class TrainingWorker(QObject):
     def _train(self) -> None:
         """Go on training, with the thread count set while the model was not training."""
         # Auto's choice, not a count it was timing when the run ended (the tuner puts that back
-        # at the next step); during its first trials the tuner applies its own counts
-        tuner = self._tuner
-        if self._helpers_due and (tuner is None or tuner.chosen is not None):
-            n = self._in_force if tuner is None or tuner.chosen is None else tuner.chosen
+        # at the next step); during its first trials (no choice yet) the tuner applies its own
+        n = self._in_force if self._tuner is None else self._tuner.chosen
+        if self._helpers_due and n is not None:
             with contextlib.suppress(ValueError):  # out of range: keep the count in force
                 self.threads_changed.emit(self._trainer_threads(n))
         self._helpers_due = False

@@ -200,13 +200,12 @@ _CHECKPOINT_TEMP = re.compile(r"\..+\.safetensors\.[a-z0-9_]{8}\.tmp")
 STALE_TEMP_S = 600.0  # a checkpoint takes seconds to write: a temp file this old has no writer
 
 
-def remove_stale_temps(folder: Path) -> list[Path]:
+def remove_stale_temps(folder: Path) -> None:
     """Take away the temp files of checkpoint writes that were cut short by the process dying
-    (kill -9, a crash, the power) from a run's ``folder`` of checkpoints; return them. Hidden by
+    (kill -9, a crash, the power) from a run's ``folder`` of checkpoints. Hidden by
     their dot, they stayed for good: 17 MB each for medium, 230 MB for large. Only names that
     write_atomic gives, and only ones older than STALE_TEMP_S: another process's write into
     the same folder (an Export beside a running chargpt train) is seconds old."""
-    removed = []
     now = datetime.now(UTC).timestamp()
     with contextlib.suppress(OSError):  # a folder it cannot list or change keeps its files
         for entry in os.scandir(folder):
@@ -215,8 +214,6 @@ def remove_stale_temps(folder: Path) -> list[Path]:
             with contextlib.suppress(OSError):
                 if now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S:
                     os.unlink(entry.path)
-                    removed.append(Path(entry.path))
-    return removed
 
 
 def _fsync_folder(folder: Path) -> None:

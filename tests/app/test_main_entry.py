@@ -190,12 +190,17 @@ def test_a_second_signal_ends_the_process_at_once_should_closing_hang(qtbot):
 
     window = QWidget()
     qtbot.addWidget(window)
+    ignored = getattr(signal, "SIGHUP", signal.SIGINT)
+    previous = signal.signal(ignored, signal.SIG_IGN)  # as under nohup
     before = {s: signal.getsignal(s) for s in SIGNALS}
     closer = SignalClose(window)  # type: ignore[arg-type]  # any widget closes alike
     try:
+        assert signal.getsignal(ignored) == signal.SIG_IGN  # left ignored: it outlives its terminal
         closer._on_signal(signal.SIGTERM, None)
         assert closer.signum == signal.SIGTERM and window.confirm_close is False
-        assert all(signal.getsignal(s) == signal.SIG_DFL for s in SIGNALS)  # the next is the system's
+        assert all(signal.getsignal(s) == signal.SIG_DFL for s in SIGNALS if s != ignored)  # the system's
     finally:
         closer.restore()
-    assert {s: signal.getsignal(s) for s in SIGNALS} == before
+        after = {s: signal.getsignal(s) for s in SIGNALS}
+        signal.signal(ignored, previous)
+    assert after == before

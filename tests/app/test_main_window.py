@@ -1762,6 +1762,21 @@ def test_compare_with_another_run_draws_its_loss_and_a_folder_that_is_not_a_run_
     assert "tiny-run is the run in the window" in box.text()
 
 
+def test_compare_with_the_run_a_loaded_checkpoint_came_from_says_it_is_the_one_in_view(
+    make_window, qtbot, monkeypatch
+):
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    trained = w.run_info.run_dir
+    later = make_window()
+    later.load_checkpoint(str(trained / "checkpoints" / "final.safetensors"))
+    qtbot.waitUntil(lambda: later.state == FINISHED, timeout=10_000)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(trained))
+    later.compare_action.trigger()  # its curves are in view already, from that folder
+    [box] = boxes(later, "Nothing to compare")
+    assert f"{trained.name} is the run in the window" in box.text()
+
+
 def test_the_weights_alone_export_with_pytorch_names(make_window, qtbot, tmp_path, monkeypatch):
     w = make_window()
     train_to_end(w, qtbot, iters=15)
