@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 import engine
 from engine.config import ModelConfig, TrainConfig
 from engine.data import BUILTIN, AbsentText, CharTokenizer, Corpus, CorpusError
-from engine.errors import InputError, write_failure
+from engine.errors import InputError, read_failure, write_failure
 from engine.memory import check_memory
 from engine.model import GPT
 from engine.runlog import CHECKPOINTS, is_count
@@ -349,7 +349,7 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 raise CheckpointError(_truncated(path) if start == b"{" else not_ckpt)
             raw = f.read(n)
     except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+        raise CheckpointError(f"cannot read {path}: {read_failure(Path(path), e)}") from None
     if len(raw) < n:
         raise CheckpointError(_truncated(path) if raw[:1] == b"{" else not_ckpt)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.errors import InputError
+from engine.errors import InputError, read_failure
 
 TOKEN_DTYPE = np.uint16
 MAX_VOCAB = int(np.iinfo(TOKEN_DTYPE).max) + 1
@@ -230,7 +230,7 @@ def read_text(path: str | Path) -> str:
     try:
         raw = p.read_bytes()
     except OSError as e:
-        raise CorpusError(f"cannot read {p}: {e.strerror or e}") from None
+        raise CorpusError(f"cannot read {p}: {read_failure(p, e)}") from None
 
     def binary(where: str) -> CorpusError:  # where: a text with one stray NUL is not binary
         return CorpusError(f"{p} looks binary (a NUL {where}), not text; choose a UTF-8 text file")

@@ -36,3 +36,12 @@ def write_failure(path: Path, e: BaseException) -> str:
         return "a folder has that name; choose a file name"
     detail = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
     return f"{detail}; try again or save somewhere else"
+
+
+def read_failure(path: Path, e: OSError) -> str:
+    """Why a file that is there could not be read, and what to do, in words."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "no permission to read it; check its permissions, or open it as its owner"
+    if e.errno == errno.EISDIR or path.is_dir():
+        return "a folder stands where this file should be"
+    return f"{e.strerror or e}; check the disk and try again"

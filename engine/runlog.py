@@ -16,7 +16,6 @@ one that another process is still writing.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
 import re
@@ -27,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from engine.errors import InputError, write_failure
+from engine.errors import InputError, read_failure, write_failure
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -298,9 +297,12 @@ def _earlier(run: RunData) -> RunData | None:
     return None
 
 
+_SAMPLE_HEADER = r"^--- iter (\d+) ---\n"  # the line before each sample in samples.txt (add_sample)
+
+
 def parse_samples(text: str) -> list[tuple[int, str]]:
     """(iteration, text) pairs of a samples.txt ("--- iter N ---" headers), oldest first."""
-    parts = re.split(r"^--- iter (\d+) ---\n", text, flags=re.MULTILINE)[1:]
+    parts = re.split(_SAMPLE_HEADER, text, flags=re.MULTILINE)[1:]
     return [(int(it), body.strip("\n")) for it, body in zip(parts[0::2], parts[1::2], strict=True)]
 
 
@@ -379,22 +381,12 @@ class RunFollower:
 
 def _last_header(data: bytes) -> int:
     """Where the last "--- iter N ---" line of a samples.txt starts (0 if none)."""
-    found = list(_SAMPLE_HEADER.finditer(data))
+    found = list(re.finditer(_SAMPLE_HEADER.encode(), data, flags=re.MULTILINE))
     return found[-1].start() if found else 0
 
 
-_SAMPLE_HEADER = re.compile(rb"^--- iter \d+ ---\n", re.MULTILINE)
-
-
 def _cannot_read(path: Path, e: OSError) -> str:
-    """A run file that is there but cannot be read, in words, with what to do."""
-    if e.errno in (errno.EACCES, errno.EPERM):
-        reason = "no permission to read it; check its permissions, or open the run as its owner"
-    elif e.errno == errno.EISDIR or path.is_dir():
-        reason = "a folder stands where this file should be; the run folder is damaged"
-    else:
-        reason = f"{e.strerror or e}; check the disk and try again"
-    return f"cannot read {path}: {reason}"
+    return f"cannot read {path}: {read_failure(path, e)}"
 
 
 def _damaged(path: Path, what: str) -> str:
