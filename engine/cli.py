@@ -282,7 +282,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         # Auto's choice, not a count it was timing when the run ended
         threads = threads or (tuner.chosen if tuner is not None else None) or trainer.threads
         final, unsaved = finish_somewhere(session)
-    instead = f"{unsaved}; saved {final} instead" if unsaved else f"saved {final}"
+    instead = _where_saved(final, unsaved)
     if stop.signum is not None and status == 128 + stop.signum:
         closed = stop.signum == SIGPIPE
         why = f"{'output closed' if closed else STOP_SIGNALS[stop.signum]} at iteration {trainer.iteration}"
@@ -421,8 +421,12 @@ def _save_before_failing(session: TrainingSession, say: Callable[[str], None], c
         session.close()
         return
     if final is not None:
-        saved = f"{unsaved}; saved {final} instead" if unsaved else f"saved {final}"
-        say(f"{saved}\ncontinue with: {command.format(final)}")
+        say(f"{_where_saved(final, unsaved)}\ncontinue with: {command.format(final)}")
+
+
+def _where_saved(final: Path | None, unsaved: str | None) -> str:
+    """Where finish_somewhere put the final checkpoint, and why there, for the run's last line."""
+    return f"{unsaved}; saved {final} instead" if unsaved else f"saved {final}"
 
 
 def finish_somewhere(session: TrainingSession) -> tuple[Path | None, str | None]:
