@@ -79,7 +79,7 @@ from engine.blas import blas_info, cpu_count
 from engine.config import PRESETS, ModelConfig, TrainConfig, format_count, format_duration, plural, preset_of
 from engine.data import AbsentText, Corpus, CorpusError
 from engine.default_corpus import data_dir
-from engine.errors import InputError, write_failure
+from engine.errors import InputError
 from engine.memory import NotEnoughMemory, check_memory
 from engine.runlog import CHECKPOINTS, FINAL
 
@@ -946,7 +946,7 @@ class MainWindow(QMainWindow):
                 self._message(
                     QMessageBox.Icon.Warning,
                     "Run folder",
-                    f"Cannot create the folder for runs, {folder}: {write_failure(folder, e)}",
+                    f"Cannot create the folder for runs, {folder}: {e.strerror or e}",
                 )
                 return
         elif not folder.is_dir():  # a viewed run's, moved or deleted since: not to be made anew, empty
