@@ -15,10 +15,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+from engine.runlog import METRIC_NUMBERS
+
 Array = NDArray[np.float64]
 
 # metrics.jsonl keys kept per iteration (val_loss is sparse and has columns of its own).
-COLUMNS = ("iter", "loss", "lr", "grad_norm", "step_s", "tokens_s", "arena_in_use", "arena_reserved", "rss")
+COLUMNS = ("iter", *(name for name in METRIC_NUMBERS if name != "val_loss"))
 # Iterations in the trailing median of the step time. A median, not a mean: the odd slow
 # iteration (a checkpoint written, the window repainting on a busy core) would pull a mean up
 # and hide what an iteration typically costs.

@@ -436,7 +436,7 @@ def finish_somewhere(session: TrainingSession) -> tuple[Path | None, str | None]
     since the process is about to end and the trained model with it. The path (None if
     nothing was trained), and that failure's words or None."""
     from engine.checkpoint import CheckpointError
-    from engine.runlog import periodic_name
+    from engine.runlog import numbered, periodic_name
 
     try:
         return session.finish(), None
@@ -450,7 +450,7 @@ def finish_somewhere(session: TrainingSession) -> tuple[Path | None, str | None]
     name = f"chargpt-{run or 'run'}-{periodic_name(session.trainer.iteration)}"
     tried = []
     for folder in _fallback_folders():
-        path = _free_name(folder / name)
+        path = numbered(folder / name, Path.exists, suffix=Path(name).suffix)  # what is there stays
         try:
             saved = session.export(path)
         except CheckpointError:
@@ -468,15 +468,6 @@ def _fallback_folders() -> list[Path]:
         folders.append(Path.cwd())
     temp = Path(tempfile.gettempdir())
     return [*folders, temp] if temp not in folders else folders
-
-
-def _free_name(path: Path) -> Path:
-    """``path``, or path-2, path-3, … before its suffix: what is there already stays."""
-    n, free = 1, path
-    while free.exists():
-        n += 1
-        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return free
 
 
 def _number(value: float) -> str:

@@ -19,7 +19,7 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -90,10 +90,16 @@ def unused_run_dir(path: Path) -> Path:
         path = path.resolve()
     if not path.name:
         raise RunLogError(f"{path} holds a run already; choose a new folder for this one")
+    return numbered(path, holds_run)
+
+
+def numbered(path: Path, taken: Callable[[Path], bool], suffix: str = "") -> Path:
+    """``path``, or the first of path-2, path-3, … (numbered before ``suffix``) not ``taken``."""
+    stem = path.name.removesuffix(suffix)
     candidate, n = path, 1
-    while holds_run(candidate):
+    while taken(candidate):
         n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
+        candidate = path.with_name(f"{stem}-{n}{suffix}")
     return candidate
 
 
@@ -408,8 +414,9 @@ def _wrong_in_config(config: Any) -> str | None:
     return None
 
 
-# The numbers of a metrics record (null where one was not finite, or not taken).
-_NUMBERS = (
+# The numbers of a metrics record beside its "iter" (null where one was not finite, or not
+# taken); the window keeps a column of each.
+METRIC_NUMBERS = (
     "loss", "val_loss", "lr", "grad_norm", "step_s", "tokens_s", "arena_in_use", "arena_reserved", "rss",
 )  # fmt: skip
 # More iterations than any run makes (thirty years at a millisecond each): an "iter" of 10**30
@@ -430,7 +437,7 @@ def _whole_record(record: Any) -> bool:
         return False
     # exact types, not isinstance: bool is an int to Python, but no metric (and this runs
     # ten times a line of a long run's history)
-    return all(type(record.get(key)) in _NUMBER_TYPES for key in _NUMBERS)
+    return all(type(record.get(key)) in _NUMBER_TYPES for key in METRIC_NUMBERS)
 
 
 _NUMBER_TYPES = (int, float, type(None))  # JSON's numbers, and null for a number there was not

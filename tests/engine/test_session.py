@@ -4,7 +4,7 @@ import pytest
 
 from engine import checkpoint
 from engine.checkpoint import CheckpointError
-from engine.runlog import RunFollower, RunLog, read_run
+from engine.runlog import METRIC_NUMBERS, RunFollower, RunLog, read_run
 from engine.session import IterationReport, TrainingSession
 from engine.trainer import GaveWay, Trainer
 from tests.engine.conftest import tiny_configs
@@ -58,6 +58,8 @@ def test_a_session_logs_evaluates_samples_and_checkpoints_at_iteration_boundarie
         reports.append(session.step())
     assert [r.record["iter"] for r in reports] == list(range(1, 13))
     assert all(RECORD_KEYS <= set(r.record) for r in reports)
+    # what the readers check and the window keeps a column of
+    assert {key for r in reports for key in r.record} == {"iter", *METRIC_NUMBERS}
     assert [r.record["iter"] for r in reports if r.val_loss is not None] == [3, 6, 9, 12]
     assert all(("val_loss" in r.record) == (r.val_loss is not None) for r in reports)
     assert [r.record["iter"] for r in reports if r.sample is not None] == [4, 8, 12]
