@@ -186,6 +186,7 @@ class MainWindow(QMainWindow):
         self.handle: WorkerThread | None = None
         self.run_info: RunInfo | None = None
         self._cannot = ""  # the title of a failure to set up the run being launched
+        self._launched_paused = False  # the run being launched is a checkpoint loaded, paused
         self._export_wait: QEventLoop | None = None  # closing waits here for its export
         self._export_ok = False
         self.state = IDLE
@@ -532,6 +533,7 @@ class MainWindow(QMainWindow):
     def _launch(self, factory: SessionFactory, *, start_paused: bool, cannot: str) -> None:
         """Run ``factory``'s session on a new worker; ``cannot`` titles a failure to set it up."""
         self._cannot = cannot
+        self._launched_paused = start_paused  # a loaded checkpoint, not a new model
         self._show_request += 1  # a checkpoint or a folder still being read gives way to this run
         self._stop_following()
         # a corpus still loading would replace the run's own text in the panel: the run has it
@@ -1102,7 +1104,7 @@ class MainWindow(QMainWindow):
         n = f"{info.iteration:,}"
         if self.state != STARTING:  # Continue: the model in the window, trained on in a new folder
             return f"Training on from iteration {n} to {info.train_cfg.max_iters:,}{where}"
-        if info.came_from is None:
+        if not self._launched_paused:
             return f"Training a new model{where}"
         # a loaded checkpoint's folder is named once it trains: until then it holds nothing
         if info.cannot_train:

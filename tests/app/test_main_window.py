@@ -1661,6 +1661,8 @@ def test_a_checkpoint_loads_to_sample_and_export_where_no_run_folder_can_be_made
     assert "Read-only file system" in box.text()
     assert later.run_info.run_dir is None and not later.panel.pause.isEnabled()
     assert later.samples.generate_button.isEnabled() and later.panel.export.isEnabled()
+    # not "Training a new model": it has no run folder to have come from
+    assert later.statusBar().currentMessage() == "Loaded at iteration 20: to sample from and export"
 
 
 def test_continue_is_offered_only_while_the_other_settings_are_the_models(make_window, qtbot, tmp_path):
