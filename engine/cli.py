@@ -277,7 +277,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
                     session, say, log_every, step_times, stop, tuner, judge_learning=not warnings
                 )
         except Exception:
-            _save_before_failing(session, say, resume_command(args, train_cfg.max_iters))
+            _save_before_failing(session, say, args)
             raise
         # Auto's choice, not a count it was timing when the run ended
         threads = threads or (tuner.chosen if tuner is not None else None) or trainer.threads
@@ -289,7 +289,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         if final is None:
             told = f"{why}, before training any: nothing to save"
         else:
-            command = resume_command(args, train_cfg.max_iters).format(final)
+            command = resume_command(args, trainer).format(final)
             told = f"{why}; {instead}\ncontinue with: {command}"
         if closed:  # with the output gone, one line on standard error, if that is still there
             _tell(told.replace("\n", "; "))
@@ -300,9 +300,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             say(instead)
         return status
     if unsaved:  # the run folder lacks what a script that reads it expects: not "done"
-        say(f"{instead}\ncontinue with: {resume_command(args, 2 * train_cfg.max_iters).format(final)}")
+        say(f"{instead}\ncontinue with: {resume_command(args, trainer).format(final)}")
         raise CheckpointError(f"{unsaved}; the model was saved to {final} instead")
     val_loss = session.last_val_loss
+    assert val_loss is not None  # the last iteration's, which only a stop (returned above) cuts short
     wall = time.perf_counter() - t_start
     say(f"validation loss {val_loss:.4f} after {trainer.iteration} iterations ({format_duration(wall)})")
     say(f"saved {final}")
@@ -366,9 +367,7 @@ def run_session(
     recent: list[float] | None = [] if judge_learning else None
     loss = math.nan
     session.give_way = lambda: stop.signum is not None
-    while not session.finished:
-        if stop.signum is not None:
-            return 128 + stop.signum, loss
+    while not session.finished and stop.signum is None:
         if tuner is not None:
             tuner.before_step()
         report = session.step()
@@ -402,26 +401,35 @@ def run_session(
             ms = 1e3 * float(np.median(step_times[-log_every:]))
             eta = ms / 1e3 * (max_iters - it)
             say(f"iter {it:>6}/{max_iters}  loss {loss:.4f}  {ms:7.2f} ms/iter  ETA {format_duration(eta)}")
-    return EXIT_OK, loss
+    # a stop in the last iteration is one too: it cut that iteration's validation short
+    return (EXIT_OK if stop.signum is None else 128 + stop.signum), loss
 
 
-def resume_command(args: argparse.Namespace, max_iters: int) -> str:
-    """The command that carries this run on from a checkpoint ({} in it): with the thread
-    count given, since one BLAS thread is what makes a resumed run the same, bit for bit."""
+def resume_command(args: argparse.Namespace, trainer: Trainer) -> str:
+    """The command that carries ``trainer``'s run on from a checkpoint ({} in it): to its total,
+    or to twice that once it is there (stopped in its last validation, or its checkpoint saved
+    elsewhere), as --resume refuses a checkpoint at its total. With the thread count given,
+    since one BLAS thread is what makes a resumed run the same, bit for bit."""
+    total = trainer.train_cfg.max_iters
+    if trainer.iteration >= total:
+        total *= 2
     threads = f" --threads {args.threads}" if parse_threads(args.threads) else ""
-    return f"chargpt train --resume {{}} --iters {max_iters}{threads}"
+    return f"chargpt train --resume {{}} --iters {total}{threads}"
 
 
-def _save_before_failing(session: TrainingSession, say: Callable[[str], None], command: str) -> None:
+def _save_before_failing(
+    session: TrainingSession, say: Callable[[str], None], args: argparse.Namespace
+) -> None:
     """Keep the iterations done when training fails (out of memory, a helper gone): the failed
-    step left the run as it was before it. ``command`` resumes it ({} for the checkpoint)."""
+    step left the run as it was before it. ``args`` are the command's, to resume it with."""
     try:
         final, unsaved = finish_somewhere(session)
     except Exception:  # the error being raised says more than this one
         session.close()
         return
     if final is not None:
-        say(f"{_where_saved(final, unsaved)}\ncontinue with: {command.format(final)}")
+        command = resume_command(args, session.trainer).format(final)
+        say(f"{_where_saved(final, unsaved)}\ncontinue with: {command}")
 
 
 def _where_saved(final: Path | None, unsaved: str | None) -> str:

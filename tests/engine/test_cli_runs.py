@@ -635,3 +635,29 @@ def test_the_summary_names_autos_choice_not_a_count_it_was_timing_when_the_run_e
     assert cli.main([*args, "--eval-iters", "2", "--run-dir", str(tmp_path / "r")]) == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert summary["threads"] == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_last_validation_is_a_stop_with_a_command_that_resumes(
+    corpus_file, monkeypatch, capsys, signum
+):
+    """A signal during the last iteration's validation, which it cut short, left no loss to
+    tell: the summary formatted None, a traceback and status 1."""
+    from engine import cli
+    from engine.trainer import Trainer
+
+    real_evaluate = Trainer.evaluate
+
+    def signalled(self: Trainer, *args, **kwargs):
+        if self.iteration == self.train_cfg.max_iters:
+            signal.raise_signal(signum)  # Ctrl-C, or kill, as the last validation starts
+        return real_evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", signalled)
+    code = cli.main(["train", "--iters", "3", "--corpus", str(corpus_file), "--run-dir", "r", *FAST])
+    out = capsys.readouterr().out
+    assert code == 128 + signum, out
+    assert checkpoint.load("r/checkpoints/final.safetensors").iteration == 3
+    # at the total already: the command carries it on to a larger one, which --resume takes
+    assert "at iteration 3; saved r/checkpoints/final.safetensors" in out
+    assert "continue with: chargpt train --resume r/checkpoints/final.safetensors --iters 6 " in out
