@@ -857,6 +857,8 @@ class MainWindow(QMainWindow):
             run, records = read_back
             self._shutdown_worker()
             self.run_info = None  # the window shows this run now, not the one it trained
+            if isinstance(self.corpus, AbsentText):  # the text of a model gone with it: Start's again
+                self.load_corpus(self.corpus_path or None)
             self.store.clear()
             self.plots.reset()
             self.samples.clear()

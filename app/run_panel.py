@@ -250,7 +250,6 @@ class RunPanel(QWidget):
             self.corpus_label.setText(f"<b>{breakable(name)}</b><br>{figures}")
             # whole, where the label breaks it, and what a prompt may be written in
             self.corpus_label.setToolTip(name + (f"\n\n{describe_alphabet(alphabet)}" if alphabet else ""))
-        self._show_entries()
         self._show_model()
         self._update_enabled()
 
@@ -293,6 +292,8 @@ class RunPanel(QWidget):
         for field, value in ((self.batch, t.batch_size), (self.iters, t.max_iters), (self.seed, t.seed)):
             field.setValue(min(value, field.maximum()))
         self.lr.setValue(train_cfg.lr)
+        # the list counts parameters at the run's vocabulary too: the corpus's disagreed with this
+        self._show_entries(model_cfg.vocab_size)
         self.model_label.setText(_describe_model(model_cfg, train_cfg))
         self._held = self._settings()
         self._update_enabled()
@@ -333,13 +334,14 @@ class RunPanel(QWidget):
         self._show_model()
         self._update_enabled()
 
-    def _show_entries(self) -> None:
-        """Every preset's entry, with its parameter count at the current vocabulary."""
+    def _show_entries(self, vocab: int | None = None) -> None:
+        """Every preset's entry, with its parameter count at ``vocab`` (None: the corpus's)."""
         for i in range(self.preset.count()):
-            self.preset.setItemText(i, PRESETS[self.preset.itemData(i)].summary(self._vocab))
+            self.preset.setItemText(i, PRESETS[self.preset.itemData(i)].summary(vocab or self._vocab))
 
     def _show_model(self) -> None:
         """The chosen model's description, and the memory training it at this batch takes."""
+        self._show_entries()  # counted as the line below is, if a shown run's had been there
         self.model_label.setText(_describe_model(*self.configs(self._vocab)))
 
     @Slot(bool)

@@ -1469,6 +1469,30 @@ def test_a_checkpoint_whose_text_is_not_here_loads_to_sample_and_export(
     qtbot.waitUntil(w.panel.start.isEnabled, timeout=10_000)
 
 
+def test_a_run_opened_after_a_model_whose_text_is_not_here_describes_itself_and_can_start(
+    make_window, qtbot, monkeypatch, corpus_file, tmp_path
+):
+    """The Corpus box went on naming the loaded model's absent text, Start stayed off, and the
+    preset list counted parameters at that text's vocabulary, against the line under it."""
+    from engine.default_corpus import NAME as BUILTIN_NAME
+
+    w = make_window()
+    train_to_end(w, qtbot, iters=10)
+    run = w.run_info.run_dir
+    corpus_file.rename(tmp_path / "elsewhere.txt")
+    w.load_corpus(None)
+    qtbot.waitUntil(lambda: w.corpus is not None and w.corpus.name == BUILTIN_NAME, timeout=10_000)
+    w.load_checkpoint(str(run / "checkpoints" / "final.safetensors"))
+    qtbot.waitUntil(lambda: bool(boxes(w, "Loaded to sample and export")), timeout=10_000)
+    boxes(w, "Loaded to sample and export")[0].accept()
+    w.open_run(str(run))
+    qtbot.waitUntil(lambda: w.corpus is not None and w.corpus.name == BUILTIN_NAME, timeout=10_000)
+    assert "not on this machine" not in w.panel.corpus_label.text().replace("\xa0", " ")
+    assert w.panel.start.isEnabled()
+    count = w.panel.preset.currentText().rsplit(" ", 1)[1]  # "tiny: 1 × 64, 45K"
+    assert f"({count})" in w.panel.model_label.text()  # the run's model, at its vocabulary of 50
+
+
 def test_a_checkpoint_from_before_the_limits_loads_with_its_settings_in_the_fields_reach(
     make_window, qtbot, corpus_file, tmp_path
 ):

@@ -24,6 +24,11 @@ def test_entries_and_counts_agree_before_and_after_the_corpus_is_read(qtbot):
     assert shows(DEFAULT_VOCAB)  # the built-in corpus is still being read
     panel.set_corpus("corpus.txt", 10_000, 96)
     assert shows(96)
+    # a run in view, trained on a text of 42 characters: the list counted at the open text's 96
+    panel.show_configs(small.model_for(42), small.train)
+    assert shows(42)
+    panel.batch.setValue(8)  # a new run's settings, on the open text
+    assert shows(96)
 
 
 def test_fewer_iterations_shorten_the_warmup_so_that_a_short_run_still_decays(qtbot):
