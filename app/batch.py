@@ -101,15 +101,15 @@ class Screenshot(_Job):
             self.phase, self.render_at = "render", time.monotonic() + 0.3  # let the plots redraw
         elif self.phase == "render" and time.monotonic() >= self.render_at:
             w.samples.text.setFocus()  # no spin box caught mid-edit in the picture
-            self._save()
-            self.finish(0)
+            self.finish(0 if self._save() else 1)
 
-    def _save(self) -> None:
+    def _save(self) -> bool:
         path = self.args.screenshot
-        if not self.window.grab().save(path):
-            sys.stderr.write(f"chargpt-studio: could not write {path}\n")
-            return
+        if not self.window.grab().save(path):  # (checked at launch: the folder went, or the disk filled)
+            sys.stderr.write(f"chargpt-studio: could not write {path}; check its folder and the free space\n")
+            return False
         sys.stdout.write(f"wrote {path}\n")
+        return True
 
 
 class LatencyProbe(_Job):

@@ -135,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cannot_write_image(path: Path) -> str:
+    """Why a picture could not be saved at ``path`` (no folder, no permission, a suffix that
+    names no image format Qt writes), or ""."""
+    from PySide6.QtGui import QImageWriter
+
+    folder = path.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist; create it or choose another"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"you cannot write in {folder}; choose another folder"
+    formats = sorted(f.toStdString() for f in QImageWriter.supportedImageFormats())
+    if path.suffix.lower().lstrip(".") not in formats:
+        return f"end the name with an image format's suffix: .png, or one of {', '.join(formats)}"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -150,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--threads must be between 1 and {cpu_count()} (0: Auto), got {args.threads}")
     if not 0 < args.seconds < float("inf"):  # (nan fails this too)
         parser.error(f"--seconds must be a positive number, got {args.seconds}")
+    if args.screenshot:  # before a run that would train for nothing
+        unwritable = _cannot_write_image(Path(args.screenshot))
+        if unwritable:
+            parser.error(f"--screenshot {args.screenshot}: {unwritable}")
     if batch_mode and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no screen
     problem = check_display_libraries()

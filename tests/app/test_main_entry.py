@@ -69,6 +69,20 @@ def test_a_value_the_window_cannot_take_is_refused_not_clamped(capsys, args, mes
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nowhere/shot.png", "does not exist; create it or choose another"),
+        ("shot.txt", "end the name with an image format's suffix: .png, or one of bmp"),
+    ],
+)
+def test_a_screenshot_that_could_not_be_saved_is_refused_before_it_trains(capsys, tmp_path, name, message):
+    """It trained the whole run, said "could not write" without a reason, and exited 0."""
+    with pytest.raises(SystemExit) as exit_:
+        app_main.main(["--screenshot", str(tmp_path / name)])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_screenshot_of_a_text_that_cannot_be_read_fails_with_the_reason(tmp_path):
     # not a picture of the built-in corpus, which the window opens instead
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
