@@ -31,11 +31,20 @@ def write_failure(path: Path, e: BaseException) -> str:
     if code == errno.ENOENT and not path.parent.is_dir():
         return f"the folder {path.parent} does not exist; create it or choose another"
     if code == errno.ENOTDIR:
-        return f"{path.parent} is not a folder (a file stands in its way); choose another folder"
+        return f"{_file_in_the_way(path)} is not a folder but a file; choose another folder"
     if code == errno.EISDIR or path.is_dir():
         return "a folder has that name; choose a file name"
     detail = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
     return f"{detail}; try again or save somewhere else"
+
+
+def _file_in_the_way(path: Path) -> Path:
+    """The first of ``path``'s folders, outermost first, or ``path`` itself (a run folder),
+    that is a file. It was the folder holding ``path``, which blamed "." for notes.txt."""
+    for p in (*reversed(path.parents), path):
+        if p.exists() and not p.is_dir():
+            return p
+    return path.parent  # taken away since the failure: the likeliest one
 
 
 def read_failure(path: Path, e: OSError) -> str:

@@ -38,6 +38,18 @@ def test_a_run_folder_that_cannot_be_made_says_where_and_what_to_do(tmp_path):
         new_run_dir(tmp_path / "a-file" / "runs")
 
 
+def test_a_run_folder_given_as_a_file_names_that_file(tmp_path, monkeypatch):
+    """It blamed the folder holding the file ("." for notes.txt, /dev for /dev/null)."""
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("keep me")
+    told = "notes.txt is not a folder but a file; choose another folder"
+    with pytest.raises(RunLogError, match=rf"^cannot write the run folder notes.txt: {told}$"):
+        RunLog(Path("notes.txt"))
+    with pytest.raises(RunLogError, match=rf"^cannot write the run folder notes.txt/sub: {told}$"):
+        RunLog(Path("notes.txt/sub"))
+    assert Path("notes.txt").read_text() == "keep me"
+
+
 def test_a_written_run_reads_back(tmp_path):
     with RunLog(tmp_path / "run") as log:
         log.write_config({"model": {"d_model": 64}})
