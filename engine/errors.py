@@ -28,8 +28,10 @@ def write_failure(path: Path, e: BaseException) -> str:
         return "no permission to write in that folder; choose a folder you can write to"
     if code == errno.EROFS:
         return "the disk is read-only; choose another folder"
-    if code == errno.ENOENT and not path.parent.is_dir():
-        return f"the folder {path.parent} does not exist; create it or choose another"
+    if code == errno.ENOENT:
+        if not path.parent.is_dir():
+            return f"the folder {path.parent} does not exist; create it or choose another"
+        return f"{path.parent} takes no new files or folders; choose another folder"  # /proc, say
     if code == errno.ENOTDIR:
         return f"{_file_in_the_way(path)} is not a folder but a file; choose another folder"
     if code == errno.EISDIR or path.is_dir():

@@ -57,10 +57,8 @@ def new_run_dir(base: Path = Path("runs"), label: str | None = None) -> Path:
         except FileExistsError:
             continue  # two runs started in the same second
         except OSError as e:
-            raise RunLogError(
-                f"cannot create the run folder {run_dir}: {e.strerror or e}; "
-                f"check that {base} is a folder you can write to"
-            ) from None
+            why = write_failure(run_dir, e)  # the words --run-dir's failures have too
+            raise RunLogError(f"cannot create the run folder {run_dir}: {why}") from None
         return run_dir
     raise RunLogError(f"cannot find a free run folder name under {base}")
 

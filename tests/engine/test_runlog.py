@@ -34,8 +34,27 @@ def test_new_run_dirs_are_fresh_timestamped_folders(tmp_path):
 
 def test_a_run_folder_that_cannot_be_made_says_where_and_what_to_do(tmp_path):
     (tmp_path / "a-file").write_text("x")  # a "folder" that is a file: fails for root too
-    with pytest.raises(RunLogError, match=r"cannot create the run folder .*a-file.* folder you can write to"):
+    with pytest.raises(RunLogError, match=r"cannot create the run folder .*: .*a-file is not a folder but a"):
         new_run_dir(tmp_path / "a-file" / "runs")
+
+
+@pytest.mark.parametrize(
+    ("code", "told"),
+    [
+        (errno.EROFS, "the disk is read-only; choose another folder"),
+        (errno.ENOSPC, "the disk is full; free some space or save somewhere else"),
+    ],
+)
+def test_the_default_run_folder_that_cannot_be_made_is_told_in_words(tmp_path, monkeypatch, code, told):
+    """It gave the OS's words ("Read-only file system") and sent the person to check that
+    runs/ is a folder they can write to, where --run-dir on the same disk said it plainly."""
+
+    def refused(self: Path, *args: Any, **kwargs: Any) -> None:
+        raise OSError(code, os.strerror(code), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(RunLogError, match=rf"^cannot create the run folder .*runs.*: {told}$"):
+        new_run_dir(tmp_path / "runs", "small")
 
 
 def test_a_run_folder_given_as_a_file_names_that_file(tmp_path, monkeypatch):
@@ -48,6 +67,21 @@ def test_a_run_folder_given_as_a_file_names_that_file(tmp_path, monkeypatch):
     with pytest.raises(RunLogError, match=rf"^cannot write the run folder notes.txt/sub: {told}$"):
         RunLog(Path("notes.txt/sub"))
     assert Path("notes.txt").read_text() == "keep me"
+
+
+def test_a_folder_that_takes_nothing_new_is_not_told_to_try_again(tmp_path, monkeypatch):
+    """/proc says "No such file or directory" to a folder made in it, though it is there:
+    "try again" could not help."""
+
+    def procfs(path: Path, *args: Any, **kwargs: Any) -> None:
+        if os.path.isdir(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+
+    monkeypatch.setattr(os, "mkdir", procfs)  # rd/checkpoints, then rd, as Path.mkdir(parents=True) asks
+    told = f"{tmp_path} takes no new files or folders; choose another folder"
+    with pytest.raises(RunLogError, match=rf"^cannot write the run folder .*rd: {re.escape(told)}$"):
+        RunLog(tmp_path / "rd")
 
 
 def test_a_written_run_reads_back(tmp_path):
