@@ -191,3 +191,36 @@ def test_the_text_is_kept_only_as_tokens_and_comes_back_whole(monkeypatch):
     assert "text" not in vars(corpus)  # not a second copy of a large corpus
     assert corpus.text == text
     assert corpus.sha256 == hashlib.sha256(text.encode("utf-8")).hexdigest()  # hashed chunk by chunk
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_text_without_its_byte_order_mark_is_called_that_not_binary(tmp_path, encoding):
+    """Its NULs, every other byte, made it "binary (a NUL byte at offset 0)", which gave no clue
+    how to save it so that it reads."""
+    path = tmp_path / "u16nobom.txt"
+    path.write_bytes(
+        ("To be, or not — to be: Ā Ѐ\n" * 400).encode(encoding)
+    )  # U+0100: a NUL byte on the other side
+    with pytest.raises(CorpusError) as info:
+        data.read_text(path)
+    assert str(info.value) == (
+        f"{path} looks like UTF-16 text without a byte-order mark; save it as UTF-8 (or as UTF-16 "
+        "with a byte-order mark) and try again"
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        np.arange(2000, dtype="<u2").tobytes(),  # small numbers: NULs at odd offsets, then none
+        np.arange(2000, dtype="<u4").tobytes(),  # NULs at both
+        b"To be, or not to be\n" * 40 + b"\x00" + b"!",  # a stray NUL in UTF-8 text
+        bytes(4096),
+    ],
+    ids=["uint16", "uint32", "stray", "zeros"],
+)
+def test_binary_with_nul_bytes_is_still_called_binary(tmp_path, content):
+    path = tmp_path / "data.bin"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=r"looks binary \(a NUL byte at offset \d+\), not text"):
+        data.read_text(path)
