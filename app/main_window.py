@@ -12,7 +12,7 @@ import platform
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyqtgraph as pg
@@ -89,6 +89,8 @@ if TYPE_CHECKING:
     from engine.trainer import Trainer
 
 APP_NAME = "CharGPT Studio"
+N = TypeVar("N", int, float)
+KEPT_FIELDS = ("batch", "iters", "lr", "seed")  # the panel's fields a new session starts with
 STARTING = "starting"  # the worker is building the run (reading a checkpoint, say)
 BUSY = (STARTING, TRAINING, PAUSED)  # a run is on: its text and model are its own until it stops
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
@@ -361,8 +363,13 @@ class MainWindow(QMainWindow):
         if not (isinstance(geometry, QByteArray) and self.restoreGeometry(geometry)):
             self.resize(DEFAULT_SIZE.boundedTo(self.screen().availableGeometry().size() * 0.9))
         self.panel.set_preset(str(s.value("preset", "tiny")))
+        # then the Training box as it was left: a short demo run set up stays set up
+        for key in KEPT_FIELDS:
+            spin = getattr(self.panel, key)
+            value = _number(s.value(key), spin.value())
+            spin.setValue(min(max(value, spin.minimum()), spin.maximum()))  # a 32-bit field
         self.corpus_path = str(s.value("corpus", "") or "")
-        threads = _int(s.value("threads"), AUTO_THREADS)
+        threads = _number(s.value("threads"), AUTO_THREADS)
         self.panel.threads.setValue(max(AUTO_THREADS, min(threads, cpu_count())))
 
     def save_settings(self) -> None:
@@ -371,6 +378,8 @@ class MainWindow(QMainWindow):
         s.setValue("preset", self.panel.preset_name())
         s.setValue("corpus", self.corpus_path)
         s.setValue("threads", self.panel.threads.value())
+        for key in KEPT_FIELDS:
+            s.setValue(key, getattr(self.panel, key).value())
         s.sync()
 
     def _dialog_dir(self, key: str, fallback: Path | None) -> str:
@@ -1276,7 +1285,7 @@ class MainWindow(QMainWindow):
         if self._follower is None:
             return 0
         part = self._viewed_config.get(section)
-        return _int(part.get(key), 0) if isinstance(part, dict) else 0
+        return _number(part.get(key), 0) if isinstance(part, dict) else 0
 
     def _update_status(self) -> None:
         s = self.store
@@ -1473,11 +1482,13 @@ def _history_beside(checkpoint: Path, trainer: Trainer) -> list[dict[str, Any]]:
         return []
 
 
-def _int(value: Any, default: int) -> int:
+def _number(value: Any, default: N) -> N:
+    """A setting read back as the type of ``default``, if it is a finite one; else ``default``."""
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = type(default)(value)
+    except (TypeError, ValueError, OverflowError):
         return default
+    return number if math.isfinite(number) else default
 
 
 def _short(path: str | Path) -> str:

@@ -983,6 +983,11 @@ def test_settings_are_remembered(make_window, qtbot, settings):
     assert least.width() <= 0.9 * room.width() and least.height() <= 0.9 * room.height()
     w.panel.preset.setCurrentIndex(w.panel.preset.findData("small"))
     w.panel.threads.setValue(1)
+    # the Training box as a short demo set it up: it came back as the preset fills it
+    w.panel.iters.setValue(600)
+    w.panel.batch.setValue(8)
+    w.panel.lr.setValue(0.004)
+    w.panel.seed.setValue(7)
     w.resize(w.width() - 20, w.height() - 10)
     size = w.size()
     corpus = w.corpus_path
@@ -991,6 +996,8 @@ def test_settings_are_remembered(make_window, qtbot, settings):
     assert again.size() == size
     assert again.panel.preset_name() == "small"
     assert again.panel.threads.value() == 1
+    p = again.panel
+    assert (p.iters.value(), p.batch.value(), p.lr.value(), p.seed.value()) == (600, 8, 0.004, 7)
     qtbot.waitUntil(lambda: again.corpus is not None, timeout=10_000)
     assert again.corpus_path == corpus
 
@@ -1346,6 +1353,15 @@ def test_a_run_is_among_the_recent_runs_from_its_start_should_the_process_not_li
     qtbot.waitUntil(lambda: w.state == TRAINING, timeout=20_000)
     settings.sync()  # what a process killed now would leave
     assert w.recent_runs() == [w.run_info.run_dir]
+
+
+def test_remembered_fields_that_are_not_numbers_or_out_of_reach_give_the_presets(make_window, settings):
+    settings.setValue("preset", "small")
+    for key, value in (("iters", "lots"), ("batch", 10**12), ("lr", "nan"), ("seed", -5)):
+        settings.setValue(key, value)
+    p = make_window().panel
+    assert p.iters.value() == PRESETS["small"].train.max_iters and p.lr.value() == PRESETS["small"].train.lr
+    assert p.batch.value() == p.batch.maximum() and p.seed.value() == p.seed.minimum()
 
 
 def test_a_remembered_size_that_is_not_a_geometry_opens_the_first_launch_size(make_window, settings):
