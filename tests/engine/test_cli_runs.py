@@ -661,3 +661,44 @@ def test_a_signal_in_the_last_validation_is_a_stop_with_a_command_that_resumes(
     # at the total already: the command carries it on to a larger one, which --resume takes
     assert "at iteration 3; saved r/checkpoints/final.safetensors" in out
     assert "continue with: chargpt train --resume r/checkpoints/final.safetensors --iters 6 " in out
+
+
+def test_sample_takes_a_weights_only_export_as_it_takes_the_checkpoint(trained, tmp_path):
+    """The export's metadata holds the settings and the vocabulary, all that sampling needs
+    besides the weights; it was refused as "exported weights only"."""
+    final = str(trained / "checkpoints" / "final.safetensors")
+    assert chargpt("export", final, "--weights-only", "w.safetensors").returncode == 0
+    args = ("--prompt", "To be", "--tokens", "30", "--seed", "5")
+    r = chargpt("sample", "w.safetensors", *args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == chargpt("sample", final, *args).stdout
+    # resuming needs the optimizer's state, which the export leaves out
+    r = chargpt("train", "--resume", "w.safetensors")
+    assert r.returncode == 2 and "use the checkpoint it was exported from" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("damage", "told"),
+    [
+        (lambda meta, tensors: tensors.pop("lm_head.weight"), "it lacks tensor lm_head.weight"),
+        (lambda meta, tensors: tensors["transformer.wpe.weight"].fill(np.nan), "not finite"),
+        (lambda meta, tensors: meta["vocabulary"].pop(), "its vocabulary of"),
+        (lambda meta, tensors: meta["model"].update(n_heads=3), "n_heads must divide"),
+        (lambda meta, tensors: meta.update(version=99), "version 99"),
+    ],
+    ids=["missing", "nan", "vocabulary", "settings", "version"],
+)
+def test_a_damaged_weights_only_export_is_one_line_and_exit_2(trained, tmp_path, damage, told):
+    final = str(trained / "checkpoints" / "final.safetensors")
+    assert chargpt("export", final, "--weights-only", "w.safetensors").returncode == 0
+    with safetensors.safe_open(tmp_path / "w.safetensors", "numpy") as f:
+        header = f.metadata()
+    tensors = safetensors.numpy.load_file(tmp_path / "w.safetensors")
+    meta = json.loads(header[checkpoint.META_KEY])
+    damage(meta, tensors)
+    header[checkpoint.META_KEY] = json.dumps(meta)
+    safetensors.numpy.save_file(tensors, tmp_path / "w.safetensors", metadata=header)
+    r = chargpt("sample", "w.safetensors")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    [line] = r.stderr.splitlines()
+    assert line.startswith("chargpt: error: w.safetensors") and told in line
