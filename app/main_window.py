@@ -1469,16 +1469,19 @@ def about_text() -> str:
 
 
 def _history_beside(checkpoint: Path, trainer: Trainer) -> list[dict[str, Any]]:
-    """The metrics behind a checkpoint in a run folder, up to its iteration, across the runs
-    it continued or resumed: if that folder's run led to it (not one it was copied into)."""
-    from engine.runlog import history, led_to, read_run, run_dir_of
+    """The metrics behind a checkpoint, up to its iteration, across the runs it continued or
+    resumed: from the run folder it sits in, else from the one it recorded it trained in (a
+    copy exported elsewhere), if that folder's run led to it (not one it was copied into)."""
+    from engine.checkpoint import recorded_run_dir
+    from engine.runlog import first_that_led_to, history, run_dir_of
 
-    try:
-        run = read_run(run_dir_of(checkpoint))
-        if not led_to(run, trainer.model_cfg.to_dict(), trainer.train_cfg.seed, trainer.iteration):
-            return []
-        return history(run, trainer.iteration)
-    except Exception:  # history is a nicety; the checkpoint loaded fine without it
+    try:  # history is a nicety; the checkpoint loaded fine without it
+        recorded = recorded_run_dir(checkpoint)
+        folders = [run_dir_of(checkpoint), *([recorded] if recorded is not None else [])]
+        m, t = trainer.model_cfg, trainer.train_cfg
+        run = first_that_led_to(folders, m.to_dict(), t.seed, trainer.iteration)
+        return history(run, trainer.iteration) if run is not None else []
+    except Exception:
         return []
 
 

@@ -95,8 +95,9 @@ class Checkpoint:
 
 
 # -- save -----------------------------------------------------------------------
-def save(trainer: Trainer, path: str | Path) -> Path:
-    """Write ``trainer``'s whole state to ``path`` atomically; return the path."""
+def save(trainer: Trainer, path: str | Path, run_dir: str | Path | None = None) -> Path:
+    """Write ``trainer``'s whole state to ``path`` atomically; return the path. ``run_dir``:
+    the run folder it trained in, recorded so that a copy kept elsewhere still finds its curves."""
     path = Path(path)
     state = trainer.state()
     corpus = trainer.corpus
@@ -111,6 +112,7 @@ def save(trainer: Trainer, path: str | Path) -> Path:
         "rng": {"data": state.data_rng},
         "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
         "corpus": corpus_record(corpus),
+        "run_dir": _absolute(run_dir),
         "app_version": engine.__version__,
         "created": _now(),
     }
@@ -296,6 +298,24 @@ def read_settings(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
     """A checkpoint's model and training settings, from its header alone (no tensors read)."""
     path = Path(path)
     return _settings(path, _read_header(path)[1])
+
+
+def _absolute(folder: str | Path | None) -> str | None:
+    """``folder`` as an absolute path; None for none, or for one relative to a working folder
+    that was deleted, which names no place."""
+    if folder is None:
+        return None
+    try:
+        return str(Path(folder).resolve())
+    except OSError:
+        return None
+
+
+def recorded_run_dir(path: str | Path) -> Path | None:
+    """The run folder a checkpoint recorded it trained in (None: none recorded), from its
+    header alone; it may have been moved or deleted since."""
+    folder = _read_header(Path(path))[1].get("run_dir")
+    return Path(folder) if isinstance(folder, str) and folder else None
 
 
 def _settings(path: Path, meta: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:

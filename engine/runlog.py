@@ -288,16 +288,31 @@ def _earlier(run: RunData) -> RunData | None:
     """The run that ``run`` continued or resumed, if it can be read (and, for a checkpoint's
     folder, led to it)."""
     continued, resumed = run.config.get("continued_from"), run.config.get("resumed_from")
-    try:
-        if isinstance(continued, str):
+    if isinstance(continued, str):
+        try:
             return read_run(continued)
-        if isinstance(resumed, str):
-            earlier = read_run(run_dir_of(resumed))
-            start = run.config.get("start_iteration", 0)
-            led = led_to(earlier, run.config.get("model") or {}, _seed(run.config), start)
-            return earlier if led else None
-    except RunLogError:
-        pass
+        except RunLogError:
+            return None
+    if not isinstance(resumed, str):
+        return None
+    # the checkpoint's folder, else the run it recorded it trained in (config.json "resumed_run")
+    recorded = run.config.get("resumed_run")
+    folders = [run_dir_of(resumed), *([Path(recorded)] if isinstance(recorded, str) else [])]
+    start = run.config.get("start_iteration", 0)
+    return first_that_led_to(folders, run.config.get("model") or {}, _seed(run.config), start)
+
+
+def first_that_led_to(
+    folders: list[Path], model: Mapping[str, Any], seed: int | None, iteration: int
+) -> RunData | None:
+    """The first of ``folders`` that holds a run that ``led_to`` the model; None if none does."""
+    for folder in folders:
+        try:
+            run = read_run(folder)
+        except RunLogError:
+            continue
+        if led_to(run, model, seed, iteration):
+            return run
     return None
 
 

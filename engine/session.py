@@ -88,6 +88,11 @@ class TrainingSession:
         self._log = RunLog(self.run_dir) if self.run_dir is not None else None
         extra = dict(extra_config or {})
         self._came_from = {k: extra[k] for k in ("continued_from", "resumed_from") if extra.get(k)}
+        if extra.get("resumed_from"):  # a copy kept away from its run: where its curves are
+            with contextlib.suppress(checkpoint.CheckpointError):
+                recorded = checkpoint.recorded_run_dir(extra["resumed_from"])
+                if recorded is not None and recorded != run_dir_of(extra["resumed_from"]).resolve():
+                    extra["resumed_run"] = str(recorded)
         if self._log is not None:
             self._log.write_config(self._config(extra))
 
@@ -156,7 +161,7 @@ class TrainingSession:
         """A periodic or best checkpoint. A failure (disk full, say) must not end the run:
         the earlier file stays intact, and the error joins ``warnings`` for the caller to show."""
         try:
-            return checkpoint.save(self.trainer, path)
+            return checkpoint.save(self.trainer, path, self._records_dir())
         except checkpoint.CheckpointError as e:
             warnings.append(f"checkpoint not saved: {e}")
             return None
@@ -181,7 +186,12 @@ class TrainingSession:
         with PyTorch names; training is untouched."""
         if weights_only:
             return checkpoint.save_weights(self.trainer, path)
-        return checkpoint.save(self.trainer, path)
+        return checkpoint.save(self.trainer, path, self._records_dir())
+
+    def _records_dir(self) -> Path | None:
+        """The run folder whose records lead to the model now, for its checkpoints to name: this
+        one once it has trained here, else the one it came from."""
+        return self.run_dir if self.trainer.iteration > self._started_at else self.came_from()
 
     def finish(self) -> Path | None:
         """Write ``final.safetensors`` into the run directory; return its path (None without a
@@ -191,7 +201,7 @@ class TrainingSession:
         if self._closed:
             return self._final
         if self._log is not None and self.trainer.iteration > self._started_at:
-            self._final = checkpoint.save(self.trainer, self._log.final_path)
+            self._final = checkpoint.save(self.trainer, self._log.final_path, self.run_dir)
         self.close()
         return self._final
 

@@ -311,7 +311,7 @@ def test_a_checkpoint_copied_into_another_runs_folder_loads_without_that_runs_cu
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(copied), ""))
     qtbot.mouseClick(w.panel.load, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "Loaded" in w.statusBar().currentMessage(), timeout=10_000)
-    assert len(w.store) == 0  # none of the small run's 400 iterations
+    assert list(w.store["iter"]) == list(range(1, 11))  # its own run's, none of the small run's 400
 
 
 ASK_BEFORE_CLOSING = MainWindow.ask_before_closing  # the real one: make_window answers for it
@@ -1598,10 +1598,10 @@ def test_a_final_checkpoint_that_cannot_be_written_leaves_the_model_to_export(
 ):
     real_save = checkpoint.save
 
-    def disk_full(trainer, path):
+    def disk_full(trainer, path, run_dir=None):
         if Path(path).name == "final.safetensors":
             raise checkpoint.CheckpointError(f"cannot write {path}: no space left on device")
-        return real_save(trainer, path)
+        return real_save(trainer, path, run_dir)
 
     monkeypatch.setattr(checkpoint, "save", disk_full)
     w = make_window()
@@ -1841,11 +1841,14 @@ def test_a_complete_checkpoint_without_curves_continues_only_past_its_iteration(
 ):
     w = make_window()
     train_to_end(w, qtbot, iters=12)
-    alone = tmp_path / "elsewhere" / "done.safetensors"  # outside any run folder: no history
+    alone = tmp_path / "elsewhere" / "done.safetensors"  # outside any run folder
     alone.parent.mkdir()
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(alone), ""))
     qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(alone.exists, timeout=10_000)
+    run = w.run_info.run_dir
+    w.close()
+    shutil.rmtree(run)  # and the run it recorded is gone: no history
     later = make_window()
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(alone), ""))
     qtbot.mouseClick(later.panel.load, Qt.MouseButton.LeftButton)
@@ -2071,6 +2074,21 @@ def finished_run_loaded(make_window, qtbot):
     w.load_checkpoint(str(final))  # finished: to sample from, or to continue
     qtbot.waitUntil(lambda: w.state == FINISHED, timeout=10_000)
     return w
+
+
+def test_a_checkpoint_copied_out_of_its_run_folder_loads_with_the_curves_that_led_to_it(
+    make_window, qtbot, tmp_path
+):
+    """Exported to the desktop for the next lesson, it loaded with empty plots."""
+    first = make_window()
+    train_to_end(first, qtbot, iters=20)
+    copy = tmp_path / "lesson.safetensors"
+    shutil.copyfile(first.run_info.run_dir / "checkpoints" / "final.safetensors", copy)
+    first.close()
+    w = make_window()
+    w.load_checkpoint(str(copy))
+    qtbot.waitUntil(lambda: w.state == FINISHED, timeout=10_000)
+    assert list(w.store["iter"]) == list(range(1, 21))
 
 
 def test_a_loaded_checkpoint_continued_keeps_the_curves_of_the_run_it_came_from(make_window, qtbot):

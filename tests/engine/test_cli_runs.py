@@ -504,12 +504,12 @@ def refuse_saving(monkeypatch, *where: Path) -> None:
     full disk."""
     real_save = checkpoint.save
 
-    def save(trainer, path):
+    def save(trainer, path, run_dir=None):
         path = Path(path)
         if path.name == "final.safetensors" or any(path.is_relative_to(w) for w in where):
             full = "the disk is full; free some space or save somewhere else"
             raise checkpoint.CheckpointError(f"cannot save the checkpoint to {path}: {full}")
-        return real_save(trainer, path)
+        return real_save(trainer, path, run_dir)
 
     monkeypatch.setattr(checkpoint, "save", save)
 

@@ -1,10 +1,11 @@
 import math
+import shutil
 
 import pytest
 
 from engine import checkpoint
 from engine.checkpoint import CheckpointError
-from engine.runlog import METRIC_NUMBERS, RunFollower, RunLog, read_run
+from engine.runlog import METRIC_NUMBERS, RunFollower, RunLog, history, read_run
 from engine.session import IterationReport, TrainingSession
 from engine.trainer import GaveWay, Trainer
 from tests.engine.conftest import tiny_configs
@@ -115,7 +116,7 @@ def test_a_checkpoint_that_cannot_be_written_is_reported_and_training_goes_on(
     session.step()  # iteration 2: a good periodic checkpoint
     good = (tmp_path / "run" / "checkpoints" / "iter_000002.safetensors").read_bytes()
 
-    def disk_full(trainer, path):
+    def disk_full(trainer, path, run_dir=None):
         raise CheckpointError(f"cannot write {path}: no space left on device")
 
     monkeypatch.setattr(checkpoint, "save", disk_full)
@@ -221,3 +222,39 @@ def test_a_sample_of_weights_that_overflow_is_a_warning_not_the_end_of_the_run(
         "no sample at iteration 2: the model's outputs are not finite numbers",
     )
     assert session.trainer.iteration == 4 and session.last_sample is None
+
+
+def test_a_checkpoint_names_the_run_folder_whose_records_lead_to_its_model(tmp_path, verse_corpus):
+    """A copy exported to the desktop had no way back to its curves."""
+    session = TrainingSession(make_trainer(verse_corpus), tmp_path / "run")
+    session.step()
+    copy = session.export(tmp_path / "copy.safetensors")
+    assert checkpoint.recorded_run_dir(copy) == (tmp_path / "run").resolve()
+    final = session.finish()
+    assert checkpoint.recorded_run_dir(final) == (tmp_path / "run").resolve()
+    # loaded, and exported before it trains: its records are in the folder it came from
+    loaded = TrainingSession(
+        checkpoint.restore(final, verse_corpus)[0],
+        tmp_path / "next",
+        extra_config={"resumed_from": str(final)},
+    )
+    again = loaded.export(tmp_path / "again.safetensors")
+    assert checkpoint.recorded_run_dir(again) == tmp_path / "run"
+    loaded.close()
+    assert (
+        checkpoint.recorded_run_dir(checkpoint.save(session.trainer, tmp_path / "bare.safetensors")) is None
+    )
+
+
+def test_a_run_resumed_from_a_copy_kept_elsewhere_has_the_curves_that_led_to_it(tmp_path, verse_corpus):
+    first = TrainingSession(make_trainer(verse_corpus), tmp_path / "first")
+    for _ in range(3):
+        first.step()
+    copy = tmp_path / "copy.safetensors"
+    shutil.copyfile(first.finish(), copy)  # exported to the desktop, say
+    trainer = checkpoint.restore(copy, verse_corpus)[0]
+    later = TrainingSession(trainer, tmp_path / "later", extra_config={"resumed_from": str(copy)})
+    later.step()
+    later.step()
+    later.finish()
+    assert [r["iter"] for r in history(read_run(tmp_path / "later"))] == [1, 2, 3, 4, 5]
