@@ -102,6 +102,15 @@ class _TimedCanvas(pg.GraphicsLayoutWidget):  # type: ignore[misc]
         return spent
 
 
+def _name_fits(axis: pg.AxisItem, name: str, room: float) -> bool:
+    """Whether ``name`` with the axis's unit fits in ``room`` pixels as drawn: with the text's
+    margins, and the widest prefix the unit may come to take (seconds turn to "ms" with the
+    first step times, and nothing refits the name then)."""
+    drawn = f"{name} ({'m' if axis.autoSIPrefix else ''}{axis.labelUnits})"
+    length = QFontMetrics(axis.label.font()).horizontalAdvance(drawn)
+    return bool(length + 2 * axis.label.document().documentMargin() <= room)
+
+
 class TrainingPlots(QWidget):
     """Loss (raw, smoothed, validation), time per iteration and memory (arena in use, reserved, RSS)."""
 
@@ -350,14 +359,11 @@ class TrainingPlots(QWidget):
 
     @Slot()
     def _fit_axis_names(self) -> None:
-        """Name each axis in full where its plot is tall enough for it, else give the unit alone."""
+        """Name each axis in full where its plot is tall enough for it, else by its last word
+        ("time (ms)", on a laptop's screen), else give the unit alone."""
         for axis, name, view in self._named_axes:
-            # as drawn: with the text's margins, and the widest prefix the unit may come to take
-            # (seconds turn to "ms" with the first step times, and nothing refits the name then)
-            full = f"{name} ({'m' if axis.autoSIPrefix else ''}{axis.labelUnits})"
-            length = QFontMetrics(axis.label.font()).horizontalAdvance(full)
-            length += 2 * axis.label.document().documentMargin()
-            want = name if length <= view.height() else ""
+            words = (name, name.split()[-1])
+            want = next((w for w in words if _name_fits(axis, w, view.height())), "")
             if axis.labelText != want:
                 axis.setLabel(want, units=axis.labelUnits)
 

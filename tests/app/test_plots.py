@@ -237,6 +237,8 @@ def test_an_axis_too_short_for_its_name_keeps_its_unit_alone(qtbot):
     # the legend still names the plot (at a window's default size on a 768 px screen, nothing did)
     assert "step time" in [label.text for _, label in plots.time_plot.legend.items]
     assert plots.mem_plot.getAxis("left").labelText == ""
+    plots.resize(900, 350)  # a laptop's: "(ms)" alone, where "time (ms)" fits
+    qtbot.waitUntil(lambda: left.labelText == "time")
     plots.resize(900, 700)
     qtbot.waitUntil(lambda: left.labelText == "step time")
     assert plots.mem_plot.getAxis("left").labelText == "arena"
