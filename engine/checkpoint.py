@@ -240,20 +240,24 @@ def _now() -> str:
 
 
 # -- load -----------------------------------------------------------------------
-def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
-    """Read and validate a checkpoint. With ``model_cfg``, it must also be of that model."""
+def load(path: str | Path, model_cfg: ModelConfig | None = None, *, exported: bool = False) -> Checkpoint:
+    """Read and validate a checkpoint. With ``model_cfg``, it must also be of that model.
+    ``exported``: a file of ``export_weights`` will do too (to sample from: it has no
+    optimizer state nor place in the data, so it cannot resume)."""
     path = Path(path)
     header, meta = _read_header(path)
-    cfg, train_cfg = _settings(path, meta)
+    exported = exported and meta.get("format") == WEIGHTS_FORMAT
+    cfg, train_cfg = _settings(path, meta, exported)
     try:
         vocabulary = [str(c) for c in meta["vocabulary"]]
         iteration = _count(meta, "iteration")
-        if _count(meta, "optimizer_step") > iteration:  # a step skipped (not finite) counts no update
-            raise ValueError(f"optimizer_step {meta['optimizer_step']} is past iteration {iteration}")
-        dict(meta["rng"]["data"])
-        best = meta.setdefault("best_val_loss", None)
-        if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)):
-            raise ValueError(f"best_val_loss is {best!r}, not a number")
+        if not exported:
+            if _count(meta, "optimizer_step") > iteration:  # a step skipped (not finite) counts no update
+                raise ValueError(f"optimizer_step {meta['optimizer_step']} is past iteration {iteration}")
+            dict(meta["rng"]["data"])
+            best = meta.setdefault("best_val_loss", None)
+            if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)):
+                raise ValueError(f"best_val_loss is {best!r}, not a number")
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path.name} has damaged metadata ({e}); use another checkpoint") from None
     if (
@@ -270,7 +274,10 @@ def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
             f"{path.name} is a {_describe(cfg)} model, not the expected {_describe(model_cfg)}; "
             "choose a checkpoint of this model or change the settings"
         )
-    expected = expected_tensors(cfg)
+    if exported:  # the parameters alone, named as PyTorch does
+        expected = {torch_name(name): shape for name, shape in cfg.param_shapes()}
+    else:
+        expected = expected_tensors(cfg)
     _check_header_shapes(path, header, expected, train_cfg.dtype)
     try:
         tensors = safetensors.numpy.load_file(path)
@@ -282,6 +289,8 @@ def load(path: str | Path, model_cfg: ModelConfig | None = None) -> Checkpoint:
                 f"{path.name}: tensor {name} holds NaN or infinite values (training had diverged, or "
                 "the file is damaged); use an earlier checkpoint"
             )
+    if exported:
+        tensors = {name: tensors[torch_name(name)] for name, _ in cfg.param_shapes()}
     return Checkpoint(cfg, train_cfg, vocabulary, iteration, meta, tensors)
 
 
@@ -318,15 +327,16 @@ def recorded_run_dir(path: str | Path) -> Path | None:
     return Path(folder) if isinstance(folder, str) and folder else None
 
 
-def _settings(path: Path, meta: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
-    """The settings in a checkpoint's metadata, once its format and version are ours."""
+def _settings(path: Path, meta: dict[str, Any], exported: bool = False) -> tuple[ModelConfig, TrainConfig]:
+    """The settings in a checkpoint's metadata (or an export's, if ``exported``), once its
+    format and version are ours."""
     version = meta.get("version")
-    if meta.get("format") == WEIGHTS_FORMAT:
+    if meta.get("format") == WEIGHTS_FORMAT and not exported:
         raise CheckpointError(
             f"{path.name} holds exported weights only, without the training state; "
             "use the checkpoint it was exported from"
         )
-    if meta.get("format") != FORMAT or not isinstance(version, int):
+    if meta.get("format") != (WEIGHTS_FORMAT if exported else FORMAT) or not isinstance(version, int):
         raise CheckpointError(
             f"{path.name} is not a CharGPT checkpoint (unknown format); choose another file"
         )

@@ -49,7 +49,6 @@ from engine.memory import available_memory, cgroup_room, memory_needed
 from engine.parallel import ShardError
 
 if TYPE_CHECKING:
-    from engine.checkpoint import Checkpoint
     from engine.session import TrainingSession
     from engine.trainer import Trainer
 
@@ -629,6 +628,7 @@ def _tell(line: str) -> None:
 
 # -- chargpt sample ------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.checkpoint import load
     from engine.trainer import generate_iter
 
     if args.tokens < 0:
@@ -641,7 +641,7 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--top-k must be 0 (every character) or more, got {args.top_k}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
-    ckpt = load_to_sample(Path(args.checkpoint))
+    ckpt = load(args.checkpoint, exported=True)  # an export of the weights samples as well
     tokenizer = ckpt.tokenizer()
     tokenizer.encode(args.prompt)  # characters outside the vocabulary: one line, exit 2
     model = ckpt.model()
@@ -664,63 +664,6 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
     out.flush()
     return EXIT_OK
-
-
-def load_to_sample(path: Path) -> Checkpoint:
-    """A checkpoint, or a file that `export --weights-only` wrote: its metadata holds the
-    settings and the vocabulary, which with the weights are all that sampling needs."""
-    from engine.checkpoint import load
-
-    meta = _exported_weights_meta(path)
-    return load(path) if meta is None else _exported_weights(path, meta)
-
-
-def _exported_weights_meta(path: Path) -> dict[str, Any] | None:
-    """The metadata of a file of exported weights; None for any other (load says what it is)."""
-    import safetensors
-
-    from engine.checkpoint import META_KEY, WEIGHTS_FORMAT
-
-    try:
-        with safetensors.safe_open(path, "numpy") as f:
-            meta = json.loads((f.metadata() or {})[META_KEY])
-    except (OSError, KeyError, ValueError, safetensors.SafetensorError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("format") == WEIGHTS_FORMAT else None
-
-
-def _exported_weights(path: Path, meta: dict[str, Any]) -> Checkpoint:
-    """The exported weights at ``path`` as a checkpoint to sample from, without the optimizer's
-    state (resuming refuses them), once the metadata and every tensor are whole."""
-    import safetensors.numpy
-
-    from engine.checkpoint import VERSION, Checkpoint, CheckpointError, torch_name
-
-    try:
-        if meta.get("version") != VERSION:
-            raise ValueError(f"format version {meta.get('version')!r}, where this app reads {VERSION}")
-        model_cfg, train_cfg = ModelConfig(**meta["model"]), TrainConfig(**meta["train"])
-        vocabulary = [str(c) for c in meta["vocabulary"]]
-        if len(vocabulary) != model_cfg.vocab_size or sorted(set(vocabulary)) != vocabulary:
-            raise ValueError(f"its vocabulary of {len(vocabulary)} characters does not fit its model")
-        tensors = safetensors.numpy.load_file(path)
-        params = {}
-        for name, shape in model_cfg.param_shapes():
-            value = tensors.get(torch_name(name))
-            if value is None:
-                raise ValueError(f"it lacks tensor {torch_name(name)}")
-            if value.shape != shape:
-                raise ValueError(f"tensor {torch_name(name)} has shape {value.shape}, not {shape}")
-            if not np.isfinite(value).all():  # training had diverged, or the file is damaged
-                raise ValueError(f"tensor {torch_name(name)} holds values that are not finite")
-            params[name] = value
-        iteration = int(meta["iteration"])
-    except (KeyError, TypeError, ValueError, safetensors.SafetensorError) as e:
-        raise CheckpointError(
-            f"{path.name} holds exported weights that cannot be sampled from ({e}); export them "
-            "again from their checkpoint"
-        ) from None
-    return Checkpoint(model_cfg, train_cfg, vocabulary, iteration, meta, params)
 
 
 # -- chargpt export ------------------------------------------------------------

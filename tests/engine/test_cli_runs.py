@@ -680,8 +680,8 @@ def test_sample_takes_a_weights_only_export_as_it_takes_the_checkpoint(trained, 
 @pytest.mark.parametrize(
     ("damage", "told"),
     [
-        (lambda meta, tensors: tensors.pop("lm_head.weight"), "it lacks tensor lm_head.weight"),
-        (lambda meta, tensors: tensors["transformer.wpe.weight"].fill(np.nan), "not finite"),
+        (lambda meta, tensors: tensors.pop("lm_head.weight"), "lacks tensor lm_head.weight"),
+        (lambda meta, tensors: tensors["transformer.wpe.weight"].fill(np.nan), "NaN or infinite"),
         (lambda meta, tensors: meta["vocabulary"].pop(), "its vocabulary of"),
         (lambda meta, tensors: meta["model"].update(n_heads=3), "n_heads must divide"),
         (lambda meta, tensors: meta.update(version=99), "version 99"),
