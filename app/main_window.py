@@ -641,15 +641,18 @@ class MainWindow(QMainWindow):
     def choose_export(self) -> None:
         if self.handle is None or not self.handle.is_running():
             return
-        path, weights_only = self._ask_export_path(weights_too=True)
+        path, weights_only, named_at = self._ask_export_path(weights_too=True)
         if path:
             # at the next iteration boundary, on the worker
-            self.handle.worker.export(path, weights_only=weights_only)
+            self.handle.worker.export(path, weights_only=weights_only, named_at=named_at)
             self.statusBar().showMessage(f"Exporting to {_short(path)}…")
 
-    def _ask_export_path(self, *, weights_too: bool = False) -> tuple[str, bool]:
+    def _ask_export_path(self, *, weights_too: bool = False) -> tuple[str, bool, int | None]:
         """Ask where to export, suggesting a name that says what and how far, and (if
-        ``weights_too``) whether the weights alone; "" if cancelled."""
+        ``weights_too``) whether the weights alone; "" if cancelled. And the iteration the
+        suggested name gives, if it was kept (None if not): a run trains on behind the dialog,
+        and the file is named for the iteration it holds (worker.named_for)."""
+        named_at = self.store.last_iteration
         name = f"{self._file_stem()}.safetensors"
         start = str(Path(self._dialog_dir("export_dir", Path.home())) / name)
         filters = [CHECKPOINT_FILTER, *([WEIGHTS_FILTER] if weights_too else []), "All files (*)"]
@@ -671,12 +674,12 @@ class MainWindow(QMainWindow):
                 )
                 != QMessageBox.StandardButton.Yes
             ):
-                return "", False
+                return "", False, None
         if path:
             # Load opens there next too: a checkpoint just exported is the likely one to load
             for key in ("export_dir", "checkpoint_dir"):
                 self.settings.setValue(key, str(Path(path).parent))
-        return path, chosen == WEIGHTS_FILTER
+        return path, chosen == WEIGHTS_FILTER, named_at if Path(path).name == name else None
 
     def _file_stem(self) -> str:
         """A file name for what the window shows: the model's preset (not the one the list
@@ -699,6 +702,10 @@ class MainWindow(QMainWindow):
         )
         if path:
             self.settings.setValue("plots_dir", str(Path(path).parent))
+            # the suggested name, kept while a run went on: named for how far the curves reach now
+            now = Path(path).with_name(f"{self._file_stem()}-plots.png")
+            if Path(path).name == name and not now.exists():
+                path = str(now)
             self.save_plots_image(path)
 
     def _plots_caption(self) -> str:
@@ -1396,7 +1403,7 @@ class MainWindow(QMainWindow):
     def _export_before_close(self) -> bool:
         """Export and wait for the result; False if the person gave up or it failed."""
         handle = self.handle
-        path, _ = self._ask_export_path()  # the whole state: this is to keep the run
+        path, _, named_at = self._ask_export_path()  # the whole state: this is to keep the run
         if not path or handle is None or self.handle is not handle:  # the run went while asking
             return False
         # The answer comes through _on_exported / _on_export_failed, on this thread, after the
@@ -1404,7 +1411,7 @@ class MainWindow(QMainWindow):
         # worker's thread, could quit the loop before it ran, and raced the message box.)
         self._export_wait = loop = QEventLoop()
         self._export_ok = False
-        self.handle.worker.export(path)
+        self.handle.worker.export(path, named_at=named_at)
         loop.exec()
         self._export_wait = None
         return self._export_ok

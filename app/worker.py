@@ -77,6 +77,8 @@ class SetThreads:
 class Export:
     path: Path
     weights_only: bool = False  # the parameters alone, with PyTorch names
+    # the iteration in the name the window suggested, if it was kept: made the one exported
+    named_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,18 @@ Command = Pause | Resume | Stop | Quit | SetThreads | Export | Sample | CancelSa
 # What a person waits on: a run's evaluation or periodic sample gives way to these (see
 # TrainingSession.give_way); a thread count can wait for the next iteration.
 PERSON_WAITS = (Pause, Stop, Quit, Export, Sample)
+
+
+def named_for(path: Path, named: int, now: int) -> Path:
+    """``path``, whose name ends in the "-iter<named>" the window suggested, named for iteration
+    ``now`` instead: what the file holds. Unless a file has that name: the person was asked
+    about replacing the name they saw, not this one."""
+    tag = f"-iter{named}"
+    base, suffix = (path.name[: -len(path.suffix)], path.suffix) if path.suffix else (path.name, "")
+    if named == now or not base.endswith(tag):
+        return path
+    renamed = path.with_name(f"{base[: -len(tag)]}-iter{now}{suffix}")
+    return path if renamed.exists() else renamed
 
 
 class CommandQueue:
@@ -237,8 +251,8 @@ class TrainingWorker(QObject):
     def set_threads(self, n: int) -> None:
         self._queue.put(SetThreads(n))
 
-    def export(self, path: str | Path, *, weights_only: bool = False) -> None:
-        self._queue.put(Export(Path(path), weights_only))
+    def export(self, path: str | Path, *, weights_only: bool = False, named_at: int | None = None) -> None:
+        self._queue.put(Export(Path(path), weights_only, named_at))
 
     def request_sample(self, prompt: str, n_tokens: int, temperature: float, top_k: int | None) -> None:
         self._queue.put(Sample(prompt, n_tokens, temperature, top_k))
@@ -360,8 +374,11 @@ class TrainingWorker(QObject):
         elif isinstance(cmd, SetThreads):
             self._apply_threads(cmd.n)
         elif isinstance(cmd, Export):
+            path = cmd.path
+            if cmd.named_at is not None:  # training went on while the name was chosen
+                path = named_for(path, cmd.named_at, session.trainer.iteration)
             try:
-                path = session.export(cmd.path, weights_only=cmd.weights_only)
+                path = session.export(path, weights_only=cmd.weights_only)
             except Exception as e:  # CheckpointError, and any OSError the engine let through
                 self.export_failed.emit(str(e) or type(e).__name__)
             else:

@@ -33,7 +33,7 @@ from PySide6.QtGui import QDesktopServices, QDropEvent, QImage, QKeyEvent, QKeyS
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QLineEdit, QMenu, QMessageBox
 
 from app import worker as worker_module
-from app.main_window import DEFAULT_SIZE, WEIGHTS_FILTER, MainWindow, _short, runs_dir
+from app.main_window import CHECKPOINT_FILTER, DEFAULT_SIZE, WEIGHTS_FILTER, MainWindow, _short, runs_dir
 from app.worker import FAILED, FINISHED, IDLE, PAUSED, STOPPED, TRAINING, RunInfo
 from engine import blas, checkpoint
 from engine.blas import set_blas_threads
@@ -149,6 +149,47 @@ def test_export_while_training_matches_the_trainer_at_that_iteration(
     )
     qtbot.mouseClick(w.panel.load, Qt.MouseButton.LeftButton)
     assert suggested[-1] == str(target.parent)
+
+
+def test_an_export_under_the_suggested_name_is_named_for_the_iteration_it_holds(make_window, qtbot, tmp_path):
+    """Training goes on while the name is chosen: chargpt-small-iter115 held iteration 292."""
+    w = make_window()
+    tiny(w)
+    w.settings.setValue("export_dir", str(tmp_path))
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+
+    def slow_to_choose(_parent, _caption, start, *args):
+        qtbot.wait(400)  # iterations go by
+        return start, CHECKPOINT_FILTER
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(QFileDialog, "getSaveFileName", slow_to_choose)
+        qtbot.mouseClick(w.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "exported" in w.statusBar().currentMessage(), timeout=10_000)
+    [saved] = tmp_path.glob("chargpt-tiny-iter*.safetensors")
+    assert saved.name == f"chargpt-tiny-iter{checkpoint.load(saved).iteration}.safetensors"
+
+
+def test_plots_saved_under_the_suggested_name_are_named_for_how_far_they_reach(make_window, qtbot, tmp_path):
+    w = make_window()
+    tiny(w)
+    w.settings.setValue("plots_dir", str(tmp_path))
+    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    suggested: list[str] = []
+
+    def slow_to_choose(_parent, _caption, start, *args):
+        suggested.append(Path(start).name)
+        shown = last_iter(w)
+        qtbot.waitUntil(lambda: last_iter(w) > shown, timeout=10_000)  # the curves go on
+        return start, ""
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(QFileDialog, "getSaveFileName", slow_to_choose)
+        w.save_plots()
+    [saved] = tmp_path.glob("*.png")
+    assert saved.name != suggested[0] and saved.name.startswith("chargpt-tiny-iter")
 
 
 def test_an_export_named_without_its_suffix_is_given_it(make_window, qtbot, tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import threading
 
+from app.worker import named_for
+
 
 def test_garbage_in_cycles_is_freed_on_the_gui_thread_not_where_it_was_allocated(qtbot, collector):
     assert not gc.isenabled()
@@ -41,3 +43,12 @@ def test_the_queue_says_whether_a_person_waits_without_taking_the_command():
     queue.put(Pause())
     assert queue.holds(PERSON_WAITS)
     assert [type(c) for c in queue.drain()] == [SetThreads, Pause]
+
+
+def test_an_export_named_for_an_iteration_is_renamed_for_the_one_it_holds(tmp_path):
+    named = tmp_path / "chargpt-small-iter115.safetensors"
+    assert named_for(named, 115, 292) == tmp_path / "chargpt-small-iter292.safetensors"
+    assert named_for(named, 115, 115) == named
+    assert named_for(tmp_path / "mine.safetensors", 115, 292) == tmp_path / "mine.safetensors"
+    (tmp_path / "chargpt-small-iter292.safetensors").write_bytes(b"")  # not asked about: kept
+    assert named_for(named, 115, 292) == named
