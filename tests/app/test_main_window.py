@@ -151,13 +151,19 @@ def test_export_while_training_matches_the_trainer_at_that_iteration(
     assert suggested[-1] == str(target.parent)
 
 
-def test_an_export_under_the_suggested_name_is_named_for_the_iteration_it_holds(make_window, qtbot, tmp_path):
-    """Training goes on while the name is chosen: chargpt-small-iter115 held iteration 292."""
+def training_with_dialogs_in(make_window, qtbot, key: str, folder: Path) -> MainWindow:
+    """A window training tiny, whose file dialog for ``key`` opens in ``folder``."""
     w = make_window()
     tiny(w)
-    w.settings.setValue("export_dir", str(tmp_path))
+    w.settings.setValue(key, str(folder))
     qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    return w
+
+
+def test_an_export_under_the_suggested_name_is_named_for_the_iteration_it_holds(make_window, qtbot, tmp_path):
+    """Training goes on while the name is chosen: chargpt-small-iter115 held iteration 292."""
+    w = training_with_dialogs_in(make_window, qtbot, "export_dir", tmp_path)
 
     def slow_to_choose(_parent, _caption, start, *args):
         qtbot.wait(400)  # iterations go by
@@ -172,11 +178,7 @@ def test_an_export_under_the_suggested_name_is_named_for_the_iteration_it_holds(
 
 
 def test_plots_saved_under_the_suggested_name_are_named_for_how_far_they_reach(make_window, qtbot, tmp_path):
-    w = make_window()
-    tiny(w)
-    w.settings.setValue("plots_dir", str(tmp_path))
-    qtbot.mouseClick(w.panel.start, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: last_iter(w) >= 5, timeout=20_000)
+    w = training_with_dialogs_in(make_window, qtbot, "plots_dir", tmp_path)
     suggested: list[str] = []
 
     def slow_to_choose(_parent, _caption, start, *args):
