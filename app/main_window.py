@@ -882,8 +882,8 @@ class MainWindow(QMainWindow):
             self._follower = RunFollower(path)
             self._written_at, self._said_quiet = time.monotonic(), False
             self._viewed_config = run.config
-            self._poll_run()
             self._follow_timer.start()
+            self._poll_run()  # (which stops the timer if the folder cannot be read)
             self.plots.set_vocabulary(self._viewed_setting("model", "vocab_size") or None)
             configs = _configs(run.config)
             preset = preset_of(configs[0]) if configs is not None else None
@@ -901,7 +901,8 @@ class MainWindow(QMainWindow):
                     f"{plural(m.n_heads, 'head')}, context {m.context}",
                     15_000,
                 )
-            elif self._viewed_checkpoint():  # loading its checkpoint is how a viewed run trains on
+            # loading its checkpoint is how a viewed run trains on (unless why it cannot be read is said)
+            elif self._follow_timer.isActive() and self._viewed_checkpoint():
                 keys = self.load_action.shortcut().toString()
                 hint = f"To sample from it or train it on: Load checkpoint… ({keys})"
                 self.statusBar().showMessage(hint, 15_000)
@@ -941,7 +942,8 @@ class MainWindow(QMainWindow):
             self.recent_menu.addAction("No runs yet").setEnabled(False)
 
     def shown_run_dir(self) -> Path:
-        """The folder of the run in the window (viewed, training or loaded), else of all runs."""
+        """The folder of the run in the window (viewed, training or loaded; it may be gone since),
+        else of all runs."""
         if self._follower is not None:
             return self._follower.run_dir
         info = self.run_info
@@ -949,9 +951,12 @@ class MainWindow(QMainWindow):
             # Until the model trains here, its new folder holds nothing of it (and goes away if
             # nothing is trained), while the folder it was loaded or continued from holds it all.
             trained = self.store.last_iteration > info.iteration
-            for folder in (info.run_dir,) if trained else (info.came_from, info.run_dir):
-                if folder is not None and folder.is_dir():
-                    return folder
+            if trained and info.run_dir is not None:
+                return info.run_dir
+            if not trained and info.came_from is not None:
+                return info.came_from
+            if info.run_dir is not None and info.run_dir.is_dir():  # (a new run's, before its first step)
+                return info.run_dir
         return runs_dir()
 
     @Slot()
@@ -969,11 +974,12 @@ class MainWindow(QMainWindow):
                     f"Cannot create the folder for runs, {folder}: {e.strerror or e}",
                 )
                 return
-        elif not folder.is_dir():  # a viewed run's, moved or deleted since: not to be made anew, empty
+        elif not folder.is_dir():  # moved or deleted since: not to be made anew, empty
             self._message(QMessageBox.Icon.Information, "Run folder", f"The run folder {folder} is gone.")
             return
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
-            self._message(QMessageBox.Icon.Information, "Run folder", f"The run folder is {folder}")
+            said = f"Runs are kept in {folder}" if folder == runs_dir() else f"The run folder is {folder}"
+            self._message(QMessageBox.Icon.Information, "Run folder", said)
 
     @Slot()
     def choose_comparison(self) -> None:
@@ -1044,7 +1050,8 @@ class MainWindow(QMainWindow):
             records = self._follower.poll()
             samples = self._follower.poll_samples()  # those of a run still training too
         except Exception as e:  # the folder went away, a file it cannot read: stop following
-            self._stop_following()
+            # (the follower stays: the run in view is still that folder's, gone or not)
+            self._follow_timer.stop()
             self.statusBar().showMessage(f"Stopped following the run: {e}")  # until another says more
             return
         if records:

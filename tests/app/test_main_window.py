@@ -632,6 +632,10 @@ def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, 
     w = make_window()
     w.show_folder_action.trigger()  # no run yet: the folder all runs go to, made for the occasion
     assert opened == [str(runs_dir())] and runs_dir().is_dir()
+    with monkeypatch.context() as no_file_manager:
+        no_file_manager.setattr(QDesktopServices, "openUrl", lambda url: False)
+        w.show_folder_action.trigger()  # not "the run folder": no run is there yet
+        assert boxes(w, "Run folder")[-1].text() == f"Runs are kept in {runs_dir()}"
     train_to_end(w, qtbot, iters=10)
     trained = w.run_info.run_dir
     w.show_folder_action.trigger()
@@ -644,12 +648,18 @@ def test_show_run_folder_opens_the_folder_of_the_run_in_the_window(make_window, 
     # a desktop without a file manager: the path is said instead
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: False)
     w.show_folder_action.trigger()
-    [box] = boxes(w, "Run folder")
-    assert str(viewed) in box.text()
-    # moved away while in view: said, not made anew and empty under its old name
+    assert boxes(w, "Run folder")[-1].text() == f"The run folder is {viewed}"
+    # moved away while in view: said, not made anew and empty under its old name, nor the
+    # folder of all runs called the run folder once the window stopped following it
     viewed.rename(tmp_path / "moved")
+    qtbot.waitUntil(lambda: "Stopped following" in w.statusBar().currentMessage(), timeout=10_000)
     w.show_folder_action.trigger()
-    assert "is gone" in boxes(w, "Run folder")[-1].text() and not viewed.exists()
+    assert f"The run folder {viewed} is gone" in boxes(w, "Run folder")[-1].text() and not viewed.exists()
+    # and a run trained here, its folder deleted after it ended
+    train_to_end(w, qtbot, iters=10)
+    shutil.rmtree(w.run_info.run_dir)
+    w.show_folder_action.trigger()
+    assert f"The run folder {w.run_info.run_dir} is gone" in boxes(w, "Run folder")[-1].text()
 
 
 def test_a_viewed_run_says_how_to_train_it_on_and_load_starts_at_its_final_checkpoint(
