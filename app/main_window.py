@@ -627,6 +627,9 @@ class MainWindow(QMainWindow):
     def _on_sample_cancelled(self) -> None:
         if self.handle is not None and self.handle.is_running():
             self.handle.worker.cancel_sample()
+            # what was made goes with it (half a sample is no picture of the model): say so, or
+            # Cancel looked like a key that did nothing
+            self.statusBar().showMessage("Sample cancelled", 5000)
 
     @Slot()
     def _on_sample_ended(self) -> None:

@@ -934,6 +934,7 @@ def test_a_long_sample_lets_pause_act_at_once_and_can_be_cancelled(make_window, 
     assert w.samples.generate_button.text() == "Generate sample" == w.sample_action.text().replace("&", "")
     qtbot.wait(200)
     assert w.samples.count() == 0  # nothing half made was shown
+    assert w.statusBar().currentMessage() == "Sample cancelled"  # and that is said
     w.samples.length.setValue(20)
     w.samples.prompt.setText("the")
     w.samples.prompt.returnPressed.emit()  # Enter generates; while one is made, it does not cancel
