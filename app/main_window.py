@@ -486,22 +486,28 @@ class MainWindow(QMainWindow):
                 self.plots.set_vocabulary(c.vocab_size)  # where the next run will start
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if self._dropped_path(event) is not None:
+        if event.mimeData().hasUrls():  # taken, or refused with the reason when dropped
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        path = self._dropped_path(event)
-        if path is not None:
-            event.acceptProposedAction()
+        event.acceptProposedAction()
+        path, refused = self._dropped_path(event)
+        if refused:
+            self.statusBar().showMessage(refused, 10_000)  # a "no" cursor alone said nothing
+        else:
             self.open_path(path)
 
-    def _dropped_path(self, event: QDragEnterEvent | QDropEvent) -> str | None:
-        """The one local file or folder dragged, unless a run is on (its text and model are
-        its own until it stops)."""
+    def _dropped_path(self, event: QDragEnterEvent | QDropEvent) -> tuple[str, str]:
+        """The one local file or folder dropped, and "", or why it is not taken: a run is on
+        (its text and model are its own until it stops), several, or not a file here."""
         urls = event.mimeData().urls()
-        if len(urls) == 1 and urls[0].isLocalFile() and self.state not in BUSY:
-            return urls[0].toLocalFile()
-        return None
+        if self.state in BUSY:
+            return "", "Stop the run in the window before opening a file dropped on it"
+        if len(urls) != 1:
+            return "", f"{len(urls)} files were dropped; drop one at a time"
+        if not urls[0].isLocalFile():
+            return "", f"{urls[0].toDisplayString()} is not a file on this computer; download it first"
+        return urls[0].toLocalFile(), ""
 
     def open_path(self, path: str) -> None:
         """A folder opens as a run, a .safetensors file loads as a checkpoint, and any other

@@ -40,6 +40,9 @@ class SamplesView(QWidget):
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("prompt (optional)")
         self.prompt.setToolTip("Text for the model to continue, in characters of the corpus; Enter generates")
+        # a file dragged from a file manager also carries its name as text: dropped here, it
+        # became "file:///…" in the prompt, where on the rest of the window it opens
+        self.prompt.setAcceptDrops(False)
         self.temperature = QDoubleSpinBox()
         self.temperature.setRange(0.05, 5.0)
         self.temperature.setSingleStep(0.1)

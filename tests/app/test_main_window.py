@@ -2186,6 +2186,21 @@ def test_a_file_dropped_while_a_run_is_built_or_trains_is_not_taken(make_window,
     w.dropEvent(drop_of(mime))  # the running model's text is its own
     qtbot.wait(300)
     assert w.corpus is good and "other.txt" not in w.panel.corpus_label.toolTip()
+    assert w.statusBar().currentMessage() == "Stop the run in the window before opening a file dropped on it"
+
+
+def test_a_drop_that_is_not_one_file_here_says_why_and_one_on_the_prompt_opens(make_window, qtbot, tmp_path):
+    w = make_window()
+    two = QMimeData()
+    two.setUrls([QUrl.fromLocalFile(str(tmp_path / "a.txt")), QUrl.fromLocalFile(str(tmp_path / "b.txt"))])
+    w.dropEvent(drop_of(two))
+    assert w.statusBar().currentMessage() == "2 files were dropped; drop one at a time"
+    link = QMimeData()
+    link.setUrls([QUrl("https://example.org/text.txt")])
+    w.dropEvent(drop_of(link))
+    assert "https://example.org/text.txt is not a file on this computer" in w.statusBar().currentMessage()
+    # a file manager's drag carries the file's name as text too: the prompt took it as text
+    assert not w.samples.prompt.acceptDrops()
 
 
 def test_a_corpus_still_loading_when_a_run_starts_does_not_replace_the_runs_text(
