@@ -96,6 +96,7 @@ BUSY = (STARTING, TRAINING, PAUSED)  # a run is on: its text and model are its o
 CORPUS_REFUSED = "Cannot use this corpus"  # the title of that message box
 SAMPLE_REFUSED = "Cannot sample"  # the title of that message box
 LOAD_REFUSED = "Cannot load this checkpoint"  # the title of that message box
+OTHER_SCALE = "its loss is not on this scale"  # the end of what a comparison on another text says
 CHECKPOINT_FILTER = "Checkpoint: to resume, sample or load again (*.safetensors)"
 WEIGHTS_FILTER = "Weights only, with PyTorch names (*.safetensors)"
 FOLLOW_MS = 500  # how often an opened run directory is read for new records
@@ -1021,13 +1022,13 @@ class MainWindow(QMainWindow):
                 self._message(QMessageBox.Icon.Information, "Nothing to compare", message)
                 return
             mine = self._shown_corpus_sha()
+            if self.statusBar().currentMessage().endswith(OTHER_SCALE):
+                self.statusBar().clearMessage()  # of the comparison this one replaces
             if mine and corpus.get("sha256") and corpus["sha256"] != mine:
                 # a loss is in nats per character of its own text: two texts' do not line up
                 label += " · another text"
                 self.statusBar().showMessage(
-                    f"{Path(path).name} trained on another text ({corpus.get('name', '?')}): "
-                    "its loss is not on this run's scale",
-                    15_000,
+                    f"{Path(path).name} is of another text ({corpus.get('name', '?')}): {OTHER_SCALE}", 15_000
                 )
             self.plots.set_reference(label, store)
             self.clear_compare_action.setEnabled(True)
@@ -1193,14 +1194,15 @@ class MainWindow(QMainWindow):
     def _on_state(self, state: str) -> None:
         ended = self.state in (TRAINING, PAUSED) and state in (FINISHED, STOPPED)
         begun = state == TRAINING and self.state != PAUSED  # (a Resume is neither)
+        resumed = state == TRAINING and self.state == PAUSED
         if state != TRAINING:
             self._pace.clear()
         self._set_state(state)
         # at the start too: a run the process did not live to end (killed, a crash) is found there
         if (ended or begun) and self.run_info is not None and self.run_info.run_dir is not None:
             self._remember_run(self.run_info.run_dir)
-        if ended:
-            self._clear_message(self._ready_text)  # a short run ends within its 8 s: "training" was stale
+        if ended or resumed:  # a short run ends, or a loaded one resumes, within its 8 s
+            self._clear_message(self._ready_text)
         if state != TRAINING:
             self.plots.redraw()  # the final points of a run show at once, not at the next tick
 

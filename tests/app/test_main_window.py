@@ -331,9 +331,11 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
     assert last_iter(second) == k  # the history of the run the checkpoint sits in
     qtbot.waitUntil(lambda: plotted(second) == k, timeout=5_000)
     assert second.panel.pause.isEnabled() and second.panel.pause.text() == "Resume"
+    assert "paused: Resume (F6) trains it on" in second.statusBar().currentMessage()
     qtbot.mouseClick(second.panel.pause, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: last_iter(second) >= k + 10, timeout=20_000)
     assert second.state == TRAINING
+    assert "paused" not in second.statusBar().currentMessage()  # said for 8 s, while it trained
 
 
 def test_a_checkpoint_copied_into_another_runs_folder_loads_without_that_runs_curves(
@@ -1843,7 +1845,14 @@ def test_compare_with_another_run_draws_its_loss_and_a_folder_that_is_not_a_run_
     assert any(
         label.text.endswith("other-text · another text") for _, label in w.plots.loss_plot.legend.items
     )
-    assert "trained on another text (poems.txt)" in w.statusBar().currentMessage()
+    assert (
+        w.statusBar().currentMessage()
+        == "other-text is of another text (poems.txt): its loss is not on this scale"
+    )
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(run))
+    w.compare_action.trigger()  # one of no other text replaces it: what was said of that one goes
+    qtbot.waitUntil(lambda: list(w.plots.loss_reference.xData) == list(range(1, 51)), timeout=10_000)
+    assert w.statusBar().currentMessage() == ""
 
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
     w.compare_action.trigger()
