@@ -113,8 +113,8 @@ def named_for(path: Path, named: int, now: int) -> Path:
     """``path``, whose name ends in the "-iter<named>" the window suggested, named for iteration
     ``now`` instead: what the file holds. Unless a file has that name: the person was asked
     about replacing the name they saw, not this one."""
-    tag = f"-iter{named}"
-    base, suffix = (path.name[: -len(path.suffix)], path.suffix) if path.suffix else (path.name, "")
+    tag, suffix = f"-iter{named}", path.suffix
+    base = path.name.removesuffix(suffix)
     if named == now or not base.endswith(tag):
         return path
     renamed = path.with_name(f"{base[: -len(tag)]}-iter{now}{suffix}")
