@@ -402,6 +402,8 @@ class TrainingPlots(QWidget):
 
     def _show_all(self) -> None:
         it = self.store["iter"]
+        if not len(it) and self.reference is not None:  # no run of its own: the one compared with
+            it = self.reference["iter"]
         lo, hi = (float(it[0]), float(it[-1])) if len(it) else (0.0, 1.0)
         self.loss_plot.setXRange(lo, max(hi, lo + 1), padding=0.02)
         views = [p.getViewBox() for p in self.plots] + self._right_views
@@ -444,6 +446,8 @@ class TrainingPlots(QWidget):
         self.loss_reference = self.loss_plot.plot(pen=_pen(PURPLE, 200), name=html.escape(name))
         self._draw_reference()
         self._fit_legends()  # a row of entries more, or a longer one
+        if self.following:
+            self._show_all()
 
     def clear_reference(self) -> None:
         if self.loss_reference is not None:
@@ -451,6 +455,8 @@ class TrainingPlots(QWidget):
             self.loss_plot.legend.removeItem(self.loss_reference)
         self.reference = self.loss_reference = None
         self._fit_legends()
+        if self.following:
+            self._show_all()
 
     def _draw_reference(self) -> None:
         """Set when it is chosen and when the smoothing changes, not at every redraw: it is

@@ -160,6 +160,9 @@ def test_another_runs_smoothed_loss_is_drawn_to_compare_until_cleared(qtbot):
     plots.set_reference("tiny-run", other)
     curve = plots.loss_reference
     np.testing.assert_allclose(curve.xData, np.arange(1, 301))
+    # no run in the window: the axis spans the one compared with (it was 0 to 1, the curve unseen)
+    lo, hi = plots.loss_plot.getViewBox().viewRange()[0]
+    assert lo < 10 and hi > 290
     np.testing.assert_allclose(curve.yData, other.smoothed_loss(51))
     assert plots.smoothing_label.text() == "51 it"
     plots.smoothing.setValue(2)  # two iterations each side
