@@ -488,15 +488,19 @@ class MainWindow(QMainWindow):
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls():  # taken, or refused with the reason when dropped
-            event.acceptProposedAction()
+            # a copy whatever was proposed: a drop taken as a move has its source delete the file
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        event.acceptProposedAction()
         path, refused = self._dropped_path(event)
         if refused:
             self.statusBar().showMessage(refused, 10_000)  # a "no" cursor alone said nothing
-        else:
-            self.open_path(path)
+            event.ignore()
+            return
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
+        self.open_path(path)
 
     def _dropped_path(self, event: QDragEnterEvent | QDropEvent) -> tuple[str, str]:
         """The one local file or folder dropped, and "", or why it is not taken: a run is on

@@ -821,7 +821,12 @@ def test_dropping_a_text_file_makes_it_the_corpus(make_window, qtbot, tmp_path):
     other.write_text("zebra quagga okapi\n" * 40, encoding="utf-8")
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(other))])
-    w.dropEvent(drop_of(mime))  # Qt delivers synthetic drops only during a real drag
+    # dragged with Shift, a move: taken as a copy, or the file manager deletes the file
+    both, shift = Qt.DropAction.CopyAction | Qt.DropAction.MoveAction, Qt.KeyboardModifier.ShiftModifier
+    drop = QDropEvent(QPointF(50, 50), both, mime, Qt.MouseButton.LeftButton, shift)
+    assert drop.proposedAction() == Qt.DropAction.MoveAction
+    w.dropEvent(drop)  # Qt delivers synthetic drops only during a real drag
+    assert drop.isAccepted() and drop.dropAction() == Qt.DropAction.CopyAction
     qtbot.waitUntil(lambda: "other.txt" in w.panel.corpus_label.toolTip(), timeout=10_000)
     # phrases are held together by no-break spaces, so a narrow panel wraps only between them
     assert "vocabulary\N{NO-BREAK SPACE}14" in w.panel.corpus_label.text()
@@ -2202,8 +2207,10 @@ def test_a_drop_that_is_not_one_file_here_says_why_and_one_on_the_prompt_opens(m
     w = make_window()
     two = QMimeData()
     two.setUrls([QUrl.fromLocalFile(str(tmp_path / "a.txt")), QUrl.fromLocalFile(str(tmp_path / "b.txt"))])
-    w.dropEvent(drop_of(two))
+    drop = drop_of(two)
+    w.dropEvent(drop)
     assert w.statusBar().currentMessage() == "2 files were dropped; drop one at a time"
+    assert not drop.isAccepted()  # the drag's source is told it was not taken
     link = QMimeData()
     link.setUrls([QUrl("https://example.org/text.txt")])
     w.dropEvent(drop_of(link))
