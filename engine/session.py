@@ -92,7 +92,7 @@ class TrainingSession:
             with contextlib.suppress(checkpoint.CheckpointError):
                 recorded = checkpoint.recorded_run_dir(extra["resumed_from"])
                 if recorded is not None and recorded != run_dir_of(extra["resumed_from"]).resolve():
-                    extra["resumed_run"] = str(recorded)
+                    extra["resumed_run"] = self._came_from["resumed_run"] = str(recorded)
         if self._log is not None:
             self._log.write_config(self._config(extra))
 
@@ -228,6 +228,8 @@ class TrainingSession:
         the folder of the checkpoint it resumed (None for a new model)."""
         if "continued_from" in self._came_from:
             return Path(self._came_from["continued_from"])
+        if "resumed_run" in self._came_from:  # a copy kept away from the run it came from
+            return Path(self._came_from["resumed_run"])
         if "resumed_from" in self._came_from:
             return run_dir_of(self._came_from["resumed_from"])
         return None

@@ -258,3 +258,5 @@ def test_a_run_resumed_from_a_copy_kept_elsewhere_has_the_curves_that_led_to_it(
     later.step()
     later.finish()
     assert [r["iter"] for r in history(read_run(tmp_path / "later"))] == [1, 2, 3, 4, 5]
+    # and where it came from is that run, not the folder the copy lies in
+    assert later.came_from() == (tmp_path / "first").resolve()
