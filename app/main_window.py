@@ -506,13 +506,17 @@ class MainWindow(QMainWindow):
         """The one local file or folder dropped, and "", or why it is not taken: a run is on
         (its text and model are its own until it stops), several, or not a file here."""
         urls = event.mimeData().urls()
-        if self.state in BUSY:
-            return "", "Stop the run in the window before opening a file dropped on it"
         if len(urls) != 1:
             return "", f"{len(urls)} files were dropped; drop one at a time"
         if not urls[0].isLocalFile():
             return "", f"{urls[0].toDisplayString()} is not a file on this computer; download it first"
-        return urls[0].toLocalFile(), ""
+        path = urls[0].toLocalFile()
+        # a loaded model not trained on gives way to another model or run, not to a text of its
+        # own (its Resume would train on the text it has)
+        model = Path(path).is_dir() or path.lower().endswith(".safetensors")
+        if self._holds_a_run() or (self.state in BUSY and not model):
+            return "", "Stop the run in the window before opening a file dropped on it"
+        return path, ""
 
     def open_path(self, path: str) -> None:
         """A folder opens as a run, a .safetensors file loads as a checkpoint, and any other
@@ -757,7 +761,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def choose_checkpoint(self) -> None:
-        if self.state in BUSY:
+        if self._holds_a_run():
             return
         path, _ = QFileDialog.getOpenFileName(
             self,
@@ -783,7 +787,7 @@ class MainWindow(QMainWindow):
         """Restore a checkpoint, paused and ready to resume. It is read off the GUI thread before
         the model in the window gives way to it: one that cannot be loaded (damaged, its text
         gone) leaves the window as it was."""
-        if self.state in BUSY:
+        if self._holds_a_run():
             return
         corpus = self.corpus
         base = runs_dir()
@@ -820,7 +824,7 @@ class MainWindow(QMainWindow):
 
         def done(built: tuple[Trainer, list[str], list[dict[str, Any]], str]) -> None:
             self._clear_message(loading)
-            if request != self._show_request or self.state in BUSY:
+            if request != self._show_request or self._holds_a_run():
                 return  # something newer is shown; nothing of this one is on disk
 
             def factory() -> SessionSetup:  # its run folder made on the worker, as Start's
@@ -852,7 +856,7 @@ class MainWindow(QMainWindow):
     # -- opening a run directory ----------------------------------------------------------------
     @Slot()
     def choose_run(self) -> None:
-        if self.state in BUSY:
+        if self._holds_a_run():
             self._message(
                 QMessageBox.Icon.Information, "Training", "Stop the current run before opening another."
             )
@@ -882,7 +886,7 @@ class MainWindow(QMainWindow):
             return run, history(run)
 
         def done(read_back: Any) -> None:
-            if request != self._show_request or self.state in BUSY:
+            if request != self._show_request or self._holds_a_run():
                 return  # a run started, or another folder or checkpoint asked for, since
             run, records = read_back
             self._shutdown_worker()
@@ -950,7 +954,7 @@ class MainWindow(QMainWindow):
         for folder in runs:
             action = self.recent_menu.addAction(folder.name.replace("&", "&&"))  # no shortcut letter
             action.setToolTip(str(folder))
-            action.setEnabled(self.state not in BUSY)  # a run on keeps the window until it stops
+            action.setEnabled(not self._holds_a_run())  # a run on keeps the window until it stops
             action.triggered.connect(lambda _checked=False, f=folder: self.open_run(str(f)))
         if not runs:
             self.recent_menu.addAction("No runs yet").setEnabled(False)
@@ -1297,11 +1301,23 @@ class MainWindow(QMainWindow):
         panel_state = state if state in (TRAINING, PAUSED, STOPPED, FINISHED, FAILED) else IDLE
         if state == STARTING:
             panel_state = TRAINING
-        self.panel.set_state(panel_state, has_model=has_model, done=self._iteration())
+        done, replaceable = self._iteration(), self._replaceable()
+        self.panel.set_state(panel_state, has_model=has_model, done=done, replaceable=replaceable)
         self.samples.generate_button.setEnabled(has_model)
         self.samples.set_source(self._model_elsewhere())
         self.state_label.setText(f"<b>{html.escape(state)}</b>")  # "viewing <a folder name>"
         self._update_status()
+
+    def _replaceable(self) -> bool:
+        """A checkpoint loaded, paused, and not trained on since: another checkpoint or a run
+        folder may take its place (it is all in its file), without Stop first."""
+        info = self.run_info
+        loaded = self.state == PAUSED and self._launched_paused and info is not None
+        return loaded and info is not None and self.store.last_iteration <= info.iteration
+
+    def _holds_a_run(self) -> bool:
+        """A run is on, whose text and model are its own until it stops."""
+        return self.state in BUSY and not self._replaceable()
 
     def _iteration(self) -> int:
         """The iteration of the model in the window: the curves' last, or where a checkpoint

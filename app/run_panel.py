@@ -104,6 +104,7 @@ class RunPanel(QWidget):
         self._corpus: tuple[str, int, int] | None = None  # name, characters, vocabulary; None: none yet
         self._held: tuple[Any, ...] | None = None  # the held model's settings, as shown
         self._cannot_train = ""  # why the held model may only sample and export ("": it trains)
+        self._replaceable = False  # see set_state
 
         self.preset = QComboBox()
         for i, (name, preset) in enumerate(PRESETS.items()):
@@ -263,13 +264,15 @@ class RunPanel(QWidget):
         self.threads.setValue(n)
         self.threads.blockSignals(False)
 
-    def set_state(self, state: str, *, has_model: bool, done: int = 0) -> None:
+    def set_state(self, state: str, *, has_model: bool, done: int = 0, replaceable: bool = False) -> None:
         """Enable what makes sense in ``state``; ``has_model``: a model exists to export or
-        sample; ``done``: the iteration it has reached.
+        sample; ``done``: the iteration it has reached; ``replaceable``: a paused model that was
+        loaded and not trained on since, which another checkpoint may replace.
 
         The middle button pauses a run, resumes a paused one, and continues a finished or
         stopped one to the Iterations total once that is raised past ``done``."""
         self._state, self._has_model, self._done = state, has_model, done
+        self._replaceable = replaceable
         self.pause.blockSignals(True)
         self.pause.setChecked(state == PAUSED)
         self.pause.blockSignals(False)
@@ -391,9 +394,10 @@ class RunPanel(QWidget):
         self.pause.setToolTip(PAUSE_TIP + (f"\n\n{blocker}" if blocker else ""))
         self.stop.setEnabled(running)
         self.export.setEnabled(self._has_model and self._state != IDLE)
-        self.load.setEnabled(not running)
+        held = running and not self._replaceable
+        self.load.setEnabled(not held)
         # why it is off, where a person looks: the window holds one run at a time
-        self.load.setToolTip(LOAD_TIP + ("\n\nStop the run in the window first" if running else ""))
+        self.load.setToolTip(LOAD_TIP + ("\n\nStop the run in the window first" if held else ""))
 
 
 LOAD_TIP = "Load checkpoint… (Ctrl+L): a saved model, with its settings, text and curves"

@@ -338,6 +338,41 @@ def test_a_checkpoint_loads_in_a_fresh_window_with_its_history_and_resumes(
     assert "paused" not in second.statusBar().currentMessage()  # said for 8 s, while it trained
 
 
+def test_a_loaded_checkpoint_not_trained_on_gives_way_to_another_without_stop(
+    make_window, qtbot, monkeypatch, tmp_path
+):
+    """Loaded from the middle of a run, it came up paused, and Load, Open run and drops waited
+    for Stop: one loaded only to look at held the window."""
+    first = make_window()
+    tiny(first, iters=500)
+    train_then_pause(first, qtbot, at=15)
+    run = first.run_info.run_dir
+    middle = tmp_path / "middle.safetensors"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(middle), ""))
+    qtbot.mouseClick(first.panel.export, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(middle.exists, timeout=10_000)
+    first.close()
+    w = make_window()
+    w.load_checkpoint(str(middle))
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=10_000)
+    assert w.panel.load.isEnabled() and "Stop the run" not in w.panel.load.toolTip()
+    w.open_run(str(run))  # another run in view, no Stop asked
+    qtbot.waitUntil(lambda: w.state.startswith("viewing"), timeout=10_000)
+    w.load_checkpoint(str(middle))
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=10_000)
+    text = tmp_path / "other.txt"
+    text.write_text("zebra quagga okapi\n" * 40, encoding="utf-8")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(text))])
+    w.dropEvent(drop_of(mime))  # a text is not for it: Resume would train on the one it has
+    assert "Stop the run" in w.statusBar().currentMessage()
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)  # Resume: now it trains here
+    qtbot.waitUntil(lambda: last_iter(w) > w.run_info.iteration + 1, timeout=20_000)
+    qtbot.mouseClick(w.panel.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.state == PAUSED, timeout=10_000)
+    assert not w.panel.load.isEnabled()  # what it trained would go: Stop first
+
+
 def test_a_checkpoint_copied_into_another_runs_folder_loads_without_that_runs_curves(
     make_window, qtbot, monkeypatch, tmp_path
 ):
