@@ -138,14 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _cannot_write_image(path: Path) -> str:
     """Why a picture could not be saved at ``path`` (no folder, no permission, a suffix that
     names no image format Qt writes), or ""."""
-    from PySide6.QtGui import QImageWriter
+    from app.plots import image_formats
 
     folder = path.parent
     if not folder.is_dir():
         return f"the folder {folder} does not exist; create it or choose another"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"you cannot write in {folder}; choose another folder"
-    formats = sorted(f.toStdString() for f in QImageWriter.supportedImageFormats())
+    formats = image_formats()
     if path.suffix.lower().lstrip(".") not in formats:
         return f"end the name with an image format's suffix: .png, or one of {', '.join(formats)}"
     return ""

@@ -36,7 +36,6 @@ from PySide6.QtGui import (
     QDesktopServices,
     QDragEnterEvent,
     QDropEvent,
-    QImageWriter,
     QKeyEvent,
     QKeySequence,
 )
@@ -56,7 +55,7 @@ from PySide6.QtWidgets import (
 
 import engine
 from app.metrics_store import MetricsStore, Pace
-from app.plots import TrainingPlots
+from app.plots import TrainingPlots, image_formats
 from app.run_panel import RunPanel
 from app.samples_view import CANCEL, GENERATE, SamplesView
 from app.worker import (
@@ -749,7 +748,7 @@ class MainWindow(QMainWindow):
 
         target = Path(path)
         fmt = target.suffix[1:].lower()
-        if fmt.encode() not in {bytes(f.data()).lower() for f in QImageWriter.supportedImageFormats()}:
+        if fmt not in image_formats():
             target, fmt = target.with_name(target.name + ".png"), "png"
         try:
             write_atomic(target, self.plots.image(fmt, self._plots_caption()), "plots")

@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QEvent, QIODevice, QObject, QPointF, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QColor, QFontMetrics, QPainter, QPaintEvent, QPalette, QPixmap
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QFontMetrics,
+    QImageWriter,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -100,6 +109,11 @@ class _TimedCanvas(pg.GraphicsLayoutWidget):  # type: ignore[misc]
     def take_paint_s(self) -> float:
         spent, self.paint_s = self.paint_s, 0.0
         return spent
+
+
+def image_formats() -> list[str]:
+    """The image formats Qt writes here, by their file suffix ("png", "jpg", …)."""
+    return sorted(f.toStdString().lower() for f in QImageWriter.supportedImageFormats())
 
 
 def _name_fits(axis: pg.AxisItem, name: str, room: float) -> bool:
