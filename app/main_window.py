@@ -71,6 +71,7 @@ from app.worker import (
     SessionSetup,
     TrainingWorker,
     WorkerThread,
+    named_for,
     run_in_background,
     wait_for_background,
 )
@@ -712,6 +713,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def save_plots(self) -> None:
         """Save the three plots as an image, named by the run and how far it got."""
+        named_at = self.store.last_iteration
         name = f"{self._file_stem()}-plots.png"
         start = str(Path(self._dialog_dir("plots_dir", Path.home())) / name)
         path, _ = QFileDialog.getSaveFileName(
@@ -719,10 +721,8 @@ class MainWindow(QMainWindow):
         )
         if path:
             self.settings.setValue("plots_dir", str(Path(path).parent))
-            # the suggested name, kept while a run went on: named for how far the curves reach now
-            now = Path(path).with_name(f"{self._file_stem()}-plots.png")
-            if Path(path).name == name and not now.exists():
-                path = str(now)
+            if Path(path).name == name:  # kept while a run went on: for how far the curves reach now
+                path = str(named_for(Path(path), named_at, self.store.last_iteration))
             self.save_plots_image(path)
 
     def _plots_caption(self) -> str:

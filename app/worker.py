@@ -110,14 +110,15 @@ PERSON_WAITS = (Pause, Stop, Quit, Export, Sample)
 
 
 def named_for(path: Path, named: int, now: int) -> Path:
-    """``path``, whose name ends in the "-iter<named>" the window suggested, named for iteration
-    ``now`` instead: what the file holds. Unless a file has that name: the person was asked
-    about replacing the name they saw, not this one."""
-    tag, suffix = f"-iter{named}", path.suffix
-    base = path.name.removesuffix(suffix)
-    if named == now or not base.endswith(tag):
+    """``path``, whose name has the "-iter<named>" the window suggested (before its suffix or
+    "-plots"), named for iteration ``now`` instead: what the file holds. Unless a file has that
+    name: the person was asked about replacing the name they saw, not this one."""
+    tag = f"-iter{named}"
+    at = path.name.rfind(tag)
+    rest = path.name[at + len(tag) :]
+    if named == now or at < 0 or rest[:1] not in (".", "-", ""):
         return path
-    renamed = path.with_name(f"{base[: -len(tag)]}-iter{now}{suffix}")
+    renamed = path.with_name(f"{path.name[:at]}-iter{now}{rest}")
     return path if renamed.exists() else renamed
 
 

@@ -50,5 +50,8 @@ def test_an_export_named_for_an_iteration_is_renamed_for_the_one_it_holds(tmp_pa
     assert named_for(named, 115, 292) == tmp_path / "chargpt-small-iter292.safetensors"
     assert named_for(named, 115, 115) == named
     assert named_for(tmp_path / "mine.safetensors", 115, 292) == tmp_path / "mine.safetensors"
+    assert named_for(tmp_path / "x-iter1150.safetensors", 115, 292) == tmp_path / "x-iter1150.safetensors"
+    plots = tmp_path / "chargpt-small-iter115-plots.png"
+    assert named_for(plots, 115, 292) == tmp_path / "chargpt-small-iter292-plots.png"
     (tmp_path / "chargpt-small-iter292.safetensors").write_bytes(b"")  # not asked about: kept
     assert named_for(named, 115, 292) == named
