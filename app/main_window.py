@@ -502,7 +502,7 @@ class MainWindow(QMainWindow):
         event.accept()
         self.open_path(path)
 
-    def _dropped_path(self, event: QDragEnterEvent | QDropEvent) -> tuple[str, str]:
+    def _dropped_path(self, event: QDropEvent) -> tuple[str, str]:
         """The one local file or folder dropped, and "", or why it is not taken: a run is on
         (its text and model are its own until it stops), several, or not a file here."""
         urls = event.mimeData().urls()
@@ -1311,8 +1311,9 @@ class MainWindow(QMainWindow):
         """A checkpoint loaded, paused, and not trained on since: another checkpoint or a run
         folder may take its place (it is all in its file), without Stop first."""
         info = self.run_info
-        loaded = self.state == PAUSED and self._launched_paused and info is not None
-        return loaded and info is not None and self.store.last_iteration <= info.iteration
+        if info is None or self.state != PAUSED or not self._launched_paused:
+            return False
+        return self.store.last_iteration <= info.iteration
 
     def _holds_a_run(self) -> bool:
         """A run is on, whose text and model are its own until it stops."""
@@ -1516,14 +1517,12 @@ def _history_beside(checkpoint: Path, trainer: Trainer) -> list[dict[str, Any]]:
     """The metrics behind a checkpoint, up to its iteration, across the runs it continued or
     resumed: from the run folder it sits in, else from the one it recorded it trained in (a
     copy exported elsewhere), if that folder's run led to it (not one it was copied into)."""
-    from engine.checkpoint import recorded_run_dir
-    from engine.runlog import first_that_led_to, history, run_dir_of
+    from engine.checkpoint import run_folders
+    from engine.runlog import first_that_led_to, history
 
     try:  # history is a nicety; the checkpoint loaded fine without it
-        recorded = recorded_run_dir(checkpoint)
-        folders = [run_dir_of(checkpoint), *([recorded] if recorded is not None else [])]
         m, t = trainer.model_cfg, trainer.train_cfg
-        run = first_that_led_to(folders, m.to_dict(), t.seed, trainer.iteration)
+        run = first_that_led_to(run_folders(checkpoint), m.to_dict(), t.seed, trainer.iteration)
         return history(run, trainer.iteration) if run is not None else []
     except Exception:
         return []

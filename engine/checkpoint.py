@@ -36,7 +36,7 @@ from engine.data import BUILTIN, AbsentText, CharTokenizer, Corpus, CorpusError
 from engine.errors import InputError, read_failure, write_failure
 from engine.memory import check_memory
 from engine.model import GPT
-from engine.runlog import CHECKPOINTS, is_count
+from engine.runlog import CHECKPOINTS, is_count, run_dir_of
 from engine.trainer import Trainer, TrainerState
 
 FORMAT = "chargpt-checkpoint"
@@ -318,6 +318,18 @@ def _absolute(folder: str | Path | None) -> str | None:
         return str(Path(folder).resolve())
     except OSError:
         return None
+
+
+def run_folders(path: str | Path) -> list[Path]:
+    """The run folders whose records may lead to a checkpoint's model, likeliest first: the one
+    it sits in, then the one it recorded it trained in, if that is another (a copy kept away
+    from its run). Whether a run did lead to it is ``runlog.led_to``'s to say."""
+    beside = run_dir_of(path)
+    with contextlib.suppress(CheckpointError, OSError):  # a header it cannot read: no other
+        recorded = recorded_run_dir(path)
+        if recorded is not None and recorded != beside.resolve():
+            return [beside, recorded]
+    return [beside]
 
 
 def recorded_run_dir(path: str | Path) -> Path | None:

@@ -89,10 +89,9 @@ class TrainingSession:
         extra = dict(extra_config or {})
         self._came_from = {k: extra[k] for k in ("continued_from", "resumed_from") if extra.get(k)}
         if extra.get("resumed_from"):  # a copy kept away from its run: where its curves are
-            with contextlib.suppress(checkpoint.CheckpointError):
-                recorded = checkpoint.recorded_run_dir(extra["resumed_from"])
-                if recorded is not None and recorded != run_dir_of(extra["resumed_from"]).resolve():
-                    extra["resumed_run"] = self._came_from["resumed_run"] = str(recorded)
+            folders = checkpoint.run_folders(extra["resumed_from"])
+            if len(folders) > 1:
+                extra["resumed_run"] = self._came_from["resumed_run"] = str(folders[1])
         if self._log is not None:
             self._log.write_config(self._config(extra))
 
